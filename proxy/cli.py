@@ -1,0 +1,141 @@
+"""Command line: ``stratum-proxy run | check-config | demo``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+
+from . import __version__
+from .config import Config, ConfigError, load
+
+log = logging.getLogger("proxy.cli")
+
+
+def _install_uvloop() -> bool:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a runtime dependency
+        return False
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    return True
+
+
+def describe(config: Config) -> str:
+    """What would run: the rig-side extranonce layout and, per pool, what it must offer."""
+    p = config.proxy
+    need = p.extranonce_prefix_size + p.extranonce2_size
+    lines = [
+        f"config {config.path or '(embedded)'} is valid",
+        f"instance {p.instance}: rigs connect to {p.listen}",
+        f"rigs get extranonce1 = {p.extranonce_prefix_size}-byte proxy prefix, "
+        f"extranonce2_size = {p.extranonce2_size}",
+    ]
+    if p.extranonce_prefix_size == 0:
+        lines.append("  prefix 0: one upstream connection per rig on every pool (no aggregation)")
+    else:
+        lines.append(f"  aggregation: up to {256 ** p.extranonce_prefix_size:,} rigs per upstream "
+                     "connection (more connections are recruited beyond that)")
+    lines.append(f"  every pool must offer extranonce2_size >= {need}; a narrower pool cannot take "
+                 "these rigs invisibly (it is reported, never used silently)")
+    if p.extranonce2_size < 4:
+        lines.append("  warning: extranonce2_size < 4; some firmware wants at least 4")
+    lines.append(f"failover: silent after {p.silent_timeout_s:g}s without an answer, stale after "
+                 f"{p.max_job_age_s:g}s without a job; failback hold-down {p.failback_hold_s:g}s")
+    lines.append(f"api: {config.api.listen}" + ("" if config.api.enabled else " (disabled)")
+                 + ("" if config.api.token else " (no token: writes refused)"))
+    lines.append("pools (lower priority number is preferred):")
+    for pool in sorted(config.pools, key=lambda x: x.priority):
+        flags = [] if pool.enabled else ["disabled"]
+        flags.append(f"standby={pool.standby}")
+        if pool.tls:
+            flags.append("TLS" + ("" if pool.tls_verify else " (verification OFF)"))
+        lines.append(f"  [{pool.priority}] {pool.name}: {pool.url} user={pool.user} "
+                     f"weight={pool.weight:g} {' '.join(flags)}")
+    return "\n".join(lines)
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    try:
+        config = load(args.file)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(describe(config))
+    return 0
+
+
+async def _run(config: Config) -> int:
+    from .net.service import ProxyService
+
+    service = ProxyService(config)
+    await service.start()
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+
+    def on_hup() -> None:
+        try:
+            result = service.reload()
+            log.info("config reloaded: %s", result)
+        except ConfigError as exc:
+            log.error("config reload refused, running config kept: %s", exc)
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, on_hup)
+    log.info("stratum-proxy %s running: rigs on port %d, api on port %s", __version__,
+             service.port, service.api_port or "-")
+    await stop.wait()
+    log.info("stopping")
+    await asyncio.wait_for(service.stop(), 10)
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    try:
+        config = load(args.config)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    _install_uvloop()
+    return asyncio.run(_run(config))
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    _install_uvloop()
+    return asyncio.run(run_demo(args))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="stratum-proxy", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"stratum-proxy {__version__}")
+    parser.add_argument("--log-level", default="INFO")
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run the proxy")
+    run.add_argument("-c", "--config", required=True)
+    run.set_defaults(func=cmd_run)
+    check = sub.add_parser("check-config", help="validate a config file and show what would run")
+    check.add_argument("file")
+    check.set_defaults(func=cmd_check_config)
+    demo = sub.add_parser("demo", help="the whole story on loopback with simulated pools and rigs")
+    demo.add_argument("--duration", type=float, default=90.0)
+    demo.add_argument("--rigs", type=int, default=50)
+    demo.add_argument("--hold", type=float, default=15.0, help="failback hold-down seconds")
+    demo.add_argument("--api-port", type=int, default=8080)
+    demo.add_argument("--port", type=int, default=0, help="rig port (0 = any free port)")
+    demo.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=getattr(logging, str(args.log_level).upper(), logging.INFO),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        return 130

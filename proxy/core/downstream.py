@@ -1,0 +1,76 @@
+"""Rig side state: one TCP connection from a rig.
+
+Firmware pipelines configure/subscribe/authorize in one write and in any order, so the
+session is a set of flags rather than a strict sequence; the engine answers each request
+as it comes and sends work once the rig is both subscribed and authorized.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from ..stratum.framing import LineFramer
+from .stats import RateMeter
+
+if TYPE_CHECKING:
+    from .jobs import Job
+    from .upstream import PoolState, UpstreamConnection
+
+RECENT_CONNS = 3
+
+
+class RigSession:
+    __slots__ = (
+        "rig_id", "peer", "send", "close", "framer", "subscribed", "user_agent", "workers",
+        "extranonce_subscribed", "prefix", "requested_mask", "version_mask", "difficulty",
+        "conn", "recent_conns", "pool", "suggested_difficulty", "connected_at",
+        "last_share_at", "accepted", "rejected", "accepted_difficulty", "hashrate", "closed",
+        "last_sent_job", "upstream_worker", "notifies", "last_work_at",
+    )
+
+    def __init__(self, rig_id: int, peer: str, send: Callable[[bytes], None],
+                 close: Callable[[], None], max_line: int, now: float) -> None:
+        self.rig_id = rig_id
+        self.peer = peer
+        self.send = send
+        self.close = close
+        self.framer = LineFramer(max_line)
+        self.subscribed = False
+        self.user_agent = ""
+        self.workers: list[str] = []
+        self.extranonce_subscribed = False
+        self.prefix: bytes = b""
+        self.requested_mask: int | None = None  # None: the rig did not ask for version rolling
+        self.version_mask = 0
+        self.difficulty: float | None = None
+        self.conn: UpstreamConnection | None = None
+        self.recent_conns: list[UpstreamConnection] = []
+        self.pool: PoolState | None = None
+        self.suggested_difficulty: float | None = None
+        self.connected_at = now
+        self.last_share_at = 0.0
+        self.accepted = 0
+        self.rejected: Counter = Counter()
+        self.accepted_difficulty = 0.0
+        self.hashrate = RateMeter()
+        self.closed = False
+        self.last_sent_job: Job | None = None
+        self.upstream_worker = ""
+        self.notifies = 0
+        self.last_work_at = 0.0
+
+    @property
+    def authorized(self) -> bool:
+        return bool(self.workers)
+
+    @property
+    def worker(self) -> str:
+        return self.workers[0] if self.workers else ""
+
+    def may_submit_to(self, conn: UpstreamConnection) -> bool:
+        return conn is self.conn or conn in self.recent_conns
+
+    def __repr__(self) -> str:
+        return f"<Rig {self.rig_id} {self.worker or '-'} @{self.peer}>"

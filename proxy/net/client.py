@@ -1,0 +1,136 @@
+"""Pool connections: dial (TCP or TLS), then bytes straight into the core."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import ssl
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ..core.engine import ProxyCore
+    from ..core.upstream import UpstreamConnection
+
+log = logging.getLogger("proxy.net")
+
+
+def describe_error(exc: BaseException | None) -> str:
+    """A reason an operator understands, for events and pool status."""
+    if exc is None:
+        return "connection closed by pool"
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(exc, ConnectionResetError):
+        return "connection reset by pool"
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return f"TLS certificate rejected: {exc.verify_message or exc}"
+    if isinstance(exc, ssl.SSLError):
+        return f"TLS error: {exc.reason or exc}"
+    if isinstance(exc, socket.gaierror):
+        return f"DNS lookup failed: {exc.strerror or exc}"
+    if isinstance(exc, (TimeoutError, asyncio.TimeoutError)):
+        return "connect timed out"
+    if isinstance(exc, OSError):
+        return f"network error: {exc.strerror or exc}"
+    return f"error: {exc}"
+
+
+class PoolProtocol(asyncio.Protocol):
+    def __init__(self, core: ProxyCore, conn: UpstreamConnection,
+                 loop: asyncio.AbstractEventLoop) -> None:
+        self.core = core
+        self.conn = conn
+        self.loop = loop
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:
+                pass
+
+    def data_received(self, data: bytes) -> None:
+        self.core.pool_data(self.conn, data, self.loop.time())
+
+    def eof_received(self) -> bool:
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.core.pool_closed(self.conn, describe_error(exc), self.loop.time())
+
+
+class Dialer:
+    """Implements the core's CoreIO: dials pools and closes them on the core's request."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, connect_timeout: float,
+                 resolver: object | None = None) -> None:
+        self.loop = loop
+        self.core: ProxyCore | None = None
+        self.connect_timeout = connect_timeout
+        self.resolver = resolver  # optional async callable host -> ip, for tests that inject DNS
+        self.protocols: dict[int, PoolProtocol] = {}
+        self._tasks: set[asyncio.Task] = set()
+        self._ssl_contexts: dict[tuple[str, bool], ssl.SSLContext] = {}
+
+    def dial(self, conn: UpstreamConnection) -> None:
+        task = self.loop.create_task(self._dial(conn))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def close_pool(self, conn: UpstreamConnection) -> None:
+        proto = self.protocols.pop(conn.conn_id, None)
+        if proto is not None and proto.transport is not None:
+            proto.transport.abort()
+
+    def _ssl_context(self, ca_file: str, verify: bool) -> ssl.SSLContext:
+        key = (ca_file, verify)
+        ctx = self._ssl_contexts.get(key)
+        if ctx is None:
+            ctx = ssl.create_default_context(cafile=ca_file or None)
+            if not verify:
+                ctx.check_hostname = False
+                ctx.verify_mode = ssl.CERT_NONE
+            self._ssl_contexts[key] = ctx
+        return ctx
+
+    async def _dial(self, conn: UpstreamConnection) -> None:
+        core = self.core
+        assert core is not None
+        cfg = conn.pool.config
+        ssl_ctx = self._ssl_context(cfg.ca_file, cfg.tls_verify) if cfg.tls else None
+        try:
+            host = conn.host
+            if self.resolver is not None:
+                host = await self.resolver(host)  # type: ignore[operator]
+            _, proto = await asyncio.wait_for(
+                self.loop.create_connection(
+                    lambda: PoolProtocol(core, conn, self.loop), host, conn.port, ssl=ssl_ctx,
+                    server_hostname=conn.host if ssl_ctx else None,
+                    ssl_handshake_timeout=self.connect_timeout if ssl_ctx else None),
+                self.connect_timeout)
+        except asyncio.CancelledError:
+            core.pool_closed(conn, "dial cancelled", self.loop.time())
+            raise
+        except Exception as exc:  # every failure is a pool failure, never ours
+            core.pool_closed(conn, describe_error(exc), self.loop.time())
+            return
+        if conn.state == "closed":
+            if proto.transport is not None:
+                proto.transport.abort()
+            return
+        self.protocols[conn.conn_id] = proto
+        assert proto.transport is not None
+        core.pool_connected(conn, proto.transport.write, self.loop.time())
+
+    async def aclose(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        for proto in list(self.protocols.values()):
+            if proto.transport is not None:
+                proto.transport.abort()
+        self.protocols.clear()

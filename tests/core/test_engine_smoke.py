@@ -1,0 +1,38 @@
+from proxy.stratum import work
+
+from .harness import FakeRig, connect, make_core
+
+
+def test_rig_gets_folded_job_and_share_is_forwarded():
+    core, io, clock = make_core()
+    assert [c.pool.name for c in io.dialed] == ["primary", "backup"]
+    primary = connect(core, io.dialed[0], clock)
+    primary.handshake(extranonce1="aabbccdd", e2_size=8)
+    rig = FakeRig(core, clock)
+    rig.setup()
+    sub = rig.answer(2)
+    assert sub["result"][1] == "0000" and sub["result"][2] == 4
+    notifies = rig.notifications("mining.notify")
+    assert len(notifies) == 1
+    coinb1 = notifies[0][2]
+    assert coinb1.endswith("aabbccdd" + "0000")  # pool extranonce1 + 2 bytes padding
+    # find a share at the tiny difficulty
+    job = core.jobs[notifies[0][0]]
+    for nonce in range(100000):
+        digest = job.header_hash(b"\0\0", b"\1\2\3\4", job.ntime, nonce, job.version)
+        if int.from_bytes(digest, "little") <= job.target:
+            break
+    mid = rig.request("mining.submit", ["farm.rig1", notifies[0][0], "01020304", f"{job.ntime:08x}",
+                                        f"{nonce:08x}"])
+    assert rig.answer(mid)["result"] is True
+    submits = primary.requests("mining.submit")
+    assert len(submits) == 1
+    user, up_job, e2, ntime, nonce_hex = submits[0]["params"]
+    assert up_job == "j1" and e2 == "0000" + "0000" + "01020304"
+    # the pool's own rebuild gives the same hash
+    n = primary.sent  # noqa: F841
+    pool_hash = work.share_hash(bytes.fromhex("01000000" + "00" * 4), bytes.fromhex("aabbccdd"),
+                                bytes.fromhex(e2), bytes.fromhex("ffffffff" + "22" * 20),
+                                [bytes.fromhex("33" * 32)], 0x20000000, bytes.fromhex("11" * 32),
+                                0x1d00ffff, int(ntime, 16), int(nonce_hex, 16))
+    assert pool_hash == digest

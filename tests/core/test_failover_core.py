@@ -1,0 +1,171 @@
+"""Failover decisions in the sans-I/O core, on the injected clock."""
+
+from __future__ import annotations
+
+from proxy.core.upstream import DOWN, HEALTHY
+
+from .harness import FakeRig, connect, make_core, make_notify
+
+
+def _setup(n_rigs: int = 3, **proxy):
+    core, io, clock = make_core(**proxy)
+    primary = connect(core, io.dialed[0], clock)
+    primary.handshake(extranonce1="aaaaaaaa", e2_size=8, notify=make_notify("p1", tag="01"))
+    backup = connect(core, io.dialed[1], clock)
+    backup.handshake(extranonce1="bbbbbbbb", e2_size=8, difficulty=2e-9,
+                     notify=make_notify("b1", tag="02"))
+    rigs = []
+    for i in range(n_rigs):
+        rig = FakeRig(core, clock, peer=f"10.0.0.{i}:1")
+        rig.setup()
+        rigs.append(rig)
+    return core, io, clock, primary, backup, rigs
+
+
+def test_rigs_start_on_primary_and_backup_is_warm():
+    core, io, clock, primary, backup, rigs = _setup()
+    assert core.active_pools() == ["primary"]
+    for rig in rigs:
+        assert rig.notifications("mining.notify")[-1][2].endswith("aaaaaaaa0000")
+    assert core.pools["backup"].has_ready
+
+
+def test_reset_moves_every_rig_with_only_difficulty_and_notify():
+    core, io, clock, primary, backup, rigs = _setup()
+    before = [len(r.received) for r in rigs]
+    core.pool_closed(primary.conn, "connection reset by pool", clock.now)
+    assert core.active_pools() == ["backup"]
+    for rig, n in zip(rigs, before):
+        new = rig.received[n:]
+        methods = [m["method"] for m in new]
+        assert methods == ["mining.set_difficulty", "mining.notify"], methods
+        assert new[-1]["params"][8] is True  # clean_jobs
+        assert new[-1]["params"][2].endswith("bbbbbbbb0000")
+        assert not rig.closed
+    switch = [e for e in core.events.recent() if e["kind"] == "pool_switch"][-1]
+    assert switch["from_pools"] == ["primary"] and switch["to_pools"] == ["backup"]
+    assert "reset" in switch["reason"] and switch["rigs_moved"] == 3
+    assert core.pools["primary"].health == DOWN
+
+
+def test_failback_waits_for_hold_down_and_flapping_does_not_bounce():
+    core, io, clock, primary, backup, rigs = _setup(failback_hold_s=60)
+    core.pool_closed(primary.conn, "connection reset by pool", clock.now)
+    # the core redials the primary after its backoff
+    clock.advance(1)
+    core.tick(clock.now)
+    redial = io.dialed[-1]
+    assert redial.pool.name == "primary"
+    p2 = connect(core, redial, clock)
+    p2.handshake(extranonce1="cccccccc", e2_size=8, notify=make_notify("p2", tag="03"))
+    assert core.pools["primary"].health == HEALTHY
+    assert core.active_pools() == ["backup"]  # hold-down
+    clock.advance(30)
+    core.tick(clock.now)
+    assert core.active_pools() == ["backup"]
+    # flap: fails again inside the hold-down, comes back, hold-down restarts
+    core.pool_closed(p2.conn, "connection reset by pool", clock.now)
+    clock.advance(2)
+    core.tick(clock.now)
+    p3 = connect(core, io.dialed[-1], clock)
+    p3.handshake(extranonce1="dddddddd", e2_size=8, notify=make_notify("p3", tag="04"))
+    clock.advance(59)
+    core.tick(clock.now)
+    assert core.active_pools() == ["backup"]
+    clock.advance(2)
+    core.tick(clock.now)
+    assert core.active_pools() == ["primary"]
+    for rig in rigs:
+        assert rig.notifications("mining.notify")[-1][2].endswith("dddddddd0000")
+        assert not rig.closed
+
+
+def test_silent_pool_is_left_after_the_timeout_and_shares_are_counted():
+    core, io, clock, primary, backup, rigs = _setup(silent_timeout_s=4)
+    rig = rigs[0]
+    job_id = rig.notifications("mining.notify")[-1][0]
+    job = core.jobs[job_id]
+    nonce = _find_nonce(job, rig.session.prefix)
+    mid = rig.request("mining.submit", ["farm.rig1", job_id, "01020304", f"{job.ntime:08x}",
+                                        f"{nonce:08x}"])
+    assert rig.answer(mid)["result"] is True  # answered at once, pool silent
+    clock.advance(3.9)
+    core.tick(clock.now)
+    assert core.active_pools() == ["primary"]
+    clock.advance(0.2)
+    core.tick(clock.now)
+    assert core.active_pools() == ["backup"]
+    counters = core.pools["primary"].counters
+    assert counters.timeouts == 1 and counters.forwarded == 1
+    assert sum(counters.lost.values()) == 1
+
+
+def test_both_down_keeps_rigs_and_sends_keepalive_then_resumes():
+    core, io, clock, primary, backup, rigs = _setup(keepalive_s=30)
+    core.pool_closed(primary.conn, "connection reset by pool", clock.now)
+    core.pool_closed(backup.conn, "connection refused", clock.now)
+    assert core.active_pools() == []
+    n = len(rigs[0].received)
+    for _ in range(31):
+        clock.advance(1)
+        core.tick(clock.now)
+    keepalive = rigs[0].received[n:]
+    assert keepalive and all(m["method"] == "mining.notify" for m in keepalive)
+    assert keepalive[-1]["params"][8] is False
+    # a backup redial succeeds: work resumes at once (nothing better is usable)
+    conn = [c for c in io.dialed if c.pool.name == "backup" and c.state == "dialing"][-1]
+    link = connect(core, conn, clock)
+    link.handshake(extranonce1="eeeeeeee", e2_size=8, notify=make_notify("b2", tag="05"))
+    assert core.active_pools() == ["backup"]
+    for rig in rigs:
+        assert rig.notifications("mining.notify")[-1][2].endswith("eeeeeeee0000")
+        assert not rig.closed
+
+
+def test_version_mask_follows_the_pool():
+    core, io, clock = make_core()
+    primary = connect(core, io.dialed[0], clock)
+    primary.handshake(extranonce1="aaaaaaaa", e2_size=8, mask="1fffe000")
+    backup = connect(core, io.dialed[1], clock)
+    backup.handshake(extranonce1="bbbbbbbb", e2_size=8, mask="00ffe000")
+    rig = FakeRig(core, clock)
+    rig.setup(mask="ffffffff")
+    assert rig.answer(1)["result"]["version-rolling.mask"] == "1fffe000"
+    core.pool_closed(primary.conn, "connection reset by pool", clock.now)
+    assert rig.notifications("mining.set_version_mask")[-1] == ["00ffe000"]
+    assert rig.session.version_mask == 0x00FFE000
+
+
+def test_pool_set_extranonce_and_reconnect_are_absorbed():
+    core, io, clock, primary, backup, rigs = _setup()
+    primary.feed({"id": None, "method": "mining.set_extranonce", "params": ["12345678", 8]})
+    primary.feed({"id": None, "method": "mining.notify", "params": make_notify("p9")})
+    for rig in rigs:
+        assert rig.notifications("mining.notify")[-1][2].endswith("123456780000")
+        assert not rig.notifications("mining.set_extranonce")
+    primary.feed({"id": None, "method": "client.reconnect", "params": []})
+    newconn = io.dialed[-1]
+    assert newconn.pool.name == "primary" and newconn.replaces is primary.conn
+    link = connect(core, newconn, clock)
+    link.handshake(extranonce1="77777777", e2_size=8, notify=make_notify("q1"))
+    assert primary.conn.state == "closed"
+    assert core.active_pools() == ["primary"]
+    for rig in rigs:
+        assert rig.notifications("mining.notify")[-1][2].endswith("777777770000")
+        assert not rig.notifications("client.reconnect")
+
+
+def test_narrow_pool_is_reported_and_not_used():
+    core, io, clock = make_core()
+    primary = connect(core, io.dialed[0], clock)
+    primary.handshake(extranonce1="aaaaaaaa", e2_size=4)
+    assert "extranonce2_size 4 < 6" in core.pools["primary"].narrow
+    assert core.pools["primary"].health == DOWN
+
+
+def _find_nonce(job, prefix: bytes) -> int:
+    for nonce in range(1_000_000):
+        digest = job.header_hash(prefix, b"\1\2\3\4", job.ntime, nonce, job.version)
+        if int.from_bytes(digest, "little") <= job.target:
+            return nonce
+    raise AssertionError("no nonce")
