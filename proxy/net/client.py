@@ -38,10 +38,11 @@ def describe_error(exc: BaseException | None) -> str:
 
 class PoolProtocol(asyncio.Protocol):
     def __init__(self, core: ProxyCore, conn: UpstreamConnection,
-                 loop: asyncio.AbstractEventLoop) -> None:
+                 loop: asyncio.AbstractEventLoop, registry: dict[int, PoolProtocol]) -> None:
         self.core = core
         self.conn = conn
         self.loop = loop
+        self.registry = registry
         self.transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -61,6 +62,8 @@ class PoolProtocol(asyncio.Protocol):
         return False
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self.registry.get(self.conn.conn_id) is self:
+            del self.registry[self.conn.conn_id]
         self.core.pool_closed(self.conn, describe_error(exc), self.loop.time())
 
 
@@ -107,9 +110,9 @@ class Dialer:
             host = conn.host
             if self.resolver is not None:
                 host = await self.resolver(host)  # type: ignore[operator]
-            _, proto = await asyncio.wait_for(
+            transport, proto = await asyncio.wait_for(
                 self.loop.create_connection(
-                    lambda: PoolProtocol(core, conn, self.loop), host, conn.port, ssl=ssl_ctx,
+                    lambda: PoolProtocol(core, conn, self.loop, self.protocols), host, conn.port, ssl=ssl_ctx,
                     server_hostname=conn.host if ssl_ctx else None,
                     ssl_handshake_timeout=self.connect_timeout if ssl_ctx else None),
                 self.connect_timeout)
@@ -119,13 +122,14 @@ class Dialer:
         except Exception as exc:  # every failure is a pool failure, never ours
             core.pool_closed(conn, describe_error(exc), self.loop.time())
             return
-        if conn.state == "closed":
-            if proto.transport is not None:
-                proto.transport.abort()
+        if conn.state == "closed" or transport.is_closing():
+            # closed while dialing (shutdown, or the pool hung up at once)
+            transport.abort()
+            if conn.state != "closed":
+                core.pool_closed(conn, "connection closed by pool", self.loop.time())
             return
         self.protocols[conn.conn_id] = proto
-        assert proto.transport is not None
-        core.pool_connected(conn, proto.transport.write, self.loop.time())
+        core.pool_connected(conn, transport.write, self.loop.time())
 
     async def aclose(self) -> None:
         for task in list(self._tasks):

@@ -1,0 +1,692 @@
+"""A validating Stratum V1 pool with fault injection, for tests, benchmarks and the demo.
+
+It is deliberately independent of ``proxy.core``/``proxy.net``: it rebuilds every submitted
+share from its own jobs and the connection's extranonce1 with the wire maths proven on
+mainnet blocks (``proxy.stratum.work``), so a proxy that mistranslates a job, an extranonce
+or version bits gets rejected here exactly as a real pool would reject it.
+
+Everything it does is counted (``accepted``, ``rejected``, ``shares``, ``connections`` ...) so
+tests can await conditions instead of sleeping.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import socket
+import struct
+from collections import Counter, OrderedDict, deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..stratum import errors, messages, work
+from ..stratum.errors import StratumError
+from ..stratum.framing import LineFramer, LineTooLong
+from ._wait import wait_until
+
+log = logging.getLogger("proxy.sim.pool")
+
+__all__ = ["SimPool", "SimPoolConfig", "SimShare"]
+
+NTIME_BASE = 1_700_000_000
+JOBS_KEPT = 8
+NTIME_FUTURE_LIMIT = 7200
+REJECTED_BY_SIM = "rejected by sim"
+
+
+@dataclass
+class SimPoolConfig:
+    """How the simulated pool behaves; every field can be changed per test."""
+
+    name: str
+    host: str = "127.0.0.1"
+    port: int = 0  # 0: ephemeral, read SimPool.port after start()
+    extranonce1_size: int = 4
+    extranonce2_size: int = 8
+    difficulty: float = 2.0 ** -20  # ~4096 hashes per share: cheap for Python rigs
+    job_interval: float = 30.0
+    answer_delay: float = 0.0
+    reject_ratio: float = 0.0
+    version_mask: int = 0x1FFFE000
+    tag: str | None = None  # embedded in every coinb1; defaults to name
+    seed: int | None = None
+    max_share_records: int = 100_000  # bounds memory of ``shares`` in long demos
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.extranonce1_size <= 8:
+            raise ValueError("extranonce1_size must be 0..8")
+        if not 2 <= self.extranonce2_size <= 8:
+            raise ValueError("extranonce2_size must be 2..8")
+        if not self.difficulty > 0:
+            raise ValueError("difficulty must be positive")
+        if self.tag is None:
+            self.tag = self.name
+
+
+@dataclass
+class SimShare:
+    """One mining.submit as the pool saw and judged it."""
+
+    conn_id: int
+    worker: str
+    job_id: str
+    extranonce1: str
+    extranonce2: str
+    ntime: int
+    nonce: int
+    version_bits: int | None
+    block_hash_hex: str
+    valid: bool
+    reason: str  # "ok" or why it was rejected
+    code: int | None = None  # the error code answered, None when accepted
+
+
+@dataclass
+class _Job:
+    job_id: str
+    prevhash: bytes
+    coinb1: bytes
+    coinb2: bytes
+    branch: list[bytes]
+    version: int
+    nbits: int
+    ntime: int
+    params: list[Any]  # wire params without the clean flag
+
+    def notify_line(self, clean: bool) -> bytes:
+        return messages.notification("mining.notify", [*self.params, clean])
+
+
+class _Reject(Exception):
+    def __init__(self, code: int, reason: str, text: str | None = None) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+        self.text = text or errors.MESSAGES.get(code, "error")
+
+
+class _PoolConn(asyncio.Protocol):
+    """One client connection: its extranonce, negotiated mask and the jobs it was sent."""
+
+    def __init__(self, pool: SimPool, conn_id: int) -> None:
+        self.pool = pool
+        self.conn_id = conn_id
+        self.transport: asyncio.Transport | None = None
+        self.framer = LineFramer()
+        self.extranonce1 = b""
+        self.extranonce2_size = pool.config.extranonce2_size
+        self.version_mask = 0
+        self.subscribed = False
+        self.extranonce_subscribed = False
+        self.work_sent = False
+        self.workers: set[str] = set()
+        # job_id -> (extranonce1, difficulty) in force when that job was sent here
+        self.sent_jobs: OrderedDict[str, tuple[bytes, float]] = OrderedDict()
+        self.difficulty = pool.difficulty
+
+    # --- asyncio.Protocol -------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        self.pool._opened(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.pool._closed(self)
+
+    def data_received(self, data: bytes) -> None:
+        if self.pool.stalled:
+            return  # a hung pool: the kernel still acks, nobody reads
+        try:
+            lines = self.framer.feed(data)
+        except LineTooLong:
+            log.warning("%s: conn %d sent an over-long line, closing", self.pool.name,
+                        self.conn_id)
+            self.close()
+            return
+        for line in lines:
+            try:
+                self._handle(line)
+            except Exception:  # one bad line must not take the pool down
+                log.exception("%s: conn %d: error handling %r", self.pool.name, self.conn_id,
+                              line[:200])
+
+    # --- output -----------------------------------------------------------------------------
+
+    def write(self, data: bytes) -> None:
+        if self.pool.stalled or self.transport is None or self.transport.is_closing():
+            return
+        self.transport.write(data)
+
+    def answer(self, data: bytes) -> None:
+        delay = self.pool.answer_delay
+        if delay > 0:
+            asyncio.get_running_loop().call_later(delay, self.write, data)
+        else:
+            self.write(data)
+
+    def close(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.close()
+
+    def reset(self) -> None:
+        """Abort with SO_LINGER (1, 0) so the peer sees a TCP RST, not a FIN."""
+        if self.transport is None:
+            return
+        sock = self.transport.get_extra_info("socket")
+        if sock is not None:
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            except OSError:
+                pass
+        self.transport.abort()
+
+    def send_job(self, job: _Job, clean: bool, line: bytes | None = None) -> None:
+        self.sent_jobs[job.job_id] = (self.extranonce1, self.difficulty)
+        self.sent_jobs.move_to_end(job.job_id)
+        while len(self.sent_jobs) > 2 * JOBS_KEPT:
+            self.sent_jobs.popitem(last=False)
+        self.write(line if line is not None else job.notify_line(clean))
+
+    def send_work(self) -> None:
+        """Difficulty then the current job: what a client needs before it can mine."""
+        self.work_sent = True
+        self.difficulty = self.pool.difficulty
+        self.write(messages.notification("mining.set_difficulty", [self.difficulty]))
+        job = self.pool.current_job
+        if job is not None:
+            self.send_job(job, True)
+
+    # --- requests ---------------------------------------------------------------------------
+
+    def _handle(self, line: bytes) -> None:
+        try:
+            msg = messages.decode(line)
+        except messages.BadMessage as exc:
+            self.pool.bad_lines += 1
+            self.write(messages.error_response(exc.msg_id, errors.PARSE_ERROR, str(exc)))
+            return
+        method = msg.method
+        if method is None:
+            return  # a response to something we sent (client.get_version ...)
+        handler = self._HANDLERS.get(method)
+        if handler is None:
+            if msg.id is not None:
+                self.write(messages.error_response(msg.id, errors.METHOD_NOT_FOUND))
+            return
+        try:
+            handler(self, msg)
+        except StratumError as exc:
+            self.write(messages.error_response(msg.id, exc.code, exc.message))
+
+    def _subscribe(self, msg: messages.Message) -> None:
+        if not self.subscribed:
+            self.subscribed = True
+            fixed = self.pool._fixed
+            if fixed is not None:
+                self.extranonce1, self.extranonce2_size = fixed[1], fixed[2]
+            else:
+                self.extranonce1 = self.pool._next_extranonce1()
+        sid = f"{self.conn_id:08x}"
+        result = [[["mining.set_difficulty", sid], ["mining.notify", sid]],
+                  self.extranonce1.hex(), self.extranonce2_size]
+        self.write(messages.response(msg.id, result))
+        if self.workers and not self.work_sent:
+            self.send_work()
+
+    def _configure(self, msg: messages.Message) -> None:
+        params = msg.params or []
+        names = params[0] if params and isinstance(params[0], list) else []
+        opts = params[1] if len(params) > 1 and isinstance(params[1], dict) else {}
+        result: dict[str, Any] = {}
+        for name in names:
+            if name == "version-rolling":
+                requested = 0xFFFFFFFF
+                raw = opts.get("version-rolling.mask")
+                if isinstance(raw, str):
+                    try:
+                        requested = int(raw, 16) & 0xFFFFFFFF
+                    except ValueError:
+                        raise StratumError(errors.INVALID_PARAMS, "bad version-rolling.mask") \
+                            from None
+                self.version_mask = requested & self.pool.config.version_mask
+                result["version-rolling"] = True
+                result["version-rolling.mask"] = f"{self.version_mask:08x}"
+            elif isinstance(name, str):
+                result[name] = False
+        self.write(messages.response(msg.id, result))
+
+    def _authorize(self, msg: messages.Message) -> None:
+        params = msg.params or []
+        worker = params[0] if params and isinstance(params[0], str) else ""
+        if not worker:
+            self.write(messages.response(msg.id, False))
+            return
+        self.workers.add(worker)
+        self.pool.authorized_workers.add(worker)
+        self.write(messages.response(msg.id, True))
+        if self.subscribed and not self.work_sent:
+            self.send_work()
+
+    def _true(self, msg: messages.Message) -> None:
+        if msg.method == "mining.extranonce.subscribe":
+            self.extranonce_subscribed = True
+        if msg.id is not None:
+            self.write(messages.response(msg.id, True))
+
+    def _submit(self, msg: messages.Message) -> None:
+        pool = self.pool
+        params = msg.params or []
+        share = SimShare(self.conn_id, str(params[0]) if params else "",
+                         str(params[1]) if len(params) > 1 else "", self.extranonce1.hex(),
+                         str(params[2]) if len(params) > 2 else "", 0, 0, None, "", False, "")
+        try:
+            self._validate(params, share)
+        except _Reject as rej:
+            share.valid, share.reason, share.code = False, rej.reason, rej.code
+            pool.rejected[rej.code] += 1
+            pool._record(share)
+            self.answer(messages.error_response(msg.id, rej.code, rej.text))
+            return
+        share.valid, share.reason = True, "ok"
+        pool.accepted += 1
+        pool._record(share)
+        self.answer(messages.true_response(msg.id))
+
+    def _validate(self, params: list[Any], share: SimShare) -> None:
+        """Judge a share like a real pool; raise _Reject with the code it would answer."""
+        pool = self.pool
+        try:
+            sub = messages.parse_submit(params)
+        except StratumError as exc:
+            raise _Reject(errors.OTHER, "malformed", exc.message) from None
+        share.worker, share.job_id, share.extranonce2 = sub.worker, sub.job_id, sub.extranonce2.hex()
+        share.ntime, share.nonce, share.version_bits = sub.ntime, sub.nonce, sub.version_bits
+        if not self.subscribed:
+            raise _Reject(errors.NOT_SUBSCRIBED, "not_subscribed")
+        if sub.worker not in self.workers:
+            raise _Reject(errors.UNAUTHORIZED, "unauthorized")
+        job = pool._jobs.get(sub.job_id)
+        if job is None:
+            raise _Reject(errors.JOB_NOT_FOUND, "stale")
+        if len(sub.extranonce2) != self.extranonce2_size:
+            raise _Reject(errors.OTHER, "bad_extranonce2_size",
+                          f"extranonce2 must be {self.extranonce2_size} bytes")
+        if not job.ntime <= sub.ntime <= job.ntime + NTIME_FUTURE_LIMIT:
+            raise _Reject(errors.OTHER, "ntime_out_of_range", "ntime out of range")
+        mask = self.version_mask
+        if sub.version_bits is not None and sub.version_bits & ~mask & 0xFFFFFFFF:
+            raise _Reject(errors.OTHER, "version_bits_outside_mask",
+                          "version bits outside the negotiated mask")
+        sent_ext1, sent_diff = self.sent_jobs.get(sub.job_id, (self.extranonce1, self.difficulty))
+        share.extranonce1 = sent_ext1.hex()
+        key = (sub.job_id, sent_ext1, sub.extranonce2, sub.ntime, sub.nonce, sub.version_bits)
+        if key in pool._seen:
+            raise _Reject(errors.DUPLICATE, "duplicate")
+        target = max(work.difficulty_to_target(sent_diff),
+                     work.difficulty_to_target(pool.difficulty))
+        version = work.rolled_version(job.version, sub.version_bits, mask)
+        # The extranonce1 in force when the job was sent, or the current one (a client may
+        # apply mining.set_extranonce to a job it already holds): a real pool accepts either.
+        candidates = [sent_ext1] if sent_ext1 == self.extranonce1 else [sent_ext1,
+                                                                         self.extranonce1]
+        digest = b""
+        for ext1 in candidates:
+            h = work.share_hash(job.coinb1, ext1, sub.extranonce2, job.coinb2, job.branch,
+                                version, job.prevhash, job.nbits, sub.ntime, sub.nonce)
+            if not digest:
+                digest = h
+            if work.hash_to_int(h) <= target:
+                digest = h
+                share.extranonce1 = ext1.hex()
+                break
+        else:
+            share.block_hash_hex = work.block_hash_hex(digest)
+            raise _Reject(errors.LOW_DIFFICULTY, "low_difficulty")
+        share.block_hash_hex = work.block_hash_hex(digest)
+        pool._remember(key)
+        if pool.reject_ratio > 0 and pool._rng.random() < pool.reject_ratio:
+            raise _Reject(errors.OTHER, "rejected_by_sim", REJECTED_BY_SIM)
+
+    _HANDLERS: dict[str, Callable[[_PoolConn, messages.Message], None]] = {
+        "mining.subscribe": _subscribe,
+        "mining.configure": _configure,
+        "mining.authorize": _authorize,
+        "mining.submit": _submit,
+        "mining.extranonce.subscribe": _true,
+        "mining.suggest_difficulty": _true,
+        "mining.suggest_target": _true,
+    }
+
+
+class SimPool:
+    """A Stratum V1 pool on loopback that validates every share and injects faults on demand."""
+
+    def __init__(self, config: SimPoolConfig) -> None:
+        self.config = config
+        self.name = config.name
+        self.tag: bytes = (config.tag or config.name).encode("ascii")
+        self.port: int = config.port
+        self.difficulty: float = config.difficulty
+        self.answer_delay: float = config.answer_delay
+        self.reject_ratio: float = config.reject_ratio
+        self.stalled = False
+        self._rng = random.Random(config.seed)
+        self._server: asyncio.AbstractServer | None = None
+        self._conns: dict[int, _PoolConn] = {}
+        self._conn_counter = 0
+        self._ext1_counter = self._rng.getrandbits(32)
+        self._job_counter = self._rng.getrandbits(16) << 16
+        self._jobs: OrderedDict[str, _Job] = OrderedDict()
+        self._fixed: tuple[list[Any], bytes, int] | None = None
+        self._seen: set[tuple] = set()
+        self._seen_order: deque[tuple] = deque()
+        self._timer: asyncio.TimerHandle | None = None
+        self._t0 = 0.0
+        self._changed = asyncio.Event()
+        self._started = False
+        # --- observable accounting ---
+        self.accepted = 0
+        self.rejected: Counter[int] = Counter()
+        self.shares: deque[SimShare] = deque(maxlen=config.max_share_records)
+        self.submits = 0
+        self.connections = 0
+        self.total_connections = 0
+        self.authorized_workers: set[str] = set()
+        self.jobs_sent = 0  # jobs created and broadcast (including the first)
+        self.bad_lines = 0
+
+    # --- lifecycle --------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Bind (ephemeral port when config.port is 0), create the first job, start the clock."""
+        loop = asyncio.get_running_loop()
+        self._t0 = loop.time()
+        self._changed = asyncio.Event()
+        self._started = True
+        if not self._jobs:
+            self._add_job(self._make_job())
+        await self._listen()
+        self._schedule_jobs()
+        log.info("%s: listening on %s:%d", self.name, self.config.host, self.port)
+
+    async def stop(self) -> None:
+        """Stop listening, abort every connection, cancel timers. Safe to call twice."""
+        self._started = False
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        server, self._server = self._server, None
+        if server is not None:
+            server.close()
+        for conn in list(self._conns.values()):
+            if conn.transport is not None:
+                conn.transport.abort()
+        if server is not None:
+            try:
+                async with asyncio.timeout(2.0):
+                    await server.wait_closed()
+            except TimeoutError:
+                log.warning("%s: server did not close within 2s", self.name)
+
+    async def __aenter__(self) -> SimPool:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def _listen(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            self._make_conn, self.config.host, self.port, reuse_address=True)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    def _make_conn(self) -> _PoolConn:
+        self._conn_counter += 1
+        return _PoolConn(self, self._conn_counter)
+
+    # --- state changes from connections -----------------------------------------------------
+
+    def _opened(self, conn: _PoolConn) -> None:
+        self._conns[conn.conn_id] = conn
+        self.connections += 1
+        self.total_connections += 1
+        self._notify_change()
+
+    def _closed(self, conn: _PoolConn) -> None:
+        if self._conns.pop(conn.conn_id, None) is not None:
+            self.connections -= 1
+        self._notify_change()
+
+    def _record(self, share: SimShare) -> None:
+        self.submits += 1
+        self.shares.append(share)
+        self._notify_change()
+
+    def _remember(self, key: tuple) -> None:
+        self._seen.add(key)
+        self._seen_order.append(key)
+        if len(self._seen_order) > 200_000:
+            self._seen.discard(self._seen_order.popleft())
+
+    def _notify_change(self) -> None:
+        self._changed.set()
+
+    async def wait_until(self, predicate: Callable[[], bool], timeout: float = 5.0,
+                         what: str | None = None) -> None:
+        """Await a condition on this pool's counters (raises TimeoutError with ``what``)."""
+        await wait_until(predicate, timeout, what=what, event=self._changed)
+
+    # --- jobs -------------------------------------------------------------------------------
+
+    @property
+    def current_job(self) -> _Job | None:
+        return next(reversed(self._jobs.values())) if self._jobs else None
+
+    @property
+    def current_job_id(self) -> str | None:
+        job = self.current_job
+        return job.job_id if job else None
+
+    def _next_extranonce1(self) -> bytes:
+        size = self.config.extranonce1_size
+        if size == 0:
+            return b""
+        self._ext1_counter += 1
+        return (self._ext1_counter % (1 << (8 * size))).to_bytes(size, "big")
+
+    def _ntime(self) -> int:
+        try:
+            now = asyncio.get_running_loop().time()
+        except RuntimeError:
+            now = self._t0
+        return NTIME_BASE + int(now - self._t0)
+
+    def _make_job(self) -> _Job:
+        """A synthetic but well-formed job: BIP34-style height push, the tag, P2WPKH payout."""
+        rng = self._rng
+        self._job_counter += 1
+        job_id = f"{self._job_counter:x}"
+        height = 800_000 + (self._job_counter & 0xFFFF)
+        tag = self.tag[:60]
+        ext_total = self.config.extranonce1_size + self.config.extranonce2_size
+        script_prefix = b"\x03" + height.to_bytes(3, "little") + bytes([len(tag)]) + tag
+        script_len = len(script_prefix) + ext_total
+        coinb1 = (
+            struct.pack("<I", 1) + b"\x01" + b"\x00" * 32 + b"\xff\xff\xff\xff"
+            + bytes([script_len]) + script_prefix
+        )
+        coinb2 = (
+            b"\xff\xff\xff\xff" + b"\x01" + struct.pack("<Q", 625_000_000)
+            + b"\x16\x00\x14" + rng.randbytes(20) + b"\x00\x00\x00\x00"
+        )
+        branch = [rng.randbytes(32) for _ in range(rng.randint(1, 4))]
+        prevhash = rng.randbytes(28) + b"\x00\x00\x00\x00"  # the header's zeros, word-swapped
+        version, nbits, ntime = 0x20000000, 0x1D00FFFF, self._ntime()
+        params = [job_id, prevhash.hex(), coinb1.hex(), coinb2.hex(), [b.hex() for b in branch],
+                  f"{version:08x}", f"{nbits:08x}", f"{ntime:08x}"]
+        return _Job(job_id, prevhash, coinb1, coinb2, branch, version, nbits, ntime, params)
+
+    def _add_job(self, job: _Job) -> None:
+        self._jobs[job.job_id] = job
+        self._jobs.move_to_end(job.job_id)
+        while len(self._jobs) > JOBS_KEPT:
+            self._jobs.popitem(last=False)
+        self.jobs_sent += 1
+
+    def _broadcast(self, job: _Job, clean: bool) -> None:
+        line = job.notify_line(clean)
+        for conn in list(self._conns.values()):
+            if conn.work_sent:
+                conn.send_job(job, clean, line)
+        self._notify_change()
+
+    def broadcast_job(self, clean: bool = True) -> str:
+        """Make a new synthetic job and send it to every client now; return its job id."""
+        job = self._make_job()
+        self._add_job(job)
+        if not self.stalled:
+            self._broadcast(job, clean)
+        return job.job_id
+
+    def _schedule_jobs(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if not self._started or self._fixed is not None or self.config.job_interval <= 0:
+            return
+        loop = asyncio.get_running_loop()
+        self._timer = loop.call_later(self.config.job_interval, self._job_tick)
+
+    def _job_tick(self) -> None:
+        self._timer = None
+        if not self.stalled:  # a hung pool sends nothing
+            self.broadcast_job(clean=True)
+        self._schedule_jobs()
+
+    def set_fixed_job(self, notify_params: list[Any], extranonce1: bytes,
+                      extranonce2_size: int) -> None:
+        """Replay a real job: every new connection gets this extranonce1/size and this notify.
+
+        The periodic job timer is suspended while a fixed job is set (so a replay is not
+        made stale mid-test); ``broadcast_job`` still works.
+        """
+        n = messages.parse_notify(notify_params)
+        job = _Job(n.job_id, n.prevhash, n.coinb1, n.coinb2, list(n.merkle_branch), n.version,
+                   n.nbits, n.ntime, list(messages.notify_params(n))[:8])
+        self._fixed = (list(notify_params), bytes(extranonce1), int(extranonce2_size))
+        self._add_job(job)
+        if self._started:
+            self._schedule_jobs()
+            self._broadcast(job, True)
+
+    def clear_fixed_job(self) -> None:
+        """Back to synthetic jobs and per-connection extranonce1 for new connections."""
+        self._fixed = None
+        if self._started:
+            self._schedule_jobs()
+
+    def set_difficulty(self, difficulty: float) -> None:
+        """Send mining.set_difficulty to everyone; it applies to jobs sent afterwards."""
+        self.difficulty = float(difficulty)
+        line = messages.notification("mining.set_difficulty", [self.difficulty])
+        for conn in list(self._conns.values()):
+            if conn.work_sent:
+                conn.difficulty = self.difficulty
+                conn.write(line)
+
+    # --- faults -----------------------------------------------------------------------------
+
+    def close_all(self) -> None:
+        """Gracefully close every client connection (FIN after pending writes)."""
+        for conn in list(self._conns.values()):
+            conn.close()
+
+    def reset_all(self) -> None:
+        """Reset every client connection (TCP RST via SO_LINGER 0)."""
+        for conn in list(self._conns.values()):
+            conn.reset()
+
+    async def refuse(self) -> None:
+        """Stop listening and reset existing connections: redials get ECONNREFUSED."""
+        server, self._server = self._server, None
+        if server is not None:
+            server.close()
+        self.reset_all()
+
+    async def resume(self) -> None:
+        """Listen again on the same port after refuse()."""
+        if self._server is None and self._started:
+            await self._listen()
+
+    def stall(self) -> None:
+        """Go silent: keep sockets open, discard input, answer nothing, send no jobs."""
+        self.stalled = True
+
+    def unstall(self) -> None:
+        """Answer again; input received while stalled stays discarded."""
+        if self.stalled:
+            self.stalled = False
+            for conn in self._conns.values():
+                conn.framer = LineFramer()
+
+    def send_garbage(self, line: bytes = b"this is not json {{{") -> None:
+        """Write a non-JSON line to every client."""
+        for conn in list(self._conns.values()):
+            conn.write(line.rstrip(b"\n") + b"\n")
+
+    def send_set_extranonce(self, size: int | None = None) -> None:
+        """Give every client a new unique extranonce1 (and size), then a new clean job."""
+        if size is not None and not 0 <= size <= 16:
+            raise ValueError("extranonce2 size out of range")
+        for conn in list(self._conns.values()):
+            if not conn.subscribed:
+                continue
+            conn.extranonce1 = self._next_extranonce1()
+            if size is not None:
+                conn.extranonce2_size = size
+            conn.write(messages.notification(
+                "mining.set_extranonce", [conn.extranonce1.hex(), conn.extranonce2_size]))
+        if self._started:
+            self.broadcast_job(clean=True)
+
+    def send_reconnect(self, host: str | None = None, port: int | None = None,
+                       wait: int = 0) -> None:
+        """Send client.reconnect (no params = reconnect to the same place)."""
+        if host is None and port is None and not wait:
+            params: list[Any] = []
+        else:
+            params = [host or self.config.host, port or self.port, wait]
+        line = messages.notification("client.reconnect", params)
+        for conn in list(self._conns.values()):
+            conn.write(line)
+
+    def send_message(self, text: str) -> None:
+        """client.show_message to every client."""
+        line = messages.notification("client.show_message", [text])
+        for conn in list(self._conns.values()):
+            conn.write(line)
+
+    def set_answer_delay(self, seconds: float) -> None:
+        self.answer_delay = max(0.0, float(seconds))
+
+    def set_reject_ratio(self, ratio: float) -> None:
+        self.reject_ratio = min(1.0, max(0.0, float(ratio)))
+
+    # --- views ------------------------------------------------------------------------------
+
+    @property
+    def rejected_total(self) -> int:
+        return sum(self.rejected.values())
+
+    def status(self) -> str:
+        """One status line for the CLI."""
+        rej = ",".join(f"{k}:{v}" for k, v in sorted(self.rejected.items())) or "0"
+        return (f"{self.name} :{self.port} conns={self.connections} "
+                f"total={self.total_connections} workers={len(self.authorized_workers)} "
+                f"accepted={self.accepted} rejected={rej} job={self.current_job_id}"
+                f"{' STALLED' if self.stalled else ''}"
+                f"{' REFUSING' if self._server is None and self._started else ''}")
