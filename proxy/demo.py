@@ -103,7 +103,7 @@ async def run_demo(args: argparse.Namespace) -> int:
             if not killed and t >= kill_at:
                 killed = True
                 t_kill = loop.time()
-                _out(f"demo: >>> killing the primary pool (TCP reset, then connection refused)")
+                _out("demo: >>> killing the primary pool (TCP reset, then connection refused)")
                 primary.reset_all()
                 await primary.refuse()
             if killed and failover_ms is None and fleet.rigs_with_job_containing(b"backup") == fleet.count:
@@ -129,11 +129,12 @@ async def run_demo(args: argparse.Namespace) -> int:
         _out("demo summary: switches " + " ; ".join(
             f"{','.join(e['from_pools']) or '-'} -> {','.join(e['to_pools']) or '-'} ({e['reason']})"
             for e in switches))
+        failover = f"{failover_ms:.1f} ms" if failover_ms is not None else "n/a"
+        invalid = sum(1 for s in [*primary.shares, *backup.shares] if not s.valid)
         _out(f"demo summary: rigs {fleet.count}, disconnects {fleet.disconnects}, "
              f"submits {fleet.submitted}, unanswered {fleet.pending}, "
-             f"rejected {sum(fleet.rejected.values())}, failover "
-             f"{'%.1f ms' % failover_ms if failover_ms is not None else 'n/a'}, "
-             f"invalid shares at pools {sum(1 for s in [*primary.shares, *backup.shares] if not s.valid)}")
+             f"rejected {sum(fleet.rejected.values())}, failover {failover}, "
+             f"invalid shares at pools {invalid}")
         return 0 if fleet.disconnects == 0 and fleet.pending == 0 else 1
     finally:
         with contextlib.suppress(Exception):

@@ -27,7 +27,8 @@ class RigSession:
         "extranonce_subscribed", "prefix", "requested_mask", "version_mask", "difficulty",
         "conn", "recent_conns", "pool", "suggested_difficulty", "connected_at",
         "last_share_at", "accepted", "rejected", "accepted_difficulty", "hashrate", "closed",
-        "last_sent_job", "upstream_worker", "notifies", "last_work_at",
+        "last_sent_job", "upstream_worker", "notifies", "last_work_at", "extranonce1",
+        "extranonce2_size", "pending_subscribe", "leaving",
     )
 
     def __init__(self, rig_id: int, peer: str, send: Callable[[bytes], None],
@@ -60,6 +61,12 @@ class RigSession:
         self.upstream_worker = ""
         self.notifies = 0
         self.last_work_at = 0.0
+        # the extranonce layout this rig uses now (its prefix and the proxy's size, unless it
+        # was moved onto a too-narrow pool with mining.set_extranonce)
+        self.extranonce1 = b""
+        self.extranonce2_size = 0
+        self.leaving = False  # sent client.reconnect: waiting for it to come back fresh
+        self.pending_subscribe: object = None  # subscribe id held until a narrow pool answers
 
     @property
     def authorized(self) -> bool:

@@ -8,6 +8,7 @@ through ``CoreIO``.  All decisions (placement, failover, accounting) happen here
 from __future__ import annotations
 
 import logging
+from collections import Counter, deque
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -39,6 +40,7 @@ from .upstream import (
 
 log = logging.getLogger("proxy.core")
 
+DEAD_JOB_GRACE_S = 30.0
 DEFAULT_VERSION_MASK = 0x1FFFE000  # BIP320 general-purpose bits
 UPSTREAM_CONFIGURE_MASK = 0xFFFFFFFF
 
@@ -75,6 +77,8 @@ class ProxyCore:
         self._next_hold_check: float | None = None
         self._last_keepalive_scan = now
         self._next_split_at = now
+        self._layout_moves: Counter = Counter()
+        self._expiring_jobs: deque[tuple[float, list[str]]] = deque()
         self.totals: dict[str, int] = {
             "submits": 0, "accepted": 0, "rejected": 0, "forwarded": 0, "below_pool_target": 0,
             "rigs_connected_total": 0, "rigs_disconnected": 0, "bad_lines": 0,
@@ -200,13 +204,32 @@ class ProxyCore:
             if msg.params and isinstance(msg.params[0], str):
                 rig.user_agent = msg.params[0][:128]
             rig.prefix = self.prefixes.allocate()
+            rig.extranonce1 = rig.prefix
+            rig.extranonce2_size = self.e2_size
             rig.subscribed = True
-        sid = f"{rig.rig_id:08x}"
-        result = [[["mining.set_difficulty", sid], ["mining.notify", sid]], rig.prefix.hex(),
-                  self.e2_size]
-        self._reply(rig, msg, result)
+            target = self.router.pick(self._group())
+            if target is not None and target.narrow:
+                # The farm is on a pool too narrow for the fold: this rig gets its own
+                # connection and that pool's extranonce, so hold the answer until it is known.
+                rig.pending_subscribe = msg.id
+                self._move(rig, target, now)
+                if rig.conn is not None and rig.conn.subscribed:
+                    self._answer_subscribe(rig, rig.conn)
+                return
+        self._answer_subscribe(rig, None, msg.id)
         if rig.authorized and rig.conn is None:
             self._place_new_rig(rig, now)
+
+    def _answer_subscribe(self, rig: RigSession, conn: UpstreamConnection | None,
+                          msg_id: Any = None) -> None:
+        if conn is not None:
+            msg_id = rig.pending_subscribe
+            rig.pending_subscribe = None
+            rig.extranonce1 = conn.extranonce1
+            rig.extranonce2_size = conn.extranonce2_size
+        sid = f"{rig.rig_id:08x}"
+        rig.send(messages.response(msg_id, [[["mining.set_difficulty", sid], ["mining.notify", sid]],
+                                            rig.extranonce1.hex(), rig.extranonce2_size]))
 
     def _on_authorize(self, rig: RigSession, msg: Message, now: float) -> None:
         params = msg.params or []
@@ -217,7 +240,7 @@ class ProxyCore:
         if worker not in rig.workers:
             rig.workers.append(worker)
         self._reply(rig, msg, True)
-        if first and rig.subscribed and rig.conn is None:
+        if first and rig.subscribed and rig.conn is None and rig.pending_subscribe is None:
             self._place_new_rig(rig, now)
 
     def _on_configure(self, rig: RigSession, msg: Message) -> None:
@@ -270,8 +293,8 @@ class ProxyCore:
             raise StratumError(errors.JOB_NOT_FOUND)
         if job.stale:
             raise StratumError(errors.JOB_NOT_FOUND)
-        if len(sub.extranonce2) != self.e2_size:
-            raise StratumError(errors.OTHER, f"extranonce2 must be {self.e2_size} bytes")
+        if len(sub.extranonce2) != job.extranonce2_size:
+            raise StratumError(errors.OTHER, f"extranonce2 must be {job.extranonce2_size} bytes")
         if not job.ntime <= sub.ntime <= job.ntime + self.settings.ntime_window_s:
             raise StratumError(errors.OTHER, "ntime out of range")
         version = job.version
@@ -280,7 +303,8 @@ class ProxyCore:
             if bits & ~rig.version_mask & (job.version ^ bits):
                 raise StratumError(errors.OTHER, "version bits outside the negotiated mask")
             version = (job.version & ~rig.version_mask & 0xFFFFFFFF) | (bits & rig.version_mask)
-        digest = job.header_hash(rig.prefix, sub.extranonce2, sub.ntime, sub.nonce, version)
+        ext1 = rig.prefix if job.rig_extranonce1 is None else job.rig_extranonce1
+        digest = job.header_hash(ext1, sub.extranonce2, sub.ntime, sub.nonce, version)
         value = int.from_bytes(digest, "little")
         rig_target = job.target
         conn = job.conn
@@ -315,7 +339,8 @@ class ProxyCore:
             return
         params = msg.params
         assert params is not None
-        pool_e2 = job.padding.hex() + rig.prefix.hex() + params[2]
+        pool_e2 = (job.padding.hex() + rig.prefix.hex() + params[2] if job.rig_extranonce1 is None
+                   else params[2])
         user = self._upstream_user(conn, rig)
         out = [user, job.upstream_job_id, pool_e2, params[3], params[4]]
         if rolled and conn.version_mask is not None:
@@ -334,6 +359,8 @@ class ProxyCore:
     # ------------------------------------------------------------------ placement
 
     def _place_new_rig(self, rig: RigSession, now: float) -> None:
+        if rig.leaving:
+            return
         pool = self.router.pick(self._group())
         if pool is not None:
             self._move(rig, pool, now)
@@ -377,6 +404,8 @@ class ProxyCore:
         for conn in pool.connections:
             if not conn.alive or conn.retiring or rig.prefix in conn.rigs:
                 continue
+            if (conn.passthrough or conn.exclusive) and conn.rigs:
+                continue
             if conn.state == READY:
                 return conn
             if best is None:
@@ -397,6 +426,22 @@ class ProxyCore:
     def _send_work(self, rig: RigSession, conn: UpstreamConnection, now: float) -> None:
         job = conn.current_job
         assert job is not None
+        if rig.pending_subscribe is not None:
+            self._answer_subscribe(rig, conn)
+        want = ((conn.extranonce1, conn.extranonce2_size) if conn.passthrough
+                else (rig.prefix, self.e2_size))
+        if (rig.extranonce1, rig.extranonce2_size) != want:
+            if rig.extranonce_subscribed:
+                rig.extranonce1, rig.extranonce2_size = want
+                rig.send(messages.notification("mining.set_extranonce", [want[0].hex(), want[1]]))
+                self._layout_moves["set_extranonce"] += 1
+            else:
+                # last resort: the rig reconnects (to us) and is subscribed with the new layout
+                self._layout_moves["client.reconnect"] += 1
+                rig.leaving = True
+                rig.send(messages.notification("client.reconnect", []))
+                self._detach(rig)
+                return
         if rig.difficulty != conn.difficulty:
             rig.send(conn.difficulty_line())
             rig.difficulty = conn.difficulty
@@ -428,7 +473,7 @@ class ProxyCore:
         conn = UpstreamConnection(self._next_conn_id, pool, host, port,
                                   self.settings.max_line_bytes)
         self._next_conn_id += 1
-        conn.exclusive = self.prefixes.size == 0
+        conn.exclusive = self.prefixes.size == 0 or bool(pool.narrow)
         pool.connections.append(conn)
         self.io.dial(conn)
         return conn
@@ -590,20 +635,34 @@ class ProxyCore:
         pool = conn.pool
         need = self.prefixes.size + self.e2_size
         if e2_size < need:
-            pool.narrow = (f"pool extranonce2_size {e2_size} < {need} (prefix "
-                           f"{self.prefixes.size} + rigs' extranonce2_size {self.e2_size}); "
-                           "rigs cannot be moved here invisibly")
-            self._pool_failed(conn, pool.narrow, now)
-        elif pool.narrow:
-            pool.narrow = ""
+            if not pool.narrow:
+                pool.narrow = (f"pool extranonce2_size {e2_size} < {need} (prefix "
+                               f"{self.prefixes.size} + rigs' extranonce2_size {self.e2_size}): "
+                               "rigs move here only by mining.set_extranonce (if they subscribed "
+                               "to it) or client.reconnect, one upstream connection each")
+                self._event("pool_narrow", now, pool=pool.name, reason=pool.narrow)
+            conn.passthrough = True
+            conn.exclusive = True
+            # rigs folded onto this connection cannot stay: they get their own
+            for rig in list(conn.rigs.values())[1:]:
+                self._detach(rig)
+        else:
+            if pool.narrow and not any(c.passthrough for c in pool.connections if c is not conn):
+                pool.narrow = ""
+            conn.passthrough = False
 
     def _on_notify(self, conn: UpstreamConnection, notify: messages.Notify, now: float) -> None:
         if not conn.subscribed:
             raise StratumError(errors.OTHER, "notify before subscribe")
         job_id = f"{self._next_job:x}"
         self._next_job += 1
-        room = conn.extranonce2_size - self.e2_size - self.prefixes.size
-        job = Job(job_id, conn, notify, bytes(room), conn.difficulty, now)
+        if conn.passthrough:
+            job = Job(job_id, conn, notify, b"", conn.difficulty, now,
+                      rig_extranonce1=conn.extranonce1, extranonce2_size=conn.extranonce2_size)
+        else:
+            room = conn.extranonce2_size - self.e2_size - self.prefixes.size
+            job = Job(job_id, conn, notify, bytes(room), conn.difficulty, now,
+                      extranonce2_size=self.e2_size)
         if notify.clean_jobs:
             for old in conn.jobs.values():
                 old.stale = True
@@ -638,7 +697,7 @@ class ProxyCore:
             self._close_conn(old, "replaced after client.reconnect", now)
         for rig in list(conn.rigs.values()):
             self._send_work(rig, conn, now)
-        if pool.health != HEALTHY and pool.enabled and not pool.narrow:
+        if pool.health != HEALTHY and pool.enabled:
             previous = pool.health
             pool.health = HEALTHY
             pool.health_reason = "connected, subscribed, authorized, job received"
@@ -701,13 +760,17 @@ class ProxyCore:
         if lost:
             pool.counters.lost[reason if failure else f"closed: {reason}"] += lost
         conn.pending.clear()
-        for job in conn.jobs.values():
-            self.jobs.pop(job.job_id, None)
+        # In-flight shares for this connection's jobs are still answered to the rigs (and
+        # counted as lost with the reason) for a grace period, never rejected as stale.
+        self._expiring_jobs.append((now + DEAD_JOB_GRACE_S, [j.job_id for j in conn.jobs.values()]))
         orphans = list(conn.rigs.values())
         conn.rigs.clear()
         for rig in orphans:
             rig.conn = None
             rig.last_work_at = now
+            recent = rig.recent_conns
+            recent.insert(0, conn)
+            del recent[RECENT_CONNS:]
         replacement = next((c for c in pool.connections if c.replaces is conn), None)
         if replacement is not None:
             replacement.replaces = None
@@ -767,7 +830,8 @@ class ProxyCore:
         group = self.router.active_group(self.pools.values(), now)
         names = tuple(p.name for p in group)
         self._next_hold_check = self.router.hold_expires_at(self.pools.values())
-        orphans = any(r.conn is None and r.authorized and r.subscribed for r in self.rigs.values()) \
+        orphans = any(r.conn is None and r.authorized and r.subscribed and not r.leaving
+                      for r in self.rigs.values()) \
             if group else False
         if names == self._active_names and not force and not orphans:
             return
@@ -783,7 +847,8 @@ class ProxyCore:
                             note="no usable pool: rigs keep their connections and last job")
                 self.totals["pool_switches"] += 1
             return
-        rigs = [r for r in self.rigs.values() if r.subscribed and r.authorized]
+        rigs = [r for r in self.rigs.values() if r.subscribed and r.authorized and not r.leaving]
+        self._layout_moves.clear()
         plan = self.router.plan(rigs, group)
         for rig_id, pool in plan.items():
             rig = self.rigs.get(rig_id)
@@ -793,7 +858,8 @@ class ProxyCore:
             self.totals["pool_switches"] += 1
             self._event("pool_switch", now, from_pools=list(previous), to_pools=list(names),
                         reason=reason if previous or not names else "startup: first pool ready",
-                        rigs_moved=len(plan))
+                        rigs_moved=len(plan), **({"extranonce_changes": dict(self._layout_moves)}
+                                                  if self._layout_moves else {}))
         self._maintain_pools(now)
 
     # ------------------------------------------------------------------ time
@@ -830,6 +896,9 @@ class ProxyCore:
                     if p99 * 1000 > s.latency_slo_ms:
                         self._degrade(pool, f"p99 share latency {p99 * 1000:.0f} ms over the "
                                             f"{s.latency_slo_ms:g} ms SLO", now)
+        while self._expiring_jobs and self._expiring_jobs[0][0] <= now:
+            for job_id in self._expiring_jobs.popleft()[1]:
+                self.jobs.pop(job_id, None)
         if len(self._active_names) > 1 and now >= self._next_split_at:
             self._next_split_at = now + s.split_slice_s
             self._steer_split(now)

@@ -24,17 +24,24 @@ class Job:
     __slots__ = (
         "job_id", "upstream_job_id", "conn", "notify", "coinb1_down", "coinb1_state",
         "coinb2", "branch", "prevhash_header", "version", "nbits", "ntime", "padding",
-        "difficulty", "target", "line", "_line_clean", "_line_keepalive", "stale", "seen", "created",
+        "difficulty", "target", "rig_extranonce1", "extranonce2_size", "line", "_line_clean",
+        "_line_keepalive", "stale", "seen", "created",
     )
 
     def __init__(self, job_id: str, conn: UpstreamConnection, notify: Notify, padding: bytes,
-                 difficulty: float, now: float) -> None:
+                 difficulty: float, now: float, rig_extranonce1: bytes | None = None,
+                 extranonce2_size: int = 0) -> None:
         self.job_id = job_id
         self.upstream_job_id = notify.job_id
         self.conn = conn
         self.notify = notify
         self.padding = padding
-        self.coinb1_down = notify.coinb1 + conn.extranonce1 + padding
+        # None: the fold (rigs use their own prefix); bytes: pass-through on a pool too narrow
+        # for the fold, where the one rig on the connection uses the pool's extranonce1 itself
+        self.rig_extranonce1 = rig_extranonce1
+        self.extranonce2_size = extranonce2_size
+        self.coinb1_down = (notify.coinb1 + conn.extranonce1 + padding if rig_extranonce1 is None
+                            else notify.coinb1)
         # sha256 midstate of coinb1': each share only hashes its own tail.
         self.coinb1_state = hashlib.sha256(self.coinb1_down)
         self.coinb2 = notify.coinb2

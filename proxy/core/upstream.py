@@ -53,7 +53,7 @@ class UpstreamConnection:
         "extranonce2_size", "difficulty", "version_mask", "jobs", "current_job", "rigs",
         "pending", "next_id", "last_rx", "last_job_at", "subscribed", "authorized",
         "authorized_workers", "connected_at", "retiring", "replaces", "exclusive",
-        "close_reason", "extra_keepalive", "_diff_line", "_targets",
+        "close_reason", "passthrough", "extra_keepalive", "_diff_line", "_targets",
     )
 
     def __init__(self, conn_id: int, pool: PoolState, host: str, port: int,
@@ -84,6 +84,7 @@ class UpstreamConnection:
         self.replaces: UpstreamConnection | None = None
         self.exclusive = False  # per-rig connection (prefix size 0)
         self.close_reason = ""
+        self.passthrough = False  # too narrow for the fold: one rig, the pool's extranonce1 as-is
         self.extra_keepalive = 0.0
         self._diff_line = (0.0, b"")
         self._targets: dict[float, int] = {}
@@ -191,9 +192,8 @@ class PoolState:
 
     @property
     def usable(self) -> bool:
-        """Can take hashrate now: enabled, not draining, healthy, proven, wide enough."""
-        return (self.enabled and not self.draining and self.health == HEALTHY
-                and not self.narrow and self.has_ready)
+        """Can take hashrate now: enabled, not draining, healthy and proven (holding a job)."""
+        return self.enabled and not self.draining and self.health == HEALTHY and self.has_ready
 
     def rig_count(self) -> int:
         return sum(len(c.rigs) for c in self.connections)

@@ -100,6 +100,23 @@ def test_silent_pool_is_left_after_the_timeout_and_shares_are_counted():
     assert sum(counters.lost.values()) == 1
 
 
+def test_share_in_flight_when_the_pool_dies_is_answered_and_counted_lost():
+    core, io, clock, primary, backup, rigs = _setup()
+    rig = rigs[0]
+    job_id = rig.notifications("mining.notify")[-1][0]
+    job = core.jobs[job_id]
+    core.pool_closed(primary.conn, "connection reset by pool", clock.now)
+    nonce = _find_nonce(job, rig.session.prefix)
+    mid = rig.request("mining.submit", ["farm.rig1", job_id, "01020304", f"{job.ntime:08x}",
+                                        f"{nonce:08x}"])
+    assert rig.answer(mid)["result"] is True
+    assert core.pools["primary"].counters.lost == {"pool connection closed": 1}
+    # after the grace period the dead job is gone and a late share is stale
+    clock.advance(31)
+    core.tick(clock.now)
+    assert job_id not in core.jobs
+
+
 def test_both_down_keeps_rigs_and_sends_keepalive_then_resumes():
     core, io, clock, primary, backup, rigs = _setup(keepalive_s=30)
     core.pool_closed(primary.conn, "connection reset by pool", clock.now)
@@ -155,12 +172,68 @@ def test_pool_set_extranonce_and_reconnect_are_absorbed():
         assert not rig.notifications("client.reconnect")
 
 
-def test_narrow_pool_is_reported_and_not_used():
+def test_narrow_pool_is_reported_and_new_rigs_get_its_extranonce():
     core, io, clock = make_core()
     primary = connect(core, io.dialed[0], clock)
     primary.handshake(extranonce1="aaaaaaaa", e2_size=4)
     assert "extranonce2_size 4 < 6" in core.pools["primary"].narrow
-    assert core.pools["primary"].health == DOWN
+    assert core.active_pools() == ["primary"]
+    rig = FakeRig(core, clock)
+    rig.setup()
+    # the rig is subscribed straight onto the pool's own extranonce (its own connection)
+    sub = rig.answer(2)
+    assert sub["result"][1:] == ["aaaaaaaa", 4]
+    assert rig.notifications("mining.notify")[-1][2] == "01000000" + "00" * 4  # coinb1 unchanged
+    # a second rig needs a second upstream connection
+    rig2 = FakeRig(core, clock, peer="10.0.0.2:1")
+    rig2.setup()
+    assert rig2.answer(2) is None  # held until its connection has the pool's extranonce
+    conn2 = io.dialed[-1]
+    assert conn2.pool.name == "primary" and conn2 is not primary.conn
+    connect(core, conn2, clock).handshake(extranonce1="bbbbbbbb", e2_size=4)
+    assert rig2.answer(2)["result"][1:] == ["bbbbbbbb", 4]
+    job_id = rig2.notifications("mining.notify")[-1][0]
+    job = core.jobs[job_id]
+    nonce = _find_nonce_ext(job, bytes.fromhex("bbbbbbbb"))
+    mid = rig2.request("mining.submit", ["farm.rig1", job_id, "01020304", f"{job.ntime:08x}",
+                                         f"{nonce:08x}"])
+    assert rig2.answer(mid)["result"] is True
+    forwarded = [m for m in conn2.pool.connections if m is conn2]
+    assert forwarded
+
+
+def test_failover_to_a_narrow_backup_uses_set_extranonce_or_reconnect():
+    core, io, clock = make_core()
+    primary = connect(core, io.dialed[0], clock)
+    primary.handshake(extranonce1="aaaaaaaa", e2_size=8)
+    backup = connect(core, io.dialed[1], clock)
+    backup.handshake(extranonce1="bbbbbbbb", e2_size=4)
+    assert core.pools["backup"].narrow
+    xsub = FakeRig(core, clock, peer="10.0.0.1:1")
+    xsub.request("mining.extranonce.subscribe", [])
+    xsub.setup()
+    plain = FakeRig(core, clock, peer="10.0.0.2:1")
+    plain.setup()
+    core.pool_closed(primary.conn, "connection reset by pool", clock.now)
+    # the backup's warm connection takes the first rig; the second needs a new connection
+    new_conns = [c for c in io.dialed if c.pool.name == "backup" and c.state == "dialing"]
+    for i, conn in enumerate(new_conns):
+        connect(core, conn, clock).handshake(extranonce1=f"cccccc{i:02x}", e2_size=4)
+    assert xsub.notifications("mining.set_extranonce")
+    assert plain.notifications("client.reconnect") == [[]]
+    switch = [e for e in core.events.recent() if e["kind"] == "pool_switch"][-1]
+    assert switch["to_pools"] == ["backup"]
+    changes = {e.get("extranonce_changes") is not None for e in core.events.recent()
+               if e["kind"] == "pool_switch"}
+    assert changes  # the event records the extranonce changes when they happen at switch time
+
+
+def _find_nonce_ext(job, ext1: bytes) -> int:
+    for nonce in range(1_000_000):
+        digest = job.header_hash(ext1, b"\1\2\3\4", job.ntime, nonce, job.version)
+        if int.from_bytes(digest, "little") <= job.target:
+            return nonce
+    raise AssertionError("no nonce")
 
 
 def _find_nonce(job, prefix: bytes) -> int:

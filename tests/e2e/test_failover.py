@@ -54,7 +54,8 @@ async def test_reset_moves_every_rig_to_the_backup_job(farm):
     _assert_invisible(fleet, primary, backup)
     view = pool_view(svc, "primary")
     assert view["state"] == "down" and view["last_error"]  # reset, then refused on redial
-    # every forwarded share is accounted: accepted + rejected + lost + still in flight (none)
+    # every forwarded share is accounted: accepted + rejected + lost (+ timeouts)
+    await _until(lambda: all(pool_view(svc, n)["in_flight"] == 0 for n in ("primary", "backup")), 5)
     for name in ("primary", "backup"):
         v = pool_view(svc, name)
         assert v["forwarded"] == v["accepted"] + v["rejected_total"] + v["lost_total"] + v["timeouts"] \

@@ -149,13 +149,38 @@ async def test_narrow_pool_gets_per_rig_connections_with_prefix_zero(farm):
     assert all(s.valid for s in pool.shares) and fleet.disconnects == 0
 
 
-async def test_too_narrow_pool_is_reported(farm):
-    await farm.pool("narrow", extranonce2_size=4)
+async def test_too_narrow_pool_is_reported_and_used_only_by_extranonce_change(farm):
+    """A wide primary fails over to a backup too narrow for the fold (extranonce2_size 4 <
+    prefix 2 + 4): rigs that subscribed to extranonce get mining.set_extranonce, the others
+    client.reconnect as the last resort; every share stays valid at the pool."""
+    await farm.pool("primary", extranonce2_size=8)
+    narrow = await farm.pool("narrow", extranonce2_size=4)
     proxy = await farm.start_proxy(extranonce_prefix_size=2, extranonce2_size=4)
     await asyncio.wait_for(_until(lambda: pool_view(proxy, "narrow")["narrow"]), 5)
-    view = pool_view(proxy, "narrow")
-    assert "extranonce2_size 4 < 6" in view["narrow"]
-    assert view["state"] == "down" and not view["active"]
+    assert "extranonce2_size 4 < 6" in pool_view(proxy, "narrow")["narrow"]
+    xsub = await farm.fleet(4, extranonce_subscribe=True, share_interval=0.3)
+    plain = await farm.fleet(4, share_interval=0.3)
+    farm.pools["primary"].reset_all()
+    await farm.pools["primary"].refuse()
+    for fleet in (xsub, plain):
+        await fleet.wait_until(lambda f=fleet: f.rigs_with_job_containing(b"narrow") == 4, 10,
+                               "every rig on the narrow pool's job")
+    accepted = narrow.accepted
+    await _until_async(lambda: narrow.accepted >= accepted + 20, 15)
+    for fleet in (xsub, plain):
+        await fleet.drain(10)
+    assert all(r.set_extranonce_received == 1 and r.reconnect_requests == 0 for r in xsub.rigs)
+    assert all(r.reconnect_requests == 1 for r in plain.rigs)
+    assert xsub.disconnects == 0 and plain.disconnects == 0
+    assert all(s.valid for s in narrow.shares), [s.reason for s in narrow.shares if not s.valid][:3]
+    assert narrow.connections == 8  # one upstream connection per rig on the narrow pool
+    switch = [e for e in proxy.core.events.recent() if e["kind"] == "pool_switch"][-1]
+    assert switch["to_pools"] == ["narrow"]
+    assert switch["extranonce_changes"]["set_extranonce"] >= 1
+
+
+async def _until_async(predicate, timeout):
+    await asyncio.wait_for(_until(predicate), timeout)
 
 
 async def test_bad_input_from_one_rig_touches_only_that_rig(farm):
