@@ -29,8 +29,7 @@ class RigProtocol(asyncio.Protocol):
         self._paused_handle: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = transport  # type: ignore[assignment]  # uvloop's is not asyncio.Transport
         sock = transport.get_extra_info("socket")
         if sock is not None:
             try:

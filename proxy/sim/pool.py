@@ -18,8 +18,8 @@ import socket
 import struct
 from collections import Counter, OrderedDict, deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, cast
 
 from ..stratum import errors, messages, work
 from ..stratum.errors import StratumError
@@ -129,8 +129,8 @@ class _PoolConn(asyncio.Protocol):
     # --- asyncio.Protocol -------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # uvloop's transports are not asyncio.Transport subclasses, hence no isinstance
+        self.transport = cast(asyncio.Transport, transport)
         self.pool._opened(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -302,7 +302,8 @@ class _PoolConn(asyncio.Protocol):
             sub = messages.parse_submit(params)
         except StratumError as exc:
             raise _Reject(errors.OTHER, "malformed", exc.message) from None
-        share.worker, share.job_id, share.extranonce2 = sub.worker, sub.job_id, sub.extranonce2.hex()
+        share.worker, share.job_id = sub.worker, sub.job_id
+        share.extranonce2 = sub.extranonce2.hex()
         share.ntime, share.nonce, share.version_bits = sub.ntime, sub.nonce, sub.version_bits
         if not self.subscribed:
             raise _Reject(errors.NOT_SUBSCRIBED, "not_subscribed")

@@ -1,10 +1,11 @@
-"""A fleet of simulated rigs that speak Stratum V1 like firmware does.
+"""A fleet of simulated rigs that speak Stratum V1 the way mining firmware does.
 
 Each rig pipelines configure/subscribe/authorize, follows set_difficulty,
-set_version_mask, set_extranonce and notify, and submits shares it really found by
-hashing (at the low difficulties simulations use).  The fleet counts what a farm
-operator cares about: disconnects, unanswered submits, rejects, and which pool's job
-every rig is on.
+set_version_mask, set_extranonce, notify and client.reconnect, and submits only shares
+it really found by double-SHA256 (at the low difficulties simulations use), so the pool
+behind a proxy can validate every one of them.  The fleet counts what a farm operator
+cares about: disconnects, unanswered submits, rejects by code, answer latency, and which
+pool's job every rig is working on (by the tag a SimPool embeds in coinb1).
 """
 
 from __future__ import annotations
@@ -15,228 +16,423 @@ import logging
 import random
 import struct
 from collections import Counter, deque
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any, cast
 
-from ..stratum import messages, work
+from ..stratum import errors, messages, work
+from ..stratum.errors import StratumError
 from ..stratum.framing import LineFramer, LineTooLong
+from ._wait import wait_until
 
 log = logging.getLogger("proxy.sim.rigs")
 
-SCAN_LIMIT = 200_000
+__all__ = ["RigFleet", "SimRig"]
+
+REQUESTED_MASK = 0x1FFFE000
+SCAN_LIMIT = 200_000  # hashes per attempt before giving up until the next attempt
+SCAN_CHUNK = 2_048  # hashes between yields to the event loop
+HOPELESS_FACTOR = 20  # skip attempts needing > 20x SCAN_LIMIT expected hashes
+NOTIFY_HISTORY = 256
+USER_AGENT = "simrig/1.0"
+_sha256 = hashlib.sha256
+_pack_nonce = struct.Struct("<I").pack
 
 
 class SimRig(asyncio.Protocol):
-    def __init__(self, fleet: RigFleet, index: int) -> None:
+    """One rig: a single Stratum connection (re-dialled on drops) and its mining loop."""
+
+    def __init__(self, fleet: RigFleet, index: int, host: str, port: int) -> None:
         self.fleet = fleet
         self.index = index
-        self.worker = f"{fleet.worker_prefix}.{fleet.worker_prefix}{index}"
+        self.worker = f"{fleet.worker_prefix}.{index:04d}"
+        self.host = host
+        self.port = port
+        self.rng = random.Random(fleet.rng.getrandbits(64))
         self.transport: asyncio.Transport | None = None
         self.framer = LineFramer(256 * 1024)
-        self.next_id = 1
+        self._next_id = 1
+        self._kinds: dict[int, str] = {}
+        # --- session state (reset on every connection) ---
         self.connected = False
         self.subscribed = False
         self.authorized = False
+        self.extranonce_subscribed = False
         self.extranonce1 = b""
         self.extranonce2_size = 0
         self.difficulty = 1.0
         self.target = work.difficulty_to_target(1.0)
         self.version_mask = 0
         self.job: messages.Notify | None = None
-        self.job_coinb1 = b""
-        self.notifies: list[tuple[float, str, bytes, bool]] = []
-        self.pending: dict[int, float] = {}
-        self.request_kinds: dict[int, str] = {}
+        self.latest_coinb1: bytes | None = None
+        self._pending_extranonce: tuple[bytes, int] | None = None
+        self._generation = 0  # bumped whenever in-progress work becomes obsolete
+        # --- history and counters (kept across connections) ---
+        self.notifies: deque[tuple[float, str, bytes, bool]] = deque(maxlen=NOTIFY_HISTORY)
         self.submitted = 0
         self.accepted = 0
-        self.rejected: Counter = Counter()
-        self.disconnects = 0
+        self.rejected: Counter[int | str] = Counter()
+        self.pending: dict[int, tuple[float, str]] = {}  # submit id -> (send time, job id)
+        self.lost = 0  # submits still pending when the connection dropped
+        self.disconnects = 0  # connection losses we did not initiate
+        self.connects = 0
+        self.connect_failures = 0
         self.reconnect_requests = 0
         self.set_extranonce_received = 0
-        self.masks: list[int] = []
-        self.stopping = False
-        self._timer: asyncio.TimerHandle | None = None
-        self._e2_counter = fleet.rng.randrange(1 << 30)
-        self.messages_received: Counter = Counter()
+        self.masks: list[int] = []  # version masks received (configure, set_version_mask)
+        self.messages_received: Counter[str] = Counter()
+        self.shown_messages: list[str] = []
+        self.bad_lines = 0
+        self.hopeless_attempts = 0
+        # --- control ---
+        self._stopping = False
+        self._closing_on_purpose = False
+        self._reconnect_to: tuple[str, int, float] | None = None
+        self._closed = asyncio.Event()
+        self._wake = asyncio.Event()
+        self._first_attempt = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
 
-    # ---- connection
+    # --- asyncio.Protocol -------------------------------------------------------------------
+
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # uvloop's transports are not asyncio.Transport subclasses, hence no isinstance
+        self.transport = cast(asyncio.Transport, transport)
+        self.framer = LineFramer(256 * 1024)
+        self._kinds.clear()
         self.connected = True
+        self.subscribed = self.authorized = self.extranonce_subscribed = False
+        self.extranonce1, self.extranonce2_size = b"", 0
+        self.difficulty, self.target = 1.0, work.difficulty_to_target(1.0)
+        self.version_mask = 0
+        self.job, self.latest_coinb1, self._pending_extranonce = None, None, None
+        self._generation += 1
+        self._closing_on_purpose = False
+        self._closed.clear()
+        self.connects += 1
         fleet = self.fleet
-        out = []
-        if fleet.version_rolling:
-            out.append(self._request("configure", "mining.configure",
-                                     [["version-rolling"], {"version-rolling.mask": "1fffe000",
-                                                            "version-rolling.min-bit-count": 2}]))
-        out.append(self._request("subscribe", "mining.subscribe", ["sim-rig/1.0"]))
-        if fleet.extranonce_subscribe:
-            out.append(self._request("xsub", "mining.extranonce.subscribe", []))
-        out.append(self._request("authorize", "mining.authorize", [self.worker, fleet.password]))
+        self._configure_line = (
+            self._request("configure", "mining.configure", [
+                ["version-rolling"],
+                {"version-rolling.mask": f"{REQUESTED_MASK:08x}",
+                 "version-rolling.min-bit-count": 2}])
+            if fleet.version_rolling else b"")
         if fleet.pipeline:
-            transport.write(b"".join(out))
+            transport.write(self._configure_line + self._subscribe_lines()
+                            + self._authorize_line())
+        elif self._configure_line:
+            transport.write(self._configure_line)
         else:
-            for line in out:
-                transport.write(line)
+            transport.write(self._subscribe_lines())
+        fleet._changed_now()
 
-    def _request(self, kind: str, method: str, params: list[Any]) -> bytes:
-        msg_id = self.next_id
-        self.next_id += 1
-        self.request_kinds[msg_id] = kind
-        return messages.request(msg_id, method, params)
+    def _subscribe_lines(self) -> bytes:
+        out = self._request("subscribe", "mining.subscribe", [USER_AGENT])
+        if self.fleet.extranonce_subscribe:
+            out += self._request("xsub", "mining.extranonce.subscribe", [])
+        return out
+
+    def _authorize_line(self) -> bytes:
+        return self._request("authorize", "mining.authorize", [self.worker, self.fleet.password])
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.connected = False
-        self.subscribed = self.authorized = False
-        if self._timer is not None:
-            self._timer.cancel()
-        if not self.stopping:
+        self.connected = self.subscribed = self.authorized = False
+        self.transport = None
+        self.job = None
+        self.latest_coinb1 = None
+        self._generation += 1
+        if self.pending and not self._stopping:
+            self.lost += len(self.pending)
+            self.pending.clear()
+        if not self._stopping and not self._closing_on_purpose:
             self.disconnects += 1
-            self.fleet._on_disconnect(self)
+            log.debug("%s: connection lost (%s)", self.worker, exc)
+        self._closed.set()
+        self._wake.set()
+        self.fleet._changed_now()
 
-    # ---- incoming
     def data_received(self, data: bytes) -> None:
         try:
             lines = self.framer.feed(data)
         except LineTooLong:
-            self.transport.abort() if self.transport else None
+            log.warning("%s: over-long line from upstream, dropping connection", self.worker)
+            if self.transport is not None:
+                self.transport.abort()
             return
         now = asyncio.get_running_loop().time()
         for line in lines:
             try:
                 msg = messages.decode(line)
             except messages.BadMessage:
+                self.bad_lines += 1
                 self.messages_received["garbage"] += 1
                 continue
             self.messages_received[msg.method or "response"] += 1
-            if msg.method is None:
-                self._on_response(msg, now)
-            else:
-                self._on_method(msg, now)
-        self.fleet._changed()
+            try:
+                if msg.method is None:
+                    self._on_response(msg, now)
+                else:
+                    self._on_method(msg, now)
+            except StratumError as exc:
+                self.bad_lines += 1
+                log.warning("%s: bad %s: %s", self.worker, msg.method or "response", exc.message)
+        self._wake.set()
+        self.fleet._changed_now()
+
+    # --- output -----------------------------------------------------------------------------
+
+    def _request(self, kind: str, method: str, params: list[Any]) -> bytes:
+        msg_id = self._next_id
+        self._next_id += 1
+        self._kinds[msg_id] = kind
+        return messages.request(msg_id, method, params)
+
+    def _write(self, data: bytes) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(data)
+
+    # --- incoming ---------------------------------------------------------------------------
 
     def _on_response(self, msg: messages.Message, now: float) -> None:
         msg_id = msg.id if isinstance(msg.id, int) else -1
-        kind = self.request_kinds.pop(msg_id, "")
+        kind = self._kinds.pop(msg_id, "")
         if kind == "share":
             sent = self.pending.pop(msg_id, None)
             if sent is not None:
-                self.fleet.latencies.append(now - sent)
-            if msg.result is True:
+                self.fleet.latencies.append(now - sent[0])
+            if msg.result is True and msg.error is None:
                 self.accepted += 1
             else:
-                code = msg.error[0] if isinstance(msg.error, list) and msg.error else "other"
+                err = msg.error
+                code = err[0] if isinstance(err, list) and err and isinstance(err[0], int) \
+                    else "other"
                 self.rejected[code] += 1
-        elif kind == "subscribe" and isinstance(msg.result, list):
+        elif kind == "configure":
+            result = msg.result if isinstance(msg.result, dict) else {}
+            if result.get("version-rolling") is True:
+                mask = messages.parse_version_mask(result.get("version-rolling.mask", "00000000"))
+                self._set_mask(mask)
+            if not self.fleet.pipeline:
+                self._write(self._subscribe_lines())
+        elif kind == "subscribe":
+            if msg.error is not None or msg.result is None:
+                log.warning("%s: subscribe refused: %s", self.worker, msg.error)
+                return
             sub = messages.parse_subscribe_result(msg.result)
-            self.extranonce1 = sub.extranonce1
-            self.extranonce2_size = sub.extranonce2_size
+            self.extranonce1, self.extranonce2_size = sub.extranonce1, sub.extranonce2_size
             self.subscribed = True
+            if not self.fleet.pipeline:
+                self._write(self._authorize_line())
+        elif kind == "xsub":
+            self.extranonce_subscribed = msg.result is True
         elif kind == "authorize":
-            self.authorized = msg.result is True
-            self._schedule()
-        elif kind == "configure" and isinstance(msg.result, dict):
-            if msg.result.get("version-rolling"):
-                self.version_mask = int(msg.result.get("version-rolling.mask", "0"), 16)
-                self.masks.append(self.version_mask)
+            self.authorized = msg.result is True and msg.error is None
+            if not self.authorized:
+                log.warning("%s: authorize refused: %s", self.worker, msg.error)
+
+    def _set_mask(self, mask: int) -> None:
+        self.version_mask = mask & REQUESTED_MASK
+        self.masks.append(mask)
+        self._generation += 1
 
     def _on_method(self, msg: messages.Message, now: float) -> None:
         method = msg.method
         params = msg.params or []
         if method == "mining.notify":
             notify = messages.parse_notify(params)
-            if notify.clean_jobs or self.job is None:
-                self.job = notify
-            else:
-                self.job = notify
-            self.job_coinb1 = notify.coinb1
+            if self._pending_extranonce is not None:
+                # NiceHash's rule: a new extranonce applies from the next notify on
+                self.extranonce1, self.extranonce2_size = self._pending_extranonce
+                self._pending_extranonce = None
+                self._generation += 1
+            if notify.clean_jobs:
+                self._generation += 1  # abandon the work in progress
+            self.job = notify
+            self.latest_coinb1 = notify.coinb1
             self.notifies.append((now, notify.job_id, notify.coinb1, notify.clean_jobs))
-            if len(self.notifies) > 64:
-                del self.notifies[:32]
         elif method == "mining.set_difficulty":
             self.difficulty = messages.parse_difficulty(params)
             self.target = work.difficulty_to_target(self.difficulty)
+            self._generation += 1  # applies to subsequent work
         elif method == "mining.set_version_mask":
-            self.version_mask = messages.parse_version_mask(params[0])
-            self.masks.append(self.version_mask)
+            self._set_mask(messages.parse_version_mask(params[0] if params else None))
         elif method == "mining.set_extranonce":
-            sub = messages.parse_set_extranonce(params)
-            self.extranonce1 = sub.extranonce1
-            self.extranonce2_size = sub.extranonce2_size
             self.set_extranonce_received += 1
+            sub = messages.parse_set_extranonce(params)
+            if self.fleet.extranonce_subscribe:
+                self._pending_extranonce = (sub.extranonce1, sub.extranonce2_size)
         elif method == "client.reconnect":
             self.reconnect_requests += 1
-            self.fleet._reconnect(self, params)
+            self._on_reconnect(params)
         elif method == "client.show_message":
-            pass
-        elif msg.id is not None and self.transport is not None:
-            self.transport.write(messages.error_response(msg.id, -32601, "Method not found"))
+            self.shown_messages.append(str(params[0]) if params else "")
+        elif msg.id is not None:
+            if method == "client.get_version":
+                self._write(messages.response(msg.id, USER_AGENT))
+            elif method == "mining.ping":
+                self._write(messages.response(msg.id, "pong"))
+            else:
+                self._write(messages.error_response(msg.id, errors.METHOD_NOT_FOUND))
 
-    # ---- mining
-    def _schedule(self) -> None:
-        if self.stopping or not self.connected:
-            return
-        delay = self.fleet.rng.expovariate(1.0 / self.fleet.share_interval)
-        self._timer = asyncio.get_running_loop().call_later(delay, self._mine_and_submit)
+    def _on_reconnect(self, params: list[Any]) -> None:
+        host = params[0] if params and isinstance(params[0], str) and params[0] else self.host
+        port = self.port
+        if len(params) > 1:
+            try:
+                port = int(params[1])
+            except (TypeError, ValueError):
+                pass
+        wait = 0.0
+        if len(params) > 2 and isinstance(params[2], (int, float)):
+            wait = min(max(float(params[2]), 0.0), 60.0)
+        self._reconnect_to = (host, port, wait)
+        self.close(on_purpose=True)
 
-    def _mine_and_submit(self) -> None:
-        self._timer = None
-        if self.stopping or not self.connected:
-            return
-        if self.fleet.mining and self.authorized and self.job is not None and self.extranonce2_size:
-            share = self.find_share()
-            if share is not None:
-                self.submit(*share)
-        self._schedule()
+    def close(self, on_purpose: bool = True) -> None:
+        """Close this connection; ``on_purpose`` keeps it out of the disconnect count."""
+        self._closing_on_purpose = on_purpose
+        if self.transport is not None:
+            self.transport.close()
 
-    def find_share(self) -> tuple[str, bytes, int, int, int | None] | None:
+    # --- the connection loop ------------------------------------------------------------------
+
+    async def run(self, sem: asyncio.Semaphore) -> None:
+        """Dial, stay connected, redial after drops (with backoff) until stopped."""
+        loop = asyncio.get_running_loop()
+        fleet = self.fleet
+        delay = fleet.reconnect_delay
+        first = True
+        while not self._stopping:
+            try:
+                if first:
+                    async with sem, asyncio.timeout(fleet.connect_timeout):
+                        await loop.create_connection(lambda: self, self.host, self.port)
+                else:
+                    async with asyncio.timeout(fleet.connect_timeout):
+                        await loop.create_connection(lambda: self, self.host, self.port)
+            except (OSError, TimeoutError) as exc:
+                self.connect_failures += 1
+                log.debug("%s: connect to %s:%d failed: %s", self.worker, self.host, self.port,
+                          exc)
+                first = False
+                self._first_attempt.set()
+                fleet._changed_now()
+                if not fleet.auto_reconnect:
+                    return
+                await asyncio.sleep(delay * self.rng.uniform(0.5, 1.5))
+                delay = min(delay * 2, fleet.max_reconnect_delay)
+                continue
+            first = False
+            self._first_attempt.set()
+            delay = fleet.reconnect_delay
+            await self._closed.wait()
+            if self._stopping:
+                return
+            if self._reconnect_to is not None:
+                self.host, self.port, wait = self._reconnect_to
+                self._reconnect_to = None
+                if wait:
+                    await asyncio.sleep(wait)
+                continue
+            if not fleet.auto_reconnect:
+                return
+            await asyncio.sleep(delay * self.rng.uniform(0.5, 1.5))
+
+    # --- mining -------------------------------------------------------------------------------
+
+    def can_mine(self) -> bool:
+        return (self.connected and self.authorized and self.subscribed and self.job is not None
+                and self.fleet.mining and not self._stopping)
+
+    async def mine(self) -> None:
+        """Find and submit shares at about one per ``share_interval`` (jittered)."""
+        interval = self.fleet.share_interval
+        while not self._stopping:
+            await asyncio.sleep(interval * self.rng.uniform(0.5, 1.5))
+            while not self.can_mine():
+                self._wake.clear()
+                try:
+                    async with asyncio.timeout(1.0):
+                        await self._wake.wait()
+                except TimeoutError:
+                    pass
+                if self._stopping:
+                    return
+            share = await self._scan()
+            if share is not None and self.can_mine():
+                self._submit(*share)
+
+    async def _scan(self) -> tuple[str, bytes, int, int, int | None] | None:
+        """Real double-SHA256 over nonces until a hash meets the target; None if abandoned."""
         job = self.job
         assert job is not None
-        self._e2_counter += 1
-        e2 = (self._e2_counter % (256 ** min(self.extranonce2_size, 8))).to_bytes(
-            self.extranonce2_size, "big")
+        gen = self._generation
+        target = self.target
+        limit = self.fleet.scan_limit
+        expected = (1 << 256) / (target + 1)
+        if expected > HOPELESS_FACTOR * limit:
+            self.hopeless_attempts += 1
+            if self.hopeless_attempts == 1:
+                log.warning("%s: difficulty %g is far too high for a simulated rig",
+                            self.worker, self.difficulty)
+            return None
+        e2 = self.rng.randbytes(self.extranonce2_size)
         coinbase_hash = work.dsha256(job.coinb1 + self.extranonce1 + e2 + job.coinb2)
         root = work.merkle_root(coinbase_hash, job.merkle_branch)
         bits: int | None = None
         version = job.version
-        if self.version_mask and self.fleet.rng.random() < 0.5:
-            bits = self.fleet.rng.getrandbits(32) & self.version_mask
+        if self.version_mask and self.rng.random() < 0.5:
+            bits = self.rng.getrandbits(32) & self.version_mask
+            if not bits:
+                bits = self.version_mask & -self.version_mask  # roll at least one bit
             version = work.rolled_version(job.version, bits, self.version_mask)
-        head = (struct.pack("<I", version) + work.prevhash_to_header(job.prevhash) + root
-                + struct.pack("<II", job.ntime, job.nbits))
-        start = self.fleet.rng.getrandbits(32)
-        target = self.target
-        sha = hashlib.sha256
-        for i in range(SCAN_LIMIT):
-            nonce = (start + i) & 0xFFFFFFFF
-            digest = sha(sha(head + struct.pack("<I", nonce)).digest()).digest()
-            if int.from_bytes(digest, "little") <= target:
-                return job.job_id, e2, job.ntime, nonce, bits
+        header = work.build_header(version, work.prevhash_to_header(job.prevhash), root,
+                                   job.ntime, job.nbits, 0)
+        midstate = _sha256(header[:64])
+        tail = header[64:76]
+        start = self.rng.getrandbits(32)
+        done = 0
+        while done < limit:
+            end = min(done + SCAN_CHUNK, limit)
+            for i in range(done, end):
+                nonce = (start + i) & 0xFFFFFFFF
+                h = midstate.copy()
+                h.update(tail + _pack_nonce(nonce))
+                digest = _sha256(h.digest()).digest()
+                if int.from_bytes(digest, "little") <= target:
+                    return job.job_id, e2, job.ntime, nonce, bits
+            done = end
+            await asyncio.sleep(0)
+            if self._generation != gen or not self.can_mine():
+                return None
         return None
 
-    def submit(self, job_id: str, e2: bytes, ntime: int, nonce: int, bits: int | None) -> None:
-        if self.transport is None:
-            return
+    def _submit(self, job_id: str, e2: bytes, ntime: int, nonce: int, bits: int | None) -> None:
         params: list[Any] = [self.worker, job_id, e2.hex(), f"{ntime:08x}", f"{nonce:08x}"]
         if bits is not None:
             params.append(f"{bits:08x}")
-        msg_id = self.next_id
-        self.next_id += 1
-        self.request_kinds[msg_id] = "share"
-        self.pending[msg_id] = asyncio.get_running_loop().time()
+        line = self._request("share", "mining.submit", params)
+        self.pending[self._next_id - 1] = (asyncio.get_running_loop().time(), job_id)
         self.submitted += 1
-        self.transport.write(messages.request(msg_id, "mining.submit", params))
+        self._write(line)
+        self.fleet._changed_now()
+
+    # --- views --------------------------------------------------------------------------------
 
     def on_job_with(self, tag: bytes) -> bool:
-        return tag in self.job_coinb1
+        """Whether the rig's latest job came from the pool whose tag is in coinb1."""
+        return self.latest_coinb1 is not None and tag in self.latest_coinb1
 
 
 class RigFleet:
+    """N simulated rigs against one host:port, with aggregate counters and waiting helpers."""
+
     def __init__(self, host: str, port: int, count: int, *, worker_prefix: str = "rig",
                  password: str = "x", share_interval: float = 1.0, version_rolling: bool = True,
                  extranonce_subscribe: bool = False, pipeline: bool = True,
-                 connect_timeout: float = 10.0, seed: int | None = None,
-                 concurrency: int = 256) -> None:
+                 connect_timeout: float = 5.0, seed: int | None = None,
+                 auto_reconnect: bool = True, reconnect_delay: float = 0.5,
+                 max_reconnect_delay: float = 5.0, scan_limit: int = SCAN_LIMIT,
+                 concurrency: int = 64, latency_window: int = 20_000) -> None:
         self.host = host
         self.port = port
         self.count = count
@@ -247,98 +443,100 @@ class RigFleet:
         self.extranonce_subscribe = extranonce_subscribe
         self.pipeline = pipeline
         self.connect_timeout = connect_timeout
+        self.auto_reconnect = auto_reconnect
+        self.reconnect_delay = reconnect_delay
+        self.max_reconnect_delay = max_reconnect_delay
+        self.scan_limit = scan_limit
         self.concurrency = concurrency
         self.rng = random.Random(seed)
         self.rigs: list[SimRig] = []
-        self.latencies: deque[float] = deque(maxlen=20_000)
+        self.latencies: deque[float] = deque(maxlen=latency_window)
         self.mining = True
         self.unanswered_at_stop = 0
-        self._waiters: list[tuple[Callable[[], bool], asyncio.Future]] = []
-        self._tasks: set[asyncio.Task] = set()
+        self._changed = asyncio.Event()
+        self._stopped = False
+
+    # --- lifecycle --------------------------------------------------------------------------
 
     async def start(self) -> None:
+        """Dial every rig (at most ``concurrency`` handshakes at once); return after each
+        rig's first attempt, connected or not (rigs with auto_reconnect keep trying)."""
+        self._changed = asyncio.Event()
         sem = asyncio.Semaphore(self.concurrency)
-
-        async def one(index: int) -> None:
-            async with sem:
-                rig = SimRig(self, index)
-                self.rigs.append(rig)
-                await self._connect(rig, self.host, self.port)
-
-        await asyncio.gather(*(one(i) for i in range(self.count)))
-
-    async def _connect(self, rig: SimRig, host: str, port: int) -> None:
         loop = asyncio.get_running_loop()
-        await asyncio.wait_for(loop.create_connection(lambda: rig, host, port), self.connect_timeout)
+        new = [SimRig(self, len(self.rigs) + i, self.host, self.port) for i in range(self.count)]
+        self.rigs.extend(new)
+        for rig in new:
+            rig._tasks = [loop.create_task(rig.run(sem), name=f"{rig.worker}-conn"),
+                          loop.create_task(rig.mine(), name=f"{rig.worker}-mine")]
+        waits = [asyncio.ensure_future(r._first_attempt.wait()) for r in new]
+        bound = self.connect_timeout * (1 + self.count / max(self.concurrency, 1)) + 1
+        done, not_done = await asyncio.wait(waits, timeout=bound)
+        for fut in not_done:
+            fut.cancel()
+        log.info("fleet: %d/%d rigs connected to %s:%d", self.connected, self.count,
+                 self.host, self.port)
 
-    def _reconnect(self, rig: SimRig, params: list[Any]) -> None:
-        host = params[0] if params and isinstance(params[0], str) and params[0] else self.host
-        port = int(params[1]) if len(params) > 1 else self.port
-        if rig.transport is not None:
-            rig.stopping = True
-            rig.transport.close()
-
-        async def redial() -> None:
-            await asyncio.sleep(0)
-            rig.stopping = False
-            try:
-                await self._connect(rig, host, port)
-            except (OSError, TimeoutError):
-                rig.disconnects += 1
-
-        task = asyncio.get_running_loop().create_task(redial())
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    def _on_disconnect(self, rig: SimRig) -> None:
-        self._changed()
-
-    def _changed(self) -> None:
-        if not self._waiters:
+    async def stop(self) -> None:
+        """Close every rig; pending submits are then counted in ``unanswered_at_stop``."""
+        if self._stopped:
             return
-        for item in list(self._waiters):
-            predicate, fut = item
-            if fut.done():
-                self._waiters.remove(item)
-            elif predicate():
-                fut.set_result(True)
-                self._waiters.remove(item)
+        self._stopped = True
+        self.unanswered_at_stop = self.pending
+        tasks: list[asyncio.Task[None]] = []
+        for rig in self.rigs:
+            rig._stopping = True
+            rig._wake.set()
+            rig._closed.set()
+            if rig.transport is not None:
+                rig.transport.close()
+            for task in rig._tasks:
+                task.cancel()
+                tasks.append(task)
+        if tasks:
+            await asyncio.wait(tasks, timeout=5.0)
+        for rig in self.rigs:
+            if rig.transport is not None:
+                rig.transport.abort()
 
-    async def wait_until(self, predicate: Callable[[], bool], timeout: float, what: str = "") -> None:
-        """Await a condition re-checked on every message the fleet receives."""
-        if predicate():
-            return
-        fut: asyncio.Future = asyncio.get_running_loop().create_future()
-        self._waiters.append((predicate, fut))
-        try:
-            await asyncio.wait_for(fut, timeout)
-        except (TimeoutError, asyncio.TimeoutError):
-            raise TimeoutError(f"fleet: not within {timeout}s: {what or predicate}") from None
+    async def __aenter__(self) -> RigFleet:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    def _changed_now(self) -> None:
+        self._changed.set()
+
+    async def wait_until(self, predicate: Callable[[], bool], timeout: float = 10.0,
+                         what: str = "") -> None:
+        """Await a condition; woken by every fleet event, polled every 20 ms besides."""
+        await wait_until(predicate, timeout, what=f"fleet: {what}" if what else None,
+                         event=self._changed)
 
     def pause_mining(self) -> None:
+        """Stop finding and submitting shares (in-progress scans are dropped)."""
         self.mining = False
 
     def resume_mining(self) -> None:
         self.mining = True
-
-    async def stop(self) -> None:
-        self.unanswered_at_stop = sum(len(r.pending) for r in self.rigs)
         for rig in self.rigs:
-            rig.stopping = True
-            if rig._timer is not None:
-                rig._timer.cancel()
-            if rig.transport is not None:
-                rig.transport.close()
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.sleep(0)
+            rig._wake.set()
 
     async def drain(self, timeout: float = 10.0) -> None:
-        """Stop submitting and wait until every submit has its answer."""
+        """Pause mining and wait until every submit already sent has its answer."""
         self.pause_mining()
         await self.wait_until(lambda: self.pending == 0, timeout, "all submits answered")
 
-    # ---- aggregates
+    def send_all(self, method: str, params: list[Any]) -> None:
+        """Send an arbitrary request from every connected rig (e.g. suggest_difficulty)."""
+        for rig in self.rigs:
+            if rig.connected:
+                rig._write(rig._request("other", method, params))
+
+    # --- aggregates ---------------------------------------------------------------------------
+
     @property
     def connected(self) -> int:
         return sum(1 for r in self.rigs if r.connected)
@@ -364,32 +562,64 @@ class RigFleet:
         return sum(r.accepted for r in self.rigs)
 
     @property
-    def rejected(self) -> Counter:
-        total: Counter = Counter()
+    def rejected(self) -> Counter[int | str]:
+        total: Counter[int | str] = Counter()
         for r in self.rigs:
             total.update(r.rejected)
         return total
 
     @property
+    def answered(self) -> int:
+        return sum(r.accepted + sum(r.rejected.values()) for r in self.rigs)
+
+    @property
     def pending(self) -> int:
+        """Submits sent on live connections and not answered yet."""
         return sum(len(r.pending) for r in self.rigs)
 
-    def unanswered(self, older_than: float = 5.0) -> int:
+    @property
+    def lost(self) -> int:
+        """Submits that were pending when their connection dropped."""
+        return sum(r.lost for r in self.rigs)
+
+    @property
+    def reconnect_requests(self) -> int:
+        return sum(r.reconnect_requests for r in self.rigs)
+
+    @property
+    def set_extranonce_received(self) -> int:
+        return sum(r.set_extranonce_received for r in self.rigs)
+
+    def unanswered(self, older_than: float = 0.0) -> int:
+        """Submits that never got an answer: lost on a dropped connection, plus pending ones
+        sent more than ``older_than`` seconds ago (after stop(): all that were pending)."""
+        if self._stopped:
+            return self.unanswered_at_stop + self.lost
         now = asyncio.get_running_loop().time()
-        return sum(1 for r in self.rigs for t in r.pending.values() if now - t > older_than)
+        return self.lost + sum(1 for r in self.rigs for sent, _ in r.pending.values()
+                               if now - sent >= older_than)
 
     def rigs_with_job_containing(self, tag: bytes) -> int:
+        """Connected rigs whose latest notify's coinb1 contains ``tag``."""
         return sum(1 for r in self.rigs if r.on_job_with(tag))
 
     def first_notify_after(self, t: float, tag: bytes) -> list[float | None]:
-        out: list[float | None] = []
-        for r in self.rigs:
-            when = next((at for at, _, coinb1, _ in r.notifies if at >= t and tag in coinb1), None)
-            out.append(when)
-        return out
+        """Per rig, loop.time() of its first notify at/after ``t`` whose coinb1 holds ``tag``."""
+        return [next((at for at, _, coinb1, _ in r.notifies if at >= t and tag in coinb1), None)
+                for r in self.rigs]
 
     def latency_quantile(self, q: float) -> float | None:
+        """Submit->answer latency quantile (0..1) over the recent window, seconds."""
         if not self.latencies:
             return None
         data = sorted(self.latencies)
         return data[min(len(data) - 1, int(q * len(data)))]
+
+    def status(self) -> str:
+        """One status line for the CLI."""
+        rej = ",".join(f"{k}:{v}" for k, v in sorted(self.rejected.items(), key=str)) or "0"
+        p50, p99 = self.latency_quantile(0.5), self.latency_quantile(0.99)
+        lat = f" p50={p50 * 1000:.1f}ms p99={p99 * 1000:.1f}ms" if p50 is not None and p99 else ""
+        return (f"connected={self.connected}/{self.count} authorized={self.authorized} "
+                f"submitted={self.submitted} accepted={self.accepted} rejected={rej} "
+                f"pending={self.pending} disconnects={self.disconnects}{lat}")

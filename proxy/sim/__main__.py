@@ -1,0 +1,127 @@
+"""``python -m proxy.sim pool|rigs``: run a simulated pool or rig fleet from a shell.
+
+Handy for poking a proxy by hand or for the demo: each prints one status line per second.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+
+from .pool import SimPool, SimPoolConfig
+from .rigs import RigFleet
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m proxy.sim",
+                                     description="simulated Stratum V1 pools and rigs")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    pool = sub.add_parser("pool", help="run a validating pool until SIGINT/SIGTERM")
+    pool.add_argument("--name", default="sim")
+    pool.add_argument("--host", default="127.0.0.1")
+    pool.add_argument("--port", type=int, default=3401)
+    pool.add_argument("--extranonce1-size", type=int, default=4)
+    pool.add_argument("--extranonce2-size", type=int, default=8)
+    pool.add_argument("--difficulty", type=float, default=2.0 ** -20)
+    pool.add_argument("--job-interval", type=float, default=30.0)
+    pool.add_argument("--answer-delay", type=float, default=0.0)
+    pool.add_argument("--reject-ratio", type=float, default=0.0)
+    pool.add_argument("--version-mask", type=lambda s: int(s, 16), default=0x1FFFE000)
+    pool.add_argument("--tag", default=None)
+    pool.add_argument("--seed", type=int, default=None)
+
+    rigs = sub.add_parser("rigs", help="run a rig fleet for --duration seconds")
+    rigs.add_argument("--host", default="127.0.0.1")
+    rigs.add_argument("--port", type=int, default=3333)
+    rigs.add_argument("--count", type=int, default=10)
+    rigs.add_argument("--share-interval", type=float, default=1.0)
+    rigs.add_argument("--duration", type=float, default=60.0)
+    rigs.add_argument("--worker-prefix", default="rig")
+    rigs.add_argument("--password", default="x")
+    rigs.add_argument("--no-version-rolling", action="store_true")
+    rigs.add_argument("--extranonce-subscribe", action="store_true")
+    rigs.add_argument("--no-pipeline", action="store_true")
+    rigs.add_argument("--seed", type=int, default=None)
+    return parser
+
+
+def _stop_event() -> asyncio.Event:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    return stop
+
+
+async def _run_pool(args: argparse.Namespace) -> int:
+    pool = SimPool(SimPoolConfig(
+        name=args.name, host=args.host, port=args.port,
+        extranonce1_size=args.extranonce1_size, extranonce2_size=args.extranonce2_size,
+        difficulty=args.difficulty, job_interval=args.job_interval,
+        answer_delay=args.answer_delay, reject_ratio=args.reject_ratio,
+        version_mask=args.version_mask, tag=args.tag, seed=args.seed))
+    stop = _stop_event()
+    await pool.start()
+    print(f"pool {args.name} listening on {args.host}:{pool.port}", flush=True)
+    try:
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(1.0):
+                    await stop.wait()
+            print(pool.status(), flush=True)
+    finally:
+        await pool.stop()
+    return 0
+
+
+async def _run_rigs(args: argparse.Namespace) -> int:
+    fleet = RigFleet(args.host, args.port, args.count, worker_prefix=args.worker_prefix,
+                     password=args.password, share_interval=args.share_interval,
+                     version_rolling=not args.no_version_rolling,
+                     extranonce_subscribe=args.extranonce_subscribe,
+                     pipeline=not args.no_pipeline, seed=args.seed)
+    stop = _stop_event()
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + args.duration
+    await fleet.start()
+    try:
+        while not stop.is_set() and loop.time() < deadline:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(min(1.0, max(deadline - loop.time(), 0.01))):
+                    await stop.wait()
+            print(fleet.status(), flush=True)
+    finally:
+        await fleet.stop()
+    print(f"done: submitted={fleet.submitted} accepted={fleet.accepted} "
+          f"rejected={dict(fleet.rejected)} disconnects={fleet.disconnects} "
+          f"unanswered={fleet.unanswered()}", flush=True)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    with contextlib.suppress(ImportError):
+        import uvloop
+
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    runner = _run_pool if args.command == "pool" else _run_rigs
+    try:
+        return asyncio.run(runner(args))
+    except KeyboardInterrupt:
+        return 130
+    except OSError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
