@@ -1,0 +1,113 @@
+"""The command line as an operator uses it: check-config, run, SIGHUP reload, SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from proxy.sim.pool import SimPool, SimPoolConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _cli(*args: str, timeout: float = 30) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "proxy", *args], capture_output=True, text=True,
+                          timeout=timeout, cwd=ROOT)
+
+
+def test_check_config_accepts_the_example():
+    proc = _cli("check-config", str(ROOT / "configs" / "example.toml"))
+    assert proc.returncode == 0, proc.stderr
+    assert "every pool must offer extranonce2_size >= 6" in proc.stdout
+    assert "[0] primary" in proc.stdout and "[1] backup" in proc.stdout
+
+
+def test_check_config_names_the_bad_field(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[[pools]]\nname = "a"\nurl = "stratum+tcp://h:1"\nuser = "u"\n'
+                   '[[pools]]\nname = "b"\nurl = "http://h:1"\nuser = "u"\n')
+    proc = _cli("check-config", str(bad))
+    assert proc.returncode != 0
+    assert "pools[1].url" in proc.stderr
+    bad.write_text('[proxy]\nextranonce2_size = "four"\n[[pools]]\nname="a"\nurl="stratum+tcp://h:1"\n'
+                   'user="u"\n')
+    proc = _cli("check-config", str(bad))
+    assert proc.returncode != 0 and "proxy.extranonce2_size" in proc.stderr
+    bad.write_text("this is [not toml")
+    proc = _cli("check-config", str(bad))
+    assert proc.returncode != 0 and "not valid TOML" in proc.stderr
+
+
+def _config(port_a: int, port_b: int | None, listen_port: int) -> str:
+    text = (f'[proxy]\nlisten = "127.0.0.1:{listen_port}"\n[api]\nenabled = false\n'
+            f'[[pools]]\nname = "a"\nurl = "stratum+tcp://127.0.0.1:{port_a}"\nuser = "u"\n')
+    if port_b is not None:
+        text += f'[[pools]]\nname = "b"\nurl = "stratum+tcp://127.0.0.1:{port_b}"\nuser = "u"\npriority = 1\n'
+    return text
+
+
+async def _read_stderr_until(proc, needle: str, timeout: float) -> str:
+    seen = []
+    async with asyncio.timeout(timeout):
+        while True:
+            line = (await proc.stderr.readline()).decode()
+            if not line:
+                raise AssertionError("process ended; output:\n" + "".join(seen))
+            seen.append(line)
+            if needle in line:
+                return line
+
+
+async def test_run_reload_and_graceful_stop(tmp_path):
+    pool_a = SimPool(SimPoolConfig(name="a", difficulty=2**-24))
+    pool_b = SimPool(SimPoolConfig(name="b", difficulty=2**-24))
+    await pool_a.start()
+    await pool_b.start()
+    cfg = tmp_path / "proxy.toml"
+    cfg.write_text(_config(pool_a.port, None, 0))
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "proxy", "run", "-c", str(cfg), cwd=ROOT,
+        stderr=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.DEVNULL,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        line = await _read_stderr_until(proc, "listening for rigs on", 20)
+        port = int(line.rsplit(":", 1)[1])
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b'{"id":1,"method":"mining.subscribe","params":[]}\n'
+                     b'{"id":2,"method":"mining.authorize","params":["w","x"]}\n')
+        async with asyncio.timeout(10):
+            while b"mining.notify" not in (await reader.readline()):
+                pass
+        # add a pool and reload: accepted
+        cfg.write_text(_config(pool_a.port, pool_b.port, 0))
+        proc.send_signal(signal.SIGHUP)
+        await _read_stderr_until(proc, "config reloaded", 10)
+        async with asyncio.timeout(10):
+            while pool_b.total_connections == 0:
+                await asyncio.sleep(0.02)
+        # a broken file: refused, the proxy keeps running with the old config
+        cfg.write_text("[[pools]]\nname = 'x'\nurl = 'nonsense'\nuser = 'u'\n")
+        proc.send_signal(signal.SIGHUP)
+        refused = await _read_stderr_until(proc, "reload refused", 10)
+        assert "pools[0].url" in refused
+        writer.write(b'{"id":3,"method":"mining.suggest_difficulty","params":[1]}\n')
+        async with asyncio.timeout(5):
+            while (answer := json.loads(await reader.readline())).get("id") != 3:
+                pass
+        assert answer["result"] is True  # the rig never noticed
+        proc.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(15):
+            rc = await proc.wait()
+        assert rc == 0
+        writer.close()
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+        await pool_a.stop()
+        await pool_b.stop()
