@@ -41,6 +41,7 @@ from .upstream import (
 log = logging.getLogger("proxy.core")
 
 DEAD_JOB_GRACE_S = 30.0
+_LOW64 = (1 << 64) - 1
 DEFAULT_VERSION_MASK = 0x1FFFE000  # BIP320 general-purpose bits
 UPSTREAM_CONFIGURE_MASK = 0xFFFFFFFF
 
@@ -313,7 +314,7 @@ class ProxyCore:
             rig_target = max(rig_target, conn.target_cache(rig.difficulty))
         if value > rig_target:
             raise StratumError(errors.LOW_DIFFICULTY)
-        key = value >> 192
+        key = value & _LOW64  # low bits: random even for hashes that meet a high difficulty
         if key in job.seen:
             raise StratumError(errors.DUPLICATE)
         job.seen.add(key)

@@ -36,3 +36,32 @@ def test_rig_gets_folded_job_and_share_is_forwarded():
                                 [bytes.fromhex("33" * 32)], 0x20000000, bytes.fromhex("11" * 32),
                                 0x1d00ffff, int(ntime, 16), int(nonce_hex, 16))
     assert pool_hash == digest
+
+
+def test_duplicate_detection_keys_on_the_random_low_bits_of_the_hash():
+    """Shares at high difficulty share their leading zero bits; they are not duplicates."""
+    core, io, clock = make_core()
+    primary = connect(core, io.dialed[0], clock)
+    primary.handshake(extranonce1="aabbccdd", e2_size=8, difficulty=1e-9)
+    rig = FakeRig(core, clock)
+    rig.setup()
+    job_id = rig.notifications("mining.notify")[-1][0]
+    job = core.jobs[job_id]
+    found = []
+    for nonce in range(100_000):
+        digest = job.header_hash(rig.session.prefix, b"\1\2\3\4", job.ntime, nonce, job.version)
+        if int.from_bytes(digest, "little") <= job.target:
+            found.append(nonce)
+        if len(found) == 50:
+            break
+    answers = []
+    for nonce in found:
+        mid = rig.request("mining.submit", ["farm.rig1", job_id, "01020304", f"{job.ntime:08x}",
+                                            f"{nonce:08x}"])
+        answers.append(rig.answer(mid)["result"])
+    assert answers == [True] * 50
+    mid = rig.request("mining.submit", ["farm.rig1", job_id, "01020304", f"{job.ntime:08x}",
+                                        f"{found[0]:08x}"])
+    assert rig.answer(mid)["error"][0] == 22
+    # the key ignores the leading bytes a high difficulty zeroes
+    assert all(key < (1 << 64) for key in job.seen) and len(job.seen) == 50
