@@ -65,3 +65,23 @@ def test_duplicate_detection_keys_on_the_random_low_bits_of_the_hash():
     assert rig.answer(mid)["error"][0] == 22
     # the key ignores the leading bytes a high difficulty zeroes
     assert all(key < (1 << 64) for key in job.seen) and len(job.seen) == 50
+
+
+def test_more_upstream_connections_are_recruited_when_prefixes_run_out():
+    core, io, clock = make_core(pools=[{"name": "p", "url": "stratum+tcp://127.0.0.1:1", "user": "u"}],
+                                extranonce_prefix_size=1)
+    connect(core, io.dialed[0], clock).handshake(extranonce1="aaaaaaaa", e2_size=8)
+    rigs = [FakeRig(core, clock, peer=f"10.0.{i // 250}.{i % 250}:1") for i in range(300)]
+    for rig in rigs:
+        rig.setup()
+    assert len(io.dialed) == 2  # 256 prefixes on the first connection, a second for the rest
+    second = connect(core, io.dialed[1], clock)
+    second.handshake(extranonce1="bbbbbbbb", e2_size=8)
+    first_conn, second_conn = io.dialed
+    assert len(first_conn.rigs) == 256 and len(second_conn.rigs) == 44
+    # no two rigs on one connection share a prefix, and everyone has work
+    for conn in (first_conn, second_conn):
+        assert len({r.prefix for r in conn.rigs.values()}) == len(conn.rigs)
+    assert all(r.notifications("mining.notify") for r in rigs)
+    # the rigs on the second connection get its extranonce1 folded in
+    assert rigs[-1].notifications("mining.notify")[-1][2].endswith("bbbbbbbb" + "000000")
