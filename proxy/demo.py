@@ -12,6 +12,7 @@ import argparse
 import asyncio
 import contextlib
 import sys
+import time
 from typing import Any
 
 from .config import load_dict
@@ -84,7 +85,6 @@ async def run_demo(args: argparse.Namespace) -> int:
                                                args.hold))
     assert service.core is not None
     fleet = RigFleet("127.0.0.1", service.port, args.rigs, share_interval=1.0, seed=7)
-    loop = asyncio.get_running_loop()
     seen_events = 0
     kill_at, revive_at = duration * 0.25, duration * 0.45
     killed = revived = False
@@ -98,11 +98,11 @@ async def run_demo(args: argparse.Namespace) -> int:
         _out(f"demo: {args.rigs} rigs; primary dies at {kill_at:.0f}s, returns at {revive_at:.0f}s, "
              f"failback after a {args.hold:g}s hold-down; {duration:.0f}s in all")
         await fleet.start()
-        start = loop.time()
-        while (t := loop.time() - start) < duration:
+        start = time.monotonic()
+        while (t := time.monotonic() - start) < duration:
             if not killed and t >= kill_at:
                 killed = True
-                t_kill = loop.time()
+                t_kill = time.monotonic()
                 _out("demo: >>> killing the primary pool (TCP reset, then connection refused)")
                 primary.reset_all()
                 await primary.refuse()
@@ -124,7 +124,7 @@ async def run_demo(args: argparse.Namespace) -> int:
             _out(_status_line(t, service, fleet))
             await asyncio.sleep(1.0)
         await fleet.drain(10)
-        _out(_status_line(loop.time() - start, service, fleet))
+        _out(_status_line(time.monotonic() - start, service, fleet))
         switches = [e for e in service.core.events.recent(1000) if e["kind"] == "pool_switch"]
         _out("demo summary: switches " + " ; ".join(
             f"{','.join(e['from_pools']) or '-'} -> {','.join(e['to_pools']) or '-'} ({e['reason']})"

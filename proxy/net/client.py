@@ -6,6 +6,7 @@ import asyncio
 import logging
 import socket
 import ssl
+from time import monotonic
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -55,7 +56,7 @@ class PoolProtocol(asyncio.Protocol):
                 pass
 
     def data_received(self, data: bytes) -> None:
-        self.core.pool_data(self.conn, data, self.loop.time())
+        self.core.pool_data(self.conn, data, monotonic())
 
     def eof_received(self) -> bool:
         return False
@@ -63,7 +64,7 @@ class PoolProtocol(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         if self.registry.get(self.conn.conn_id) is self:
             del self.registry[self.conn.conn_id]
-        self.core.pool_closed(self.conn, describe_error(exc), self.loop.time())
+        self.core.pool_closed(self.conn, describe_error(exc), monotonic())
 
 
 class Dialer:
@@ -116,19 +117,19 @@ class Dialer:
                     ssl_handshake_timeout=self.connect_timeout if ssl_ctx else None),
                 self.connect_timeout)
         except asyncio.CancelledError:
-            core.pool_closed(conn, "dial cancelled", self.loop.time())
+            core.pool_closed(conn, "dial cancelled", monotonic())
             raise
         except Exception as exc:  # every failure is a pool failure, never ours
-            core.pool_closed(conn, describe_error(exc), self.loop.time())
+            core.pool_closed(conn, describe_error(exc), monotonic())
             return
         if conn.state == "closed" or transport.is_closing():
             # closed while dialing (shutdown, or the pool hung up at once)
             transport.abort()
             if conn.state != "closed":
-                core.pool_closed(conn, "connection closed by pool", self.loop.time())
+                core.pool_closed(conn, "connection closed by pool", monotonic())
             return
         self.protocols[conn.conn_id] = proto
-        core.pool_connected(conn, transport.write, self.loop.time())
+        core.pool_connected(conn, transport.write, monotonic())
 
     async def aclose(self) -> None:
         for task in list(self._tasks):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+from time import monotonic
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -39,12 +40,12 @@ class RigProtocol(asyncio.Protocol):
         transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)
         peer = transport.get_extra_info("peername")
         peer_text = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) and len(peer) >= 2 else str(peer)
-        self.rig = self.core.rig_connected(peer_text, transport.write, self._close, self.loop.time())
+        self.rig = self.core.rig_connected(peer_text, transport.write, self._close, monotonic())
 
     def data_received(self, data: bytes) -> None:
         rig = self.rig
         if rig is not None:
-            self.core.rig_data(rig, data, self.loop.time())
+            self.core.rig_data(rig, data, monotonic())
 
     def eof_received(self) -> bool:
         return False
@@ -53,7 +54,7 @@ class RigProtocol(asyncio.Protocol):
         if self._paused_handle is not None:
             self._paused_handle.cancel()
         if self.rig is not None:
-            self.core.rig_closed(self.rig, self.loop.time())
+            self.core.rig_closed(self.rig, monotonic())
 
     def pause_writing(self) -> None:
         self._paused_handle = self.loop.call_later(STUCK_WRITER_S, self._drop_stuck)

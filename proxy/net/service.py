@@ -36,7 +36,7 @@ class ProxyService:
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         self.dialer = Dialer(loop, self.config.proxy.connect_timeout_s, self.resolver)
-        now = loop.time()
+        now = time.monotonic()
         self.core = ProxyCore(self.config, self.dialer, now, wall_offset=time.time() - now,
                               prefix_start=self.prefix_start)
         # the dial tasks the core started in __init__ run only after this line
@@ -54,17 +54,17 @@ class ProxyService:
         log.info("listening for rigs on %s:%d", host, self.port)
 
     async def _tick_loop(self) -> None:
-        loop = asyncio.get_running_loop()
         assert self.core is not None
         while True:
             await asyncio.sleep(TICK_S)
             try:
-                self.core.tick(loop.time())
+                self.core.tick(time.monotonic())
             except Exception:
                 log.exception("tick failed")
 
     def now(self) -> float:
-        return asyncio.get_running_loop().time()
+        # uvloop's loop.time() has 1 ms resolution: too coarse for share latency
+        return time.monotonic()
 
     def reload(self, path: str | None = None) -> dict[str, list[str]]:
         """Validate the file first; a bad one raises ConfigError and nothing changes."""

@@ -15,6 +15,7 @@ import hashlib
 import logging
 import random
 import struct
+import time
 from collections import Counter, deque
 from collections.abc import Callable
 from typing import Any, cast
@@ -158,7 +159,7 @@ class SimRig(asyncio.Protocol):
             if self.transport is not None:
                 self.transport.abort()
             return
-        now = asyncio.get_running_loop().time()
+        now = time.monotonic()
         for line in lines:
             try:
                 msg = messages.decode(line)
@@ -411,7 +412,7 @@ class SimRig(asyncio.Protocol):
         if bits is not None:
             params.append(f"{bits:08x}")
         line = self._request("share", "mining.submit", params)
-        self.pending[self._next_id - 1] = (asyncio.get_running_loop().time(), job_id)
+        self.pending[self._next_id - 1] = (time.monotonic(), job_id)
         self.submitted += 1
         self._write(line)
         self.fleet._changed_now()
@@ -595,7 +596,7 @@ class RigFleet:
         sent more than ``older_than`` seconds ago (after stop(): all that were pending)."""
         if self._stopped:
             return self.unanswered_at_stop + self.lost
-        now = asyncio.get_running_loop().time()
+        now = time.monotonic()
         return self.lost + sum(1 for r in self.rigs for sent, _ in r.pending.values()
                                if now - sent >= older_than)
 
@@ -604,7 +605,7 @@ class RigFleet:
         return sum(1 for r in self.rigs if r.on_job_with(tag))
 
     def first_notify_after(self, t: float, tag: bytes) -> list[float | None]:
-        """Per rig, loop.time() of its first notify at/after ``t`` whose coinb1 holds ``tag``."""
+        """Per rig, time.monotonic() of its first notify at/after ``t`` whose coinb1 holds ``tag``."""
         return [next((at for at, _, coinb1, _ in r.notifies if at >= t and tag in coinb1), None)
                 for r in self.rigs]
 
