@@ -49,6 +49,7 @@ class ProxySection(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     health_window_s: float = 60.0
     min_answers_for_health: int = 20
     history_db: str = ""
+    history_sample_s: float = 60.0  # how often per-pool counters are sampled into the history
     # weighted split: how often rigs are re-planned across pools of equal priority
     split_slice_s: float = 10.0
 
@@ -124,7 +125,8 @@ def validate(config: Config) -> Config:
     if p.max_line_bytes < 512:
         raise ConfigError("proxy.max_line_bytes: must be at least 512")
     for name in ("silent_timeout_s", "max_job_age_s", "keepalive_s", "reconnect_min_s",
-                 "reconnect_max_s", "connect_timeout_s", "health_window_s", "split_slice_s"):
+                 "reconnect_max_s", "connect_timeout_s", "health_window_s", "split_slice_s",
+                 "history_sample_s"):
         if not getattr(p, name) > 0:
             raise ConfigError(f"proxy.{name}: must be > 0")
     if p.failback_hold_s < 0:

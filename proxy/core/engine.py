@@ -875,6 +875,8 @@ class ProxyCore:
                     oldest = conn.oldest_pending()
                     if oldest is not None and now - oldest > s.silent_timeout_s:
                         shares = sum(1 for p in conn.pending.values() if p.kind == "share")
+                        # counted once, as timeouts (not again as lost when the connection goes)
+                        conn.pending = {k: p for k, p in conn.pending.items() if p.kind != "share"}
                         pool.counters.timeouts += shares
                         for _ in range(min(shares, 100)):
                             pool.timeouts.record(True)

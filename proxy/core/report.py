@@ -11,6 +11,15 @@ from .engine import ProxyCore
 from .upstream import PoolState
 
 
+def _mask_url(url: str) -> str:
+    """A pool URL may embed credentials (user:pass@host): never show the password."""
+    scheme, sep, rest = url.partition("://")
+    creds, at, host = rest.rpartition("@")
+    if not at or ":" not in creds:
+        return url
+    return f"{scheme}{sep}{creds.split(':', 1)[0]}:***@{host}"
+
+
 def _ms(value: float | None) -> float | None:
     return None if value is None else round(value * 1000, 3)
 
@@ -26,7 +35,7 @@ def pool_view(core: ProxyCore, pool: PoolState, now: float) -> dict[str, Any]:
     group_weight = sum(core.pools[n].config.weight for n in core.active_pools()) or 0.0
     return {
         "name": pool.name,
-        "url": pool.config.url,
+        "url": _mask_url(pool.config.url),
         "user": pool.config.user,
         "state": pool.health,
         "reason": pool.health_reason,

@@ -77,6 +77,9 @@ class ProxyService:
         assert self.core is not None
         result = self.core.apply_config(new, self.now())
         self.config.pools = new.pools
+        if new.api.token != self.config.api.token:
+            self.config.api.token = new.api.token  # takes effect on the next API write
+            result["api_token"] = ["changed"]
         return result
 
     async def stop(self) -> None:

@@ -1,0 +1,415 @@
+"""The aiohttp control plane: REST under /api/v1, Prometheus at /metrics, the dashboard at /.
+
+Reads are open; writes need ``Authorization: Bearer <api.token>`` and are refused outright
+(403) while no token is configured.  Every number comes from ``core.report`` so the API, the
+metrics and the demo agree.  A handler that fails answers 500 with JSON and is logged; it
+never takes the proxy down.  ``start_api`` also starts the history recorder (see
+``proxy.store.history``), which ``runner.cleanup()`` stops after a final flush.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import msgspec
+from aiohttp import web
+
+from .. import __version__
+from ..config import ConfigError, parse_address
+from ..core.report import pool_view, pools_view, rig_view, rigs_view, status_view
+from ..store.history import HistoryRecorder, HistoryStore
+from .auth import AuthError, check_write
+from .dashboard import INDEX_HTML
+from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from .metrics import render_metrics
+
+log = logging.getLogger("proxy.api")
+
+SERVICE: web.AppKey[Any] = web.AppKey("service", object)
+RECORDER: web.AppKey[HistoryRecorder | None] = web.AppKey("recorder", object)
+
+DEFAULT_HISTORY_INTERVAL_S = 60.0
+RIGS_DEFAULT_LIMIT = 500
+RIGS_MAX_LIMIT = 5000
+EVENTS_DEFAULT_LIMIT = 200
+EVENTS_MAX_LIMIT = 2000
+HISTORY_DEFAULT_MINUTES = 60
+HISTORY_MAX_MINUTES = 60 * 24 * 30
+PATCH_FIELDS = ("priority", "weight", "enabled")
+MAX_PRIORITY = 1_000_000
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+_encoder = msgspec.json.Encoder(enc_hook=str)
+
+
+def json_response(data: Any, status: int = 200) -> web.Response:
+    return web.Response(body=_encoder.encode(data), status=status, content_type="application/json")
+
+
+def error_response(status: int, message: str) -> web.Response:
+    return json_response({"error": message, "status": status}, status)
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        response = await handler(request)
+    except ApiError as exc:
+        response = error_response(exc.status, exc.message)
+    except AuthError as exc:
+        response = error_response(exc.status, exc.message)
+        if exc.status == 401:
+            response.headers["WWW-Authenticate"] = 'Bearer realm="stratum-proxy"'
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        response = error_response(exc.status, exc.reason)
+        if exc.status == 405 and "Allow" in exc.headers:
+            response.headers["Allow"] = exc.headers["Allow"]
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:
+        log.exception("API %s %s failed", request.method, request.path)
+        response = error_response(500, f"internal error ({type(exc).__name__}); see the proxy log")
+    response.headers.setdefault("Cache-Control", "no-store")
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    return response
+
+
+# ---------------------------------------------------------------------------- helpers
+
+
+def _service(request: web.Request) -> Any:
+    return request.app[SERVICE]
+
+
+def _core(request: web.Request) -> Any:
+    core = _service(request).core
+    if core is None:
+        raise ApiError(503, "the proxy core is not running")
+    return core
+
+
+def _now(request: web.Request) -> float:
+    return _service(request).now()
+
+
+def redact_url(url: str) -> str:
+    """Drop a password embedded in a pool URL (stratum+tcp://user:pass@host:port)."""
+    try:
+        parts = urlsplit(url)
+        if parts.password is None:
+            return url
+        host = parts.hostname or ""
+        if ":" in host:
+            host = f"[{host}]"
+        netloc = f"{parts.username or ''}:***@{host}"
+        if parts.port is not None:
+            netloc += f":{parts.port}"
+        return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+    except ValueError:
+        return "(unparseable url)"
+
+
+def public_pool(view: dict[str, Any]) -> dict[str, Any]:
+    if "@" in view.get("url", ""):
+        view = {**view, "url": redact_url(view["url"])}
+    return view
+
+
+def _pool_or_404(core: Any, name: str) -> Any:
+    pool = core.pools.get(name)
+    if pool is None:
+        raise ApiError(404, f"unknown pool {name!r}")
+    return pool
+
+
+def _int_param(request: web.Request, name: str, default: int, lo: int, hi: int) -> int:
+    raw = request.query.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ApiError(400, f"{name}: expected an integer, got {raw[:40]!r}") from None
+    if not lo <= value <= hi:
+        raise ApiError(400, f"{name}: must be between {lo} and {hi}")
+    return value
+
+
+def _require_write(request: web.Request) -> None:
+    check_write(request, _service(request).config.api.token)
+
+
+# ---------------------------------------------------------------------------- reads
+
+
+async def index(request: web.Request) -> web.Response:
+    return web.Response(text=INDEX_HTML, content_type="text/html", charset="utf-8")
+
+
+async def get_status(request: web.Request) -> web.Response:
+    core = _core(request)
+    view = status_view(core, _now(request))
+    view["version"] = __version__
+    view["wall_time"] = round(time.time(), 3)
+    view["writes_enabled"] = bool(_service(request).config.api.token)
+    return json_response(view)
+
+
+async def get_pools(request: web.Request) -> web.Response:
+    core = _core(request)
+    return json_response({"pools": [public_pool(v) for v in pools_view(core, _now(request))]})
+
+
+async def get_pool(request: web.Request) -> web.Response:
+    core = _core(request)
+    pool = _pool_or_404(core, request.match_info["name"])
+    return json_response(public_pool(pool_view(core, pool, _now(request))))
+
+
+def _rig_pool_name(rig: Any) -> str | None:
+    # the same rule rig_view uses for its "pool" field
+    return rig.pool.name if rig.pool is not None and rig.conn is not None else None
+
+
+def _rig_matches(rig: Any, needle: str) -> bool:
+    if needle == str(rig.rig_id):
+        return True
+    return (any(needle in w.lower() for w in rig.workers) or needle in rig.peer.lower()
+            or needle in rig.user_agent.lower())
+
+
+async def get_rigs(request: web.Request) -> web.Response:
+    core = _core(request)
+    now = _now(request)
+    offset = _int_param(request, "offset", 0, 0, 10**9)
+    limit = _int_param(request, "limit", RIGS_DEFAULT_LIMIT, 1, RIGS_MAX_LIMIT)
+    pool = request.query.get("pool") or None
+    needle = (request.query.get("q") or "").strip().lower()
+    if pool is not None:
+        _pool_or_404(core, pool)
+    if pool is None and not needle:
+        rigs = rigs_view(core, now, offset, limit)
+        total = len(core.rigs)
+    else:
+        # filter on the sessions (cheap), build views only for the page
+        matched = [r for r in core.rigs.values()
+                   if (pool is None or _rig_pool_name(r) == pool) and (not needle or _rig_matches(r, needle))]
+        total = len(matched)
+        rigs = [rig_view(r, now) for r in matched[offset:offset + limit]]
+    return json_response({"total": total, "offset": offset, "limit": limit, "pool": pool,
+                          "q": needle or None, "rigs": rigs})
+
+
+async def get_events(request: web.Request) -> web.Response:
+    core = _core(request)
+    limit = _int_param(request, "limit", EVENTS_DEFAULT_LIMIT, 1, EVENTS_MAX_LIMIT)
+    after = _int_param(request, "after", 0, 0, 2**62)
+    kind = request.query.get("kind") or None
+    if after:
+        events = [e for e in core.events.recent(EVENTS_MAX_LIMIT, kind) if e["seq"] > after][:limit]
+    else:
+        events = core.events.recent(limit, kind)
+    return json_response({"events": events})
+
+
+async def get_history(request: web.Request) -> web.Response:
+    recorder = request.app[RECORDER]
+    if recorder is None:
+        raise ApiError(503, "history recorder is not running")
+    minutes = _int_param(request, "minutes", HISTORY_DEFAULT_MINUTES, 1, HISTORY_MAX_MINUTES)
+    pool = request.query.get("pool") or None
+    if pool is not None and len(pool) > 64:
+        raise ApiError(400, "pool: name too long")
+    return json_response(await recorder.query(pool, minutes))
+
+
+async def get_rentals(request: web.Request) -> web.Response:
+    return json_response({
+        "orders": [], "budget_left_btc": None, "provider": None,
+        "note": "hashpower rental is not implemented yet (a later issue); no orders are placed",
+    })
+
+
+async def get_metrics(request: web.Request) -> web.Response:
+    core = _core(request)
+    text = render_metrics(core, _now(request), __version__)
+    return web.Response(body=text.encode("utf-8"), headers={"Content-Type": METRICS_CONTENT_TYPE})
+
+
+# ---------------------------------------------------------------------------- writes
+
+
+async def _json_object(request: web.Request) -> dict[str, Any]:
+    raw = await request.read()
+    if not raw.strip():
+        raise ApiError(400, "request body must be a JSON object")
+    try:
+        body = msgspec.json.decode(raw)
+    except msgspec.DecodeError as exc:
+        raise ApiError(400, f"request body is not valid JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise ApiError(400, "request body must be a JSON object")
+    return body
+
+
+def validate_patch(body: dict[str, Any]) -> dict[str, Any]:
+    """Check a PATCH body; raise ApiError(400) naming the bad field."""
+    unknown = [k for k in body if k not in PATCH_FIELDS]
+    if unknown:
+        raise ApiError(400, f"{str(unknown[0])[:64]}: unknown field (allowed: {', '.join(PATCH_FIELDS)})")
+    if not body:
+        raise ApiError(400, f"body must set at least one of {', '.join(PATCH_FIELDS)}")
+    changes: dict[str, Any] = {}
+    if "priority" in body:
+        value = body["priority"]
+        if type(value) is not int or not -MAX_PRIORITY <= value <= MAX_PRIORITY:
+            raise ApiError(400, f"priority: must be an integer in +-{MAX_PRIORITY}, got {value!r}")
+        changes["priority"] = value
+    if "weight" in body:
+        value = body["weight"]
+        if type(value) not in (int, float) or not math.isfinite(value) or value < 0:
+            raise ApiError(400, f"weight: must be a number >= 0, got {value!r}")
+        changes["weight"] = float(value)
+    if "enabled" in body:
+        value = body["enabled"]
+        if type(value) is not bool:
+            raise ApiError(400, f"enabled: must be true or false, got {value!r}")
+        changes["enabled"] = value
+    return changes
+
+
+async def patch_pool(request: web.Request) -> web.Response:
+    _require_write(request)
+    core = _core(request)
+    name = request.match_info["name"]
+    _pool_or_404(core, name)
+    changes = validate_patch(await _json_object(request))
+    svc = _service(request)
+    pool = core.set_pool(name, svc.now(), **changes)
+    log.info("API: pool %s changed: %s", name, changes)
+    return json_response(public_pool(pool_view(core, pool, svc.now())))
+
+
+async def drain_pool(request: web.Request) -> web.Response:
+    _require_write(request)
+    core = _core(request)
+    name = request.match_info["name"]
+    _pool_or_404(core, name)
+    svc = _service(request)
+    pool = core.drain(name, svc.now())
+    log.info("API: pool %s drained", name)
+    return json_response(public_pool(pool_view(core, pool, svc.now())))
+
+
+async def undrain_pool(request: web.Request) -> web.Response:
+    _require_write(request)
+    core = _core(request)
+    name = request.match_info["name"]
+    _pool_or_404(core, name)
+    svc = _service(request)
+    pool = core.undrain(name, svc.now())
+    log.info("API: pool %s undrained", name)
+    return json_response(public_pool(pool_view(core, pool, svc.now())))
+
+
+async def reload_config(request: web.Request) -> web.Response:
+    _require_write(request)
+    svc = _service(request)
+    try:
+        result = svc.reload()
+    except ConfigError as exc:
+        log.warning("API: reload refused: %s", exc)
+        raise ApiError(400, str(exc)) from None
+    log.info("API: config reloaded: %s", result)
+    core = _core(request)
+    return json_response({"ok": True, "path": svc.config.path, **result,
+                          "active_pools": core.active_pools()})
+
+
+# ---------------------------------------------------------------------------- app
+
+
+def _history_interval(service: Any, explicit: float | None) -> float:
+    """The explicit argument (tests, benchmarks) or ``proxy.history_sample_s``."""
+    if explicit:
+        return float(explicit)
+    return float(service.config.proxy.history_sample_s or DEFAULT_HISTORY_INTERVAL_S)
+
+
+def create_app(service: Any, *, history_interval: float | None = None) -> web.Application:
+    app = web.Application(middlewares=[error_middleware], client_max_size=64 * 1024)
+    app[SERVICE] = service
+    app[RECORDER] = None
+    interval = _history_interval(service, history_interval)
+
+    async def start_recorder(app: web.Application) -> None:
+        if service.core is None:
+            log.warning("history recorder not started: the proxy core is not running")
+            return
+        store = HistoryStore(service.config.proxy.history_db)
+        recorder = HistoryRecorder(service.core, service.now, store, interval_s=interval)
+        await recorder.start()
+        app[RECORDER] = recorder
+        log.info("history: %s%s, sampled every %gs", store.backend,
+                 f" at {store.path}" if store.backend == "sqlite" else "", interval)
+
+    async def stop_recorder(app: web.Application) -> None:
+        recorder = app[RECORDER]
+        if recorder is not None:
+            await recorder.stop()
+
+    app.on_startup.append(start_recorder)
+    app.on_cleanup.append(stop_recorder)
+
+    r = app.router
+    r.add_get("/", index)
+    r.add_get("/api/v1/status", get_status)
+    r.add_get("/api/v1/pools", get_pools)
+    r.add_get("/api/v1/pools/{name}", get_pool)
+    r.add_patch("/api/v1/pools/{name}", patch_pool)
+    r.add_post("/api/v1/pools/{name}/drain", drain_pool)
+    r.add_post("/api/v1/pools/{name}/undrain", undrain_pool)
+    r.add_get("/api/v1/rigs", get_rigs)
+    r.add_get("/api/v1/events", get_events)
+    r.add_get("/api/v1/history", get_history)
+    r.add_get("/api/v1/rentals", get_rentals)
+    r.add_post("/api/v1/reload", reload_config)
+    r.add_get("/metrics", get_metrics)
+    return app
+
+
+async def start_api(service: Any, *, history_interval: float | None = None) -> tuple[web.AppRunner, int]:
+    """Bind ``service.config.api.listen`` (port 0: an ephemeral port) and return the runner
+    (``await runner.cleanup()`` stops the server and the history recorder) and the port."""
+    host, port = parse_address(service.config.api.listen, "api.listen")
+    app = create_app(service, history_interval=history_interval)
+    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=2.0)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, host, port, reuse_address=True)
+        await site.start()
+    except BaseException:
+        await runner.cleanup()
+        raise
+    bound = runner.addresses[0][1] if runner.addresses else port
+    if not service.config.api.token:
+        log.warning("api.token is empty: the API is read-only until it is set")
+    log.info("API listening on http://%s:%d/", host, bound)
+    return runner, bound

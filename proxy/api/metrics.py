@@ -1,0 +1,189 @@
+"""Prometheus text exposition (format 0.0.4) for ``GET /metrics``, written by hand.
+
+No client library at run time: the numbers come from ``core.report`` views (the same ones
+the REST API serves) plus each pool's since-start latency histogram.  Every sample carries
+``instance``; label values are escaped (backslash, double quote, newline).  Nothing secret
+(pool passwords, the API token, URL credentials) is ever a label or a value.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+from ..core.engine import ProxyCore
+from ..core.report import pools_view, status_view
+from ..core.stats import LATENCY_BUCKETS
+from ..store.history import lost_without_timeouts
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+PREFIX = "stratum_proxy_"
+
+# core.totals key -> (metric name without prefix, help)
+TOTALS: dict[str, tuple[str, str]] = {
+    "submits": ("submits_total", "mining.submit requests received from rigs"),
+    "accepted": ("rig_shares_accepted_total", "Shares accepted locally (answered true to the rig)"),
+    "rejected": ("rig_shares_rejected_total", "Shares rejected locally (answered with an error)"),
+    "forwarded": ("forwarded_total", "Shares forwarded to a pool"),
+    "below_pool_target": ("below_pool_target_total",
+                          "Locally valid shares not forwarded because they miss the pool's target"),
+    "rigs_connected_total": ("rig_connections_total", "Rig TCP connections accepted"),
+    "rigs_disconnected": ("rig_disconnections_total", "Rig connections closed (either side)"),
+    "bad_lines": ("bad_lines_total", "Malformed or over-long lines received from rigs"),
+    "pool_switches": ("pool_switches_total", "Changes of the active pool group"),
+    "split_moves": ("split_moves_total", "Rigs moved to keep a weighted split on target"),
+}
+
+POOL_STATES = ("healthy", "degraded", "down", "disabled")
+
+
+def escape_label(value: object) -> str:
+    return str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def _escape_help(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("\n", "\\n")
+
+
+def format_value(value: float | int | None) -> str:
+    if value is None:
+        return "NaN"
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, int):
+        return str(value)
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    if value.is_integer() and abs(value) < 1e15:
+        return str(int(value))
+    return repr(value)
+
+
+def _reason_label(reason: str) -> str:
+    return re.sub(r"[^a-z0-9_]+", "_", reason.lower()).strip("_") or "other"
+
+
+class _Writer:
+    def __init__(self, instance: str) -> None:
+        self.lines: list[str] = []
+        self.base = f'instance="{escape_label(instance)}"'
+
+    def family(self, name: str, kind: str, help_text: str) -> None:
+        self.lines.append(f"# HELP {PREFIX}{name} {_escape_help(help_text)}")
+        self.lines.append(f"# TYPE {PREFIX}{name} {kind}")
+
+    def sample(self, name: str, value: float | int | None, **labels: object) -> None:
+        parts = [self.base]
+        parts.extend(f'{k}="{escape_label(v)}"' for k, v in labels.items())
+        self.lines.append(f"{PREFIX}{name}{{{','.join(parts)}}} {format_value(value)}")
+
+    def metric(self, name: str, kind: str, help_text: str, value: float | int | None,
+               **labels: object) -> None:
+        self.family(name, kind, help_text)
+        self.sample(name, value, **labels)
+
+    def text(self) -> str:
+        return "\n".join(self.lines) + "\n"
+
+
+def render_metrics(core: ProxyCore, now: float, version: str) -> str:
+    status = status_view(core, now)
+    pools = pools_view(core, now)
+    w = _Writer(status["instance"])
+
+    w.metric("info", "gauge", "Proxy build information (always 1)", 1, version=version)
+    w.metric("uptime_seconds", "gauge", "Seconds since the proxy core started", status["uptime_s"])
+    w.metric("rigs_connected", "gauge", "Rigs currently connected", status["rigs_connected"])
+    w.metric("rigs_working", "gauge", "Rigs on a ready upstream connection", status["rigs_working"])
+    w.metric("hashrate_hashes_per_second", "gauge",
+             "Hashrate of all rigs, from locally accepted share difficulty", status["hashrate"])
+    counters = status["counters"]
+    for key, (name, help_text) in TOTALS.items():
+        if key in counters:
+            w.metric(name, "counter", help_text, counters[key])
+    others = {k: v for k, v in counters.items() if k not in TOTALS}
+    if others:
+        w.family("core_events_total", "counter", "Other core counters, by name")
+        for key, value in sorted(others.items()):
+            w.sample("core_events_total", value, counter=key)
+
+    w.family("pool_active", "gauge", "1 when the pool is in the active group (gets hashrate)")
+    for p in pools:
+        w.sample("pool_active", p["active"], pool=p["name"])
+    w.family("pool_up", "gauge", "1 when the pool is healthy")
+    for p in pools:
+        w.sample("pool_up", p["state"] == "healthy", pool=p["name"])
+    w.family("pool_state", "gauge", "Pool health state (1 for the current state)")
+    for p in pools:
+        states = POOL_STATES if p["state"] in POOL_STATES else (*POOL_STATES, p["state"])
+        for state in states:
+            w.sample("pool_state", p["state"] == state, pool=p["name"], state=state)
+    gauges = [
+        ("pool_enabled", "1 when the pool is enabled", "enabled"),
+        ("pool_draining", "1 while the operator drains the pool", "draining"),
+        ("pool_priority", "Configured priority (lower is preferred)", "priority"),
+        ("pool_weight", "Configured weight among pools of equal priority", "weight"),
+        ("pool_rigs", "Rigs placed on the pool", "rigs"),
+        ("pool_hashrate_hashes_per_second", "Hashrate of the rigs placed on the pool", "hashrate"),
+        ("pool_connections", "Upstream connections held to the pool", "connections"),
+        ("pool_connections_ready", "Upstream connections subscribed, authorized, with a job",
+         "connections_ready"),
+        ("pool_in_flight_shares", "Forwarded shares awaiting the pool's answer", "in_flight"),
+        ("pool_difficulty", "Difficulty the pool set on its ready connection", "difficulty"),
+        ("pool_last_job_age_seconds", "Seconds since the pool's last new job", "last_job_age_s"),
+    ]
+    for name, help_text, key in gauges:
+        w.family(name, "gauge", help_text)
+        for p in pools:
+            if p.get(key) is not None:
+                w.sample(name, p[key], pool=p["name"])
+
+    w.family("shares_total", "counter",
+             "Forwarded shares by the pool's verdict: accepted, rejected_<reason>, timeout "
+             "(no answer in time) or lost (never delivered, connection gone)")
+    for p in pools:
+        name = p["name"]
+        w.sample("shares_total", p["accepted"], pool=name, result="accepted")
+        rejected: dict[str, int] = {}
+        for reason, n in p["rejected"].items():
+            label = f"rejected_{_reason_label(reason)}"
+            rejected[label] = rejected.get(label, 0) + n
+        for label, n in sorted(rejected.items()):
+            w.sample("shares_total", n, pool=name, result=label)
+        w.sample("shares_total", p["timeouts"], pool=name, result="timeout")
+        w.sample("shares_total", lost_without_timeouts(p), pool=name, result="lost")
+    w.family("pool_forwarded_total", "counter", "Shares forwarded to the pool")
+    for p in pools:
+        w.sample("pool_forwarded_total", p["forwarded"], pool=p["name"])
+    w.family("pool_accepted_difficulty_total", "counter",
+             "Sum of the difficulty of shares the pool accepted")
+    for p in pools:
+        w.sample("pool_accepted_difficulty_total", p["accepted_difficulty"], pool=p["name"])
+
+    w.family("pool_latency_window_seconds", "gauge",
+             "Share answer latency quantiles over the health window")
+    for p in pools:
+        for q in ("p50", "p90", "p99"):
+            ms = p["latency_ms"][q]
+            if ms is not None:
+                w.sample("pool_latency_window_seconds", ms / 1000, pool=p["name"],
+                         quantile=str(int(q[1:]) / 100))
+
+    w.family("share_latency_seconds", "histogram",
+             "Time from forwarding a share to the pool's answer, since start")
+    for p in pools:
+        state = core.pools.get(p["name"])
+        if state is None:
+            continue
+        hist = state.latency.total
+        cumulative = 0
+        for i, count in enumerate(hist.counts):
+            cumulative += count
+            le = repr(float(LATENCY_BUCKETS[i])) if i < len(LATENCY_BUCKETS) else "+Inf"
+            w.sample("share_latency_seconds_bucket", cumulative, pool=p["name"], le=le)
+        w.sample("share_latency_seconds_sum", float(hist.sum), pool=p["name"])
+        w.sample("share_latency_seconds_count", hist.count, pool=p["name"])
+    return w.text()
+
