@@ -33,6 +33,7 @@ def pool_view(core: ProxyCore, pool: PoolState, now: float) -> dict[str, Any]:
     conns = pool.connections
     ready = [x for x in conns if x.state == "ready"]
     group_weight = sum(core.pools[n].config.weight for n in core.active_pools()) or 0.0
+    delivered_total = sum(p.split_work for p in core.pools.values())
     return {
         "name": pool.name,
         "url": _mask_url(pool.config.url),
@@ -47,6 +48,8 @@ def pool_view(core: ProxyCore, pool: PoolState, now: float) -> dict[str, Any]:
         "standby": pool.config.standby,
         "active": active,
         "goal_share": round(pool.config.weight / group_weight, 4) if active and group_weight else 0.0,
+        # share of the work (accepted difficulty) delivered since the active group formed
+        "delivered_share": round(pool.split_work / delivered_total, 4) if delivered_total else 0.0,
         "rigs": pool.rig_count(),
         "hashrate": hashrate,
         "connections": len(conns),
