@@ -253,12 +253,14 @@ class Child:
             if fut.done():
                 return
             try:
+                os.set_blocking(fd, True)  # the loop made it non-blocking; recv whole messages
                 fut.set_result(self.conn.recv())
             except (EOFError, OSError) as exc:
                 fut.set_exception(HarnessError(f"child {self.pid} died: {exc!r}"))
 
         loop.add_reader(fd, ready)
         try:
+            os.set_blocking(fd, True)
             self.conn.send((cmd, kwargs))
             async with asyncio.timeout(timeout):
                 status, value = await fut
@@ -297,6 +299,7 @@ class Processes:
             loop.remove_reader(parent.fileno())
             if not fut.done():
                 try:
+                    os.set_blocking(parent.fileno(), True)
                     fut.set_result(parent.recv())
                 except (EOFError, OSError) as exc:
                     fut.set_exception(HarnessError(f"child died while starting: {exc!r}"))
@@ -349,9 +352,10 @@ class Processes:
         if exe is None:
             raise HarnessError("haproxy is not installed")
         cfg = self.workdir / "haproxy.cfg"
+        nofile = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
         cfg.write_text(
             "global\n"
-            "    maxconn 200000\n"
+            f"    maxconn {max(256, (nofile - 64) // 2)}\n"
             "    nbthread 1\n"  # one thread, like the one-process proxy it is compared with
             "defaults\n"
             "    mode tcp\n"

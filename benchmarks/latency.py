@@ -16,8 +16,8 @@ from .common import (
     HarnessError,
     cpu_seconds,
     free_port,
-    have_matplotlib,
     haproxy_exe,
+    have_matplotlib,
     md_table,
     proxy_config,
     ratio_or_none,
@@ -59,9 +59,13 @@ async def run(ctx: Any) -> dict[str, Any]:
     haproxy_status = "skipped: haproxy is not installed (apt-get install haproxy)"
     if haproxy_exe() is not None:
         hp_port = free_port()
-        await procs.start_haproxy(hp_port, pool_port)
-        targets.append(("haproxy", hp_port))
-        haproxy_status = "ok (tcp mode, nbthread 1)"
+        try:
+            await procs.start_haproxy(hp_port, pool_port)
+        except HarnessError as exc:
+            haproxy_status = f"skipped: haproxy did not start: {exc}"
+        else:
+            targets.append(("haproxy", hp_port))
+            haproxy_status = "ok (tcp mode, nbthread 1)"
     ctx.log(f"latency: {p['rigs']} rigs, rates {p['rates']}/s, {p['duration_s']:g} s each "
             f"(+{p['warmup_s']:g} s warm-up), modes {[t[0] for t in targets]}")
     runs: list[dict[str, Any]] = []

@@ -161,6 +161,7 @@ class LoadGen:
         self.accepted = 0
         self.recv_t: array | None = None
         self.phase_base = 0
+        self.sent_in_phase = 0
 
     async def connect(self, timeout: float = 30.0, concurrency: int = 200) -> None:
         loop = asyncio.get_running_loop()
@@ -212,7 +213,7 @@ class LoadGen:
         send_t = array("q", bytes(8 * span))
         self.recv_t = array("q", bytes(8 * span)) if record else None
         self.phase_base = ID_BASE + base_seq
-        self.answered = self.accepted = 0
+        self.answered = self.accepted = self.sent_in_phase = 0
         rigs = self.rigs
         n = len(rigs)
         start = time.monotonic_ns()
@@ -240,6 +241,7 @@ class LoadGen:
                     for seq in seqs[r]:
                         send_t[seq - base_seq] = t
                 i = due
+                self.sent_in_phase = i
             await asyncio.sleep(0.001)  # uvloop timers have 1 ms resolution
         send_elapsed = (mono() - start) / 1e9
         loop = asyncio.get_running_loop()

@@ -14,6 +14,7 @@ load generator makes unique), and sends one synthetic, well-formed job.
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import struct
 import time
@@ -157,6 +158,7 @@ async def _control(conn: Any, handlers: dict[str, Any]) -> None:
 
     def on_readable() -> None:
         try:
+            os.set_blocking(conn.fileno(), True)  # the loop made it non-blocking
             cmd, kwargs = conn.recv()
         except (EOFError, OSError):
             loop.remove_reader(conn.fileno())
@@ -170,9 +172,12 @@ async def _control(conn: Any, handlers: dict[str, Any]) -> None:
             result = handlers[cmd](**kwargs)
             if asyncio.iscoroutine(result):
                 result = await result
-            conn.send(("ok", result))
         except Exception:
-            conn.send(("error", traceback.format_exc()))
+            result, status = traceback.format_exc(), "error"
+        else:
+            status = "ok"
+        os.set_blocking(conn.fileno(), True)
+        conn.send((status, result))
 
     loop.add_reader(conn.fileno(), on_readable)
     await done

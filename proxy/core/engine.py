@@ -318,6 +318,11 @@ class ProxyCore:
         if key in job.seen:
             raise StratumError(errors.DUPLICATE)
         job.seen.add(key)
+        # forward first: the pool gets the share one write sooner, the rig in the same callback
+        if value <= conn.target_cache(conn.difficulty) or value <= job.target:
+            self._forward(rig, job, msg, sub.version_bits is not None, now)
+        else:
+            self.totals["below_pool_target"] += 1
         rig.send(messages.true_response(msg.id))
         rig.accepted += 1
         rig.last_share_at = now
@@ -326,10 +331,6 @@ class ProxyCore:
         rig.hashrate.add(difficulty * HASHES_PER_DIFF1, now)
         self.totals["accepted"] += 1
         conn.pool.split_work += difficulty
-        if value > conn.target_cache(conn.difficulty) and value > job.target:
-            self.totals["below_pool_target"] += 1
-            return
-        self._forward(rig, job, msg, sub.version_bits is not None, now)
 
     def _forward(self, rig: RigSession, job: Job, msg: Message, rolled: bool, now: float) -> None:
         conn = job.conn

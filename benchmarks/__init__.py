@@ -1,0 +1,1 @@
+"""The benchmark harness: ``python -m benchmarks --help`` (see benchmarks/README.md)."""

@@ -1,0 +1,116 @@
+"""The benchmark harness in --smoke mode, so it cannot rot.
+
+One run of ``python -m benchmarks --smoke`` (all four scenarios, a few seconds each) in a
+subprocess; the tests check the JSON each scenario wrote: the keys are there, the values
+are sane and the counts add up. They never assert a speed: bars are for people, not CI.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+SCENARIOS = ("latency", "throughput", "connections", "failover")
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory) -> dict[str, dict]:
+    out = tmp_path_factory.mktemp("bench")
+    proc = subprocess.run([sys.executable, "-m", "benchmarks", "--smoke", "--out", str(out)],
+                          cwd=REPO, capture_output=True, text=True, timeout=110)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    assert "cores" in proc.stdout and "uvloop" in proc.stdout  # the machine is printed first
+    data = {}
+    for name in SCENARIOS:
+        path = out / f"{name}.json"
+        assert path.exists(), f"{name}.json not written"
+        assert (out / f"{name}.md").read_text().startswith(f"## {name}")
+        data[name] = json.loads(path.read_text())
+    return data
+
+
+def _common(result: dict, name: str) -> None:
+    assert result["scenario"] == name
+    assert result["smoke"] is True
+    assert result["machine"]["cores"] >= 1 and result["machine"]["python"]
+    assert isinstance(result["machine"]["uvloop"], bool)
+    for bar in result["bars"]:
+        assert set(bar) >= {"bar", "value", "met"} or set(bar) >= {"bar", "value_ms", "met"}
+
+
+def _nonneg(stats: dict) -> None:
+    assert stats["count"] > 0
+    for q in ("p50", "p90", "p99", "max"):
+        assert stats[q] is not None and stats[q] >= 0
+    assert stats["p50"] <= stats["p99"] <= stats["max"]
+
+
+def test_latency(results):
+    r = results["latency"]
+    _common(r, "latency")
+    modes = {run["mode"] for run in r["runs"]}
+    assert {"direct", "proxy"} <= modes
+    assert ("haproxy" in modes) == r["haproxy"].startswith("ok")
+    for run in r["runs"]:
+        assert run["sent"] > 0
+        assert run["answered"] == run["sent"] == run["accepted"]
+        assert run["pool_received"] == run["sent"]
+        _nonneg(run["rig_ms"])
+        _nonneg(run["pool_ms"])
+    sides = {(c["rate"], c["side"]) for c in r["comparison"]}
+    assert {(rate, side) for rate in r["params"]["rates"] for side in ("rig", "pool")} == sides
+    for c in r["comparison"]:
+        assert c["proxy_vs_direct_p99"] is not None and c["proxy_vs_direct_p99"] > 0
+
+
+def test_throughput(results):
+    r = results["throughput"]
+    _common(r, "throughput")
+    assert r["steps"]
+    for step in r["steps"]:
+        assert 0 <= step["answered"] <= step["sent"]
+        assert 0 <= step["accepted"] <= step["answered"]
+        assert step["pool_received"] >= 0 and step["proxy_cpu_s"] >= 0
+        assert step["backlog_at_end"] >= 0
+        if step["sustained"]:
+            assert step["accepted"] == step["sent"] == step["pool_received"]
+    assert r["max_sustained_rate"] >= 0
+    if r["max_sustained_rate"]:
+        assert r["cpu_s_per_1000_shares"] is not None and r["cpu_s_per_1000_shares"] >= 0
+
+
+def test_connections(results):
+    r = results["connections"]
+    _common(r, "connections")
+    assert r["rigs"] == r["params"]["rigs"] > 0
+    assert r["proxy_rss_kib_with_rigs"] > 0 and r["proxy_rss_kib_before"] > 0
+    assert r["fanouts"] and len(r["fanouts"]) == r["params"]["broadcasts"]
+    for f in r["fanouts"]:
+        assert f["rigs_received"] + f["rigs_missing"] == r["rigs"]
+        assert f["rigs_missing"] == 0
+        assert 0 <= f["first_ms"] <= f["p50_ms"] <= f["last_ms"]
+    assert r["fanout_last_ms_median"] >= 0
+
+
+def test_failover(results):
+    r = results["failover"]
+    _common(r, "failover")
+    assert [ph["fault"] for ph in r["phases"]] == ["reset", "stall"]
+    for ph in r["phases"]:
+        assert ph["rigs"] == r["params"]["rigs"]
+        assert ph["rigs_moved"] + ph["rigs_not_moved"] == ph["rigs"]
+        assert ph["disconnects"] >= 0 and ph["unanswered_submits"] >= 0
+        assert ph["submitted"] >= ph["accepted_by_proxy"] > 0
+        if ph["all_on_backup_ms"] is not None:
+            assert 0 <= ph["first_on_backup_ms"] <= ph["median_on_backup_ms"] <= ph["all_on_backup_ms"]
+        acc = ph["accounting"]
+        assert acc["available"] is True  # the API is enabled in this scenario
+        for pool in acc["per_pool"].values():
+            assert min(pool["forwarded"], pool["accepted"], pool["timeouts"], pool["undeliverable"]) >= 0
+        assert acc["lost_shares"] >= 0 and acc["rig_accepted"] == ph["accepted_by_proxy"]
+        assert set(ph["sim_pools"]) == {"primary", "backup"}
