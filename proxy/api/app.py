@@ -307,26 +307,23 @@ async def patch_pool(request: web.Request) -> web.Response:
     return json_response(public_pool(pool_view(core, pool, svc.now())))
 
 
-async def drain_pool(request: web.Request) -> web.Response:
+async def _drain_action(request: web.Request, drain: bool) -> web.Response:
     _require_write(request)
     core = _core(request)
     name = request.match_info["name"]
     _pool_or_404(core, name)
     svc = _service(request)
-    pool = core.drain(name, svc.now())
-    log.info("API: pool %s drained", name)
+    pool = core.drain(name, svc.now()) if drain else core.undrain(name, svc.now())
+    log.info("API: pool %s %s", name, "drained" if drain else "undrained")
     return json_response(public_pool(pool_view(core, pool, svc.now())))
+
+
+async def drain_pool(request: web.Request) -> web.Response:
+    return await _drain_action(request, drain=True)
 
 
 async def undrain_pool(request: web.Request) -> web.Response:
-    _require_write(request)
-    core = _core(request)
-    name = request.match_info["name"]
-    _pool_or_404(core, name)
-    svc = _service(request)
-    pool = core.undrain(name, svc.now())
-    log.info("API: pool %s undrained", name)
-    return json_response(public_pool(pool_view(core, pool, svc.now())))
+    return await _drain_action(request, drain=False)
 
 
 async def reload_config(request: web.Request) -> web.Response:

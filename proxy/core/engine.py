@@ -697,8 +697,15 @@ class ProxyCore:
             for rig in list(old.rigs.values()):
                 self._move(rig, pool, now)
             self._close_conn(old, "replaced after client.reconnect", now)
+        self._layout_moves.clear()
         for rig in list(conn.rigs.values()):
             self._send_work(rig, conn, now)
+        if self._layout_moves:
+            # rigs that waited for this connection needed the pool's own extranonce
+            self._event("rigs_extranonce_changed", now, pool=pool.name,
+                        reason=pool.narrow or "back onto the proxy's extranonce layout",
+                        extranonce_changes=dict(self._layout_moves))
+            self._layout_moves.clear()
         if pool.health != HEALTHY and pool.enabled:
             previous = pool.health
             pool.health = HEALTHY
