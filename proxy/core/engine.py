@@ -838,7 +838,7 @@ class ProxyCore:
         """Recompute the active group; move rigs if it changed (or if forced)."""
         group = self.router.active_group(self.pools.values(), now)
         names = tuple(p.name for p in group)
-        self._next_hold_check = self.router.hold_expires_at(self.pools.values())
+        self._next_hold_check = self.router.hold_expires_at(self.pools.values(), now)
         orphans = any(r.conn is None and r.authorized and r.subscribed and not r.leaving
                       for r in self.rigs.values()) \
             if group else False
@@ -914,6 +914,7 @@ class ProxyCore:
             self._next_split_at = now + s.split_slice_s
             self._steer_split(now)
         if self._next_hold_check is not None and now >= self._next_hold_check:
+            self._next_hold_check = None  # _reroute sets the next one
             self._reroute(now, "failback: hold-down over")
         self._maintain_pools(now)
         if now - self._last_keepalive_scan >= 1.0:

@@ -35,10 +35,11 @@ class Router:
         group.sort(key=lambda p: p.order)
         return group
 
-    def hold_expires_at(self, pools: Iterable[PoolState]) -> float | None:
-        """When the next pool in hold-down becomes settled (so the engine re-evaluates)."""
-        times = [p.healthy_since + self.failback_hold_s for p in pools
-                 if p.usable and p.ever_failed and p.healthy_since is not None]
+    def hold_expires_at(self, pools: Iterable[PoolState], now: float) -> float | None:
+        """When the next pool in hold-down becomes settled (so the engine re-evaluates once)."""
+        times = [t for p in pools
+                 if p.usable and p.ever_failed and p.healthy_since is not None
+                 and (t := p.healthy_since + self.failback_hold_s) > now]
         return min(times) if times else None
 
     @staticmethod

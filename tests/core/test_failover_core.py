@@ -78,6 +78,14 @@ def test_failback_waits_for_hold_down_and_flapping_does_not_bounce():
     for rig in rigs:
         assert rig.notifications("mining.notify")[-1][2].endswith("dddddddd0000")
         assert not rig.closed
+    # once the hold-down is over, ticks do not re-plan the farm again and again
+    calls = []
+    original = core._reroute
+    core._reroute = lambda *a, **k: (calls.append(a), original(*a, **k))
+    for _ in range(100):
+        clock.advance(0.05)
+        core.tick(clock.now)
+    assert calls == []
 
 
 def test_silent_pool_is_left_after_the_timeout_and_shares_are_counted():
