@@ -426,3 +426,12 @@ def log_tail(path: Path, lines: int = 20) -> str:
     with contextlib.suppress(OSError):
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
     return ""
+
+
+def take_lines(pending: bytes, data: bytes) -> tuple[bytes, bytes]:
+    """Split ``pending + data`` into (complete lines ending in a newline, unterminated rest)."""
+    buf = pending + data if pending else data
+    end = buf.rfind(b"\n")
+    if end < 0:
+        return b"", buf
+    return buf[:end + 1], buf[end + 1:]

@@ -23,6 +23,8 @@ from typing import Any
 
 from proxy.stratum import messages, work
 
+from .common import take_lines
+
 ID_BASE = 1000
 ANSWER_RE = re.compile(rb'"id":(\d+),"result":(true|false|null)')
 _sha256 = hashlib.sha256
@@ -61,13 +63,9 @@ class ShareRig(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         t = time.monotonic_ns()
-        buf = self.buf + data if self.buf else data
-        end = buf.rfind(b"\n")
-        if end < 0:
-            self.buf = buf
+        chunk, self.buf = take_lines(self.buf, data)
+        if not chunk:
             return
-        self.buf = buf[end + 1:]
-        chunk = buf[:end + 1]
         if not self.ready:
             for line in chunk.split(b"\n"):
                 if line.strip():

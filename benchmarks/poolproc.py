@@ -23,7 +23,7 @@ from typing import Any
 
 import msgspec
 
-from .common import set_pdeathsig
+from .common import set_pdeathsig, take_lines
 
 SUBMIT_RE = re.compile(
     rb'^\{"id":(\d+),"method":"mining\.submit","params":\[(?:"[^"]*",){4}"([0-9a-fA-F]{8})"')
@@ -93,19 +93,16 @@ class FastConn(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         t = time.monotonic_ns()
-        buf = self.buf + data if self.buf else data
-        end = buf.rfind(b"\n")
-        if end < 0:
-            self.buf = buf
+        chunk, self.buf = take_lines(self.buf, data)
+        if not chunk:
             return
-        self.buf = buf[end + 1:]
         pool = self.pool
         out: list[bytes] = []
         match = SUBMIT_RE.match
         record = pool.record
         recv = pool.recv
         n = 0
-        for line in buf[:end].split(b"\n"):
+        for line in chunk[:-1].split(b"\n"):
             m = match(line)
             if m is not None:
                 n += 1
