@@ -416,7 +416,10 @@ class Processes:
 
 
 def proxy_config(pools: list[dict[str, Any]], api: bool = False, **proxy: Any) -> dict[str, Any]:
-    base = {"listen": "127.0.0.1:0", "extranonce2_size": 4, "extranonce_prefix_size": 2}
+    # each benchmark connection carries the shares of hundreds of rigs: lift the per-rig
+    # request limit (a real rig sends a few requests per second)
+    base = {"listen": "127.0.0.1:0", "extranonce2_size": 4, "extranonce_prefix_size": 2,
+            "max_requests_per_s": 1_000_000.0}
     base.update(proxy)
     return {"proxy": base, "api": {"enabled": api, "listen": "127.0.0.1:0", "token": "bench"},
             "pools": pools}

@@ -49,6 +49,11 @@ class ProxySection(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     health_window_s: float = 60.0
     min_answers_for_health: int = 20
     history_db: str = ""
+    # hostile or broken rigs
+    max_rigs: int = 100_000  # connections refused (closed at once) beyond this
+    max_rigs_per_address: int = 0  # per source IP; 0 = no limit (farms behind NAT share one)
+    auth_timeout_s: float = 30.0  # connected but not subscribed+authorized by then: closed
+    max_requests_per_s: float = 100.0  # per rig, sustained; bursts up to 4x are allowed
     history_sample_s: float = 60.0  # how often per-pool counters are sampled into the history
     # weighted split: how often rigs are re-planned across pools of equal priority
     split_slice_s: float = 10.0
@@ -122,6 +127,10 @@ def validate(config: Config) -> Config:
         raise ConfigError("proxy.extranonce2_size: must be 1..16")
     if not 0 <= p.extranonce_prefix_size <= 4:
         raise ConfigError("proxy.extranonce_prefix_size: must be 0..4")
+    if p.max_rigs < 1 or p.max_rigs_per_address < 0:
+        raise ConfigError("proxy.max_rigs: must be >= 1 (max_rigs_per_address >= 0)")
+    if not p.auth_timeout_s > 0 or not p.max_requests_per_s > 0:
+        raise ConfigError("proxy.auth_timeout_s and proxy.max_requests_per_s: must be > 0")
     if p.max_line_bytes < 512:
         raise ConfigError("proxy.max_line_bytes: must be at least 512")
     for name in ("silent_timeout_s", "max_job_age_s", "keepalive_s", "reconnect_min_s",

@@ -28,7 +28,8 @@ class RigSession:
         "conn", "recent_conns", "pool", "suggested_difficulty", "connected_at",
         "last_share_at", "accepted", "rejected", "accepted_difficulty", "hashrate", "closed",
         "last_sent_job", "upstream_worker", "notifies", "last_work_at", "extranonce1",
-        "extranonce2_size", "pending_subscribe", "leaving",
+        "extranonce2_size", "pending_subscribe", "leaving", "tokens", "tokens_at",
+        "rate_limited", "address",
     )
 
     def __init__(self, rig_id: int, peer: str, send: Callable[[bytes], None],
@@ -65,6 +66,10 @@ class RigSession:
         # was moved onto a too-narrow pool with mining.set_extranonce)
         self.extranonce1 = b""
         self.extranonce2_size = 0
+        self.address = peer.rsplit(":", 1)[0]
+        self.tokens = 0.0  # request token bucket (filled by the engine)
+        self.tokens_at = now
+        self.rate_limited = 0
         self.leaving = False  # sent client.reconnect: waiting for it to come back fresh
         self.pending_subscribe: object = None  # subscribe id held until a narrow pool answers
 

@@ -41,6 +41,9 @@ from .upstream import (
 log = logging.getLogger("proxy.core")
 
 DEAD_JOB_GRACE_S = 30.0
+RATE_BURST = 4.0  # seconds' worth of requests a rig may send at once
+RATE_LIMIT_CLOSE_AFTER = 1000  # requests dropped for flooding before the rig is closed
+RATE_LIMITED_ERROR = messages.error_response(None, errors.OTHER, "rate limited: too many requests")
 _LOW64 = (1 << 64) - 1
 DEFAULT_VERSION_MASK = 0x1FFFE000  # BIP320 general-purpose bits
 UPSTREAM_CONFIGURE_MASK = 0xFFFFFFFF
@@ -79,11 +82,14 @@ class ProxyCore:
         self._last_keepalive_scan = now
         self._next_split_at = now
         self._layout_moves: Counter = Counter()
+        self._per_address: dict[str, int] = {}
+        self._auth_deadlines: deque[tuple[float, RigSession]] = deque()
         self._expiring_jobs: deque[tuple[float, list[str]]] = deque()
         self.totals: dict[str, int] = {
             "submits": 0, "accepted": 0, "rejected": 0, "forwarded": 0, "below_pool_target": 0,
             "rigs_connected_total": 0, "rigs_disconnected": 0, "bad_lines": 0,
-            "pool_switches": 0, "split_moves": 0,
+            "pool_switches": 0, "split_moves": 0, "rigs_refused": 0, "rigs_timed_out": 0,
+            "rate_limited": 0,
         }
         self.lost_unattributed: dict[str, int] = {}
         for i, pool_cfg in enumerate(config.pools):
@@ -109,6 +115,18 @@ class ProxyCore:
         self._next_rig_id += 1
         self.rigs[rig.rig_id] = rig
         self.totals["rigs_connected_total"] += 1
+        s = self.settings
+        rig.tokens = s.max_requests_per_s * RATE_BURST
+        per_address = self._per_address.get(rig.address, 0) + 1
+        self._per_address[rig.address] = per_address
+        if len(self.rigs) > s.max_rigs:
+            self.totals["rigs_refused"] += 1
+            self.close_rig(rig, f"over the limit of {s.max_rigs} rigs", now)
+        elif s.max_rigs_per_address and per_address > s.max_rigs_per_address:
+            self.totals["rigs_refused"] += 1
+            self.close_rig(rig, f"over {s.max_rigs_per_address} connections from {rig.address}", now)
+        else:
+            self._auth_deadlines.append((now + s.auth_timeout_s, rig))
         return rig
 
     def rig_closed(self, rig: RigSession, now: float) -> None:
@@ -118,6 +136,11 @@ class ProxyCore:
         rig.closed = True
         self.totals["rigs_disconnected"] += 1
         self.rigs.pop(rig.rig_id, None)
+        left = self._per_address.get(rig.address, 1) - 1
+        if left > 0:
+            self._per_address[rig.address] = left
+        else:
+            self._per_address.pop(rig.address, None)
         conn = rig.conn
         if conn is not None:
             self._detach(rig)
@@ -142,9 +165,25 @@ class ProxyCore:
             self.totals["bad_lines"] += 1
             self.close_rig(rig, str(exc), now)
             return
+        if lines:
+            s = self.settings
+            rig.tokens = min(s.max_requests_per_s * RATE_BURST,
+                             rig.tokens + (now - rig.tokens_at) * s.max_requests_per_s)
+            rig.tokens_at = now
         for line in lines:
             if rig.closed:
                 return
+            if rig.tokens < 1.0:
+                # a flood costs the flooder only: refuse, and close a rig that keeps on
+                rig.rate_limited += 1
+                self.totals["rate_limited"] += 1
+                if rig.rate_limited > RATE_LIMIT_CLOSE_AFTER:
+                    self.close_rig(rig, "request flood", now)
+                    return
+                if rig.rate_limited % 100 == 1:  # say why, without decoding what we refuse
+                    rig.send(RATE_LIMITED_ERROR)
+                continue
+            rig.tokens -= 1.0
             try:
                 msg = messages.decode(line)
             except BadMessage as exc:
@@ -907,6 +946,11 @@ class ProxyCore:
                     if p99 * 1000 > s.latency_slo_ms:
                         self._degrade(pool, f"p99 share latency {p99 * 1000:.0f} ms over the "
                                             f"{s.latency_slo_ms:g} ms SLO", now)
+        while self._auth_deadlines and self._auth_deadlines[0][0] <= now:
+            rig = self._auth_deadlines.popleft()[1]
+            if not rig.closed and not (rig.subscribed and rig.authorized):
+                self.totals["rigs_timed_out"] += 1
+                self.close_rig(rig, f"not subscribed and authorized within {s.auth_timeout_s:g}s", now)
         while self._expiring_jobs and self._expiring_jobs[0][0] <= now:
             for job_id in self._expiring_jobs.popleft()[1]:
                 self.jobs.pop(job_id, None)
