@@ -6,6 +6,7 @@ field (``pools[1].url: ...``) and nothing half-valid is ever applied.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import tomllib
 from pathlib import Path
@@ -54,6 +55,8 @@ class ProxySection(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     max_rigs_per_address: int = 0  # per source IP; 0 = no limit (farms behind NAT share one)
     auth_timeout_s: float = 30.0  # connected but not subscribed+authorized by then: closed
     max_requests_per_s: float = 100.0  # per rig, sustained; bursts up to 4x are allowed
+    # workers rigs may authorize as (glob patterns, e.g. "farm1.*"); empty = any worker
+    allowed_workers: list[str] = msgspec.field(default_factory=list)
     history_sample_s: float = 60.0  # how often per-pool counters are sampled into the history
     # weighted split: how often rigs are re-planned across pools of equal priority
     split_slice_s: float = 10.0
@@ -118,6 +121,15 @@ def parse_address(text: str, field: str) -> tuple[str, int]:
     return host, int(port)
 
 
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def validate(config: Config) -> Config:
     """Checks msgspec's types cannot express; raises ConfigError naming the field."""
     p = config.proxy
@@ -145,6 +157,11 @@ def validate(config: Config) -> Config:
     for name in ("max_reject_ratio", "max_timeout_ratio"):
         if not 0 < getattr(p, name) <= 1:
             raise ConfigError(f"proxy.{name}: must be in (0, 1]")
+    api_host, _ = parse_address(config.api.listen, "api.listen")
+    if (config.api.enabled and config.api.token in ("", "change-me")
+            and not _is_loopback(api_host)):
+        raise ConfigError(f"api.token: the API listens on {api_host} (not loopback), so it needs a "
+                          "token of your own; set [api] token, or listen on 127.0.0.1")
     if not config.pools:
         raise ConfigError("pools: at least one [[pools]] entry is required")
     seen: set[str] = set()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from collections import Counter, deque
 from collections.abc import Callable
+from fnmatch import fnmatchcase
 from typing import Any, Protocol
 
 from .. import __version__
@@ -276,6 +277,9 @@ class ProxyCore:
         if not params or not isinstance(params[0], str) or not params[0] or len(params[0]) > 256:
             raise StratumError(errors.UNAUTHORIZED, "worker name must be a non-empty string")
         worker = params[0]
+        allowed = self.settings.allowed_workers
+        if allowed and not any(fnmatchcase(worker, pattern) for pattern in allowed):
+            raise StratumError(errors.UNAUTHORIZED, f"worker {worker[:64]!r} is not allowed here")
         first = not rig.authorized
         if worker not in rig.workers:
             rig.workers.append(worker)

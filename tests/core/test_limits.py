@@ -69,3 +69,30 @@ def test_request_flood_is_refused_then_closed_and_costs_nobody_else():
     before = len(slow.received)
     slow.send_raw(line * 5)
     assert len([m for m in slow.received[before:] if m.get("id") == 9]) == 5
+
+
+def test_worker_allow_list():
+    core, io, clock = _core(allowed_workers=["farm.rig*", "site2.*"])
+    ok = FakeRig(core, clock, peer="10.0.0.1:1")
+    ok.setup()  # authorizes as farm.rig1
+    assert ok.answer(3)["result"] is True and ok.notifications("mining.notify")
+    other = FakeRig(core, clock, peer="10.0.0.2:1")
+    other.request("mining.subscribe", [])
+    mid = other.request("mining.authorize", ["intruder.x", "x"])
+    answer = other.answer(mid)
+    assert answer["error"][0] == 24 and "not allowed" in answer["error"][1]
+    assert not other.notifications("mining.notify") and not other.closed
+
+
+def test_public_api_without_a_real_token_refuses_to_start():
+    import pytest
+
+    from proxy.config import ConfigError, load_dict
+
+    pools = [{"name": "p", "url": "stratum+tcp://127.0.0.1:1", "user": "u"}]
+    for token in ("", "change-me"):
+        with pytest.raises(ConfigError, match="api.token"):
+            load_dict({"api": {"listen": "0.0.0.0:8080", "token": token}, "pools": pools})
+    load_dict({"api": {"listen": "0.0.0.0:8080", "token": "s3cret-long"}, "pools": pools})
+    load_dict({"api": {"listen": "127.0.0.1:8080", "token": ""}, "pools": pools})
+    load_dict({"api": {"listen": "0.0.0.0:8080", "enabled": False}, "pools": pools})
