@@ -92,7 +92,6 @@ class ProxyCore:
             "pool_switches": 0, "split_moves": 0, "rigs_refused": 0, "rigs_timed_out": 0,
             "rate_limited": 0,
         }
-        self.lost_unattributed: dict[str, int] = {}
         for i, pool_cfg in enumerate(config.pools):
             self.pools[pool_cfg.name] = PoolState(pool_cfg, i, self.settings.health_window_s)
         self._maintain_pools(now)

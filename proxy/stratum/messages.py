@@ -90,13 +90,6 @@ def true_response(msg_id: JsonId) -> bytes:
 
 # --- typed params ----------------------------------------------------------------------------
 
-_HEX = frozenset("0123456789abcdefABCDEF")
-
-
-def is_hex(text: str) -> bool:
-    return len(text) % 2 == 0 and all(c in _HEX for c in text)
-
-
 def hex_field(value: Any, name: str, size: int | None = None) -> bytes:
     """Check that ``value`` is a hex string (of ``size`` bytes when given) and return its bytes."""
     if not isinstance(value, str):
