@@ -38,8 +38,9 @@ def describe(config: Config) -> str:
     else:
         lines.append(f"  aggregation: up to {256 ** p.extranonce_prefix_size:,} rigs per upstream "
                      "connection (more connections are recruited beyond that)")
-    lines.append(f"  every pool must offer extranonce2_size >= {need}; a narrower pool cannot take "
-                 "these rigs invisibly (it is reported, never used silently)")
+    lines.append(f"  pools should offer extranonce2_size >= {need}; a narrower pool takes rigs only by "
+                 "mining.set_extranonce (rigs that subscribed to it) or client.reconnect, one upstream "
+                 "connection per rig, and is reported in status and events")
     if p.extranonce2_size < 4:
         lines.append("  warning: extranonce2_size < 4; some firmware wants at least 4")
     lines.append(f"failover: silent after {p.silent_timeout_s:g}s without an answer, stale after "
