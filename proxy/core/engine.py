@@ -908,7 +908,7 @@ class ProxyCore:
         if names != previous:
             self.totals["pool_switches"] += 1
             self._event("pool_switch", now, from_pools=list(previous), to_pools=list(names),
-                        reason=reason if previous or not names else "startup: first pool ready",
+                        reason=reason if previous else "startup: first pool ready",
                         rigs_moved=len(plan), **({"extranonce_changes": dict(self._layout_moves)}
                                                   if self._layout_moves else {}))
         self._maintain_pools(now)

@@ -122,9 +122,11 @@ class UpstreamConnection:
         return msg_id
 
     def oldest_pending(self) -> float | None:
-        if not self.pending:
-            return None
-        return min(p.sent_at for p in self.pending.values())
+        """Requests are added in send order (dicts keep it), so the oldest is the first: O(1)
+        on every tick however many shares a slow pool holds."""
+        for pending in self.pending.values():
+            return pending.sent_at
+        return None
 
     def __repr__(self) -> str:
         return f"<Upstream {self.pool.name}#{self.conn_id} {self.state} rigs={len(self.rigs)}>"
