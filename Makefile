@@ -4,7 +4,12 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-test
 
-.PHONY: demo test lint bench run clean
+.PHONY: demo test lint bench run clean system-deps
+
+# Debian packages the tests use: Chromium for the dashboard tests (driven through Playwright,
+# no browser download), HAProxy for the many-instances tests, a font for readable screenshots.
+SYSTEM_DEPS := chromium chromium-driver haproxy fonts-dejavu-core
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python >= 3.11 is required")'
@@ -16,8 +21,17 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(PY) -m proxy demo $(DEMO_ARGS)
 
-test: $(STAMP)
+test: $(STAMP) system-deps
 	$(PY) -m pytest -q $(TEST_ARGS)
+
+# Install what is missing. If that fails the suite still runs and the tests that need a
+# package fail saying which one (they never skip).
+system-deps:
+	@missing=$$(for p in $(SYSTEM_DEPS); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then echo "installing Debian packages for the tests:" $$missing; \
+	  { $(SUDO) apt-get update -q && \
+	    $(SUDO) apt-get install -y --no-install-recommends $$missing; } || \
+	  echo "WARNING: could not install $$missing; the tests that need them will fail"; fi
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -59,6 +59,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--duration", type=float, default=0.0,
                         help="seconds per measured phase (latency phase, throughput step)")
     parser.add_argument("--out", default="", help="results directory")
+    parser.add_argument("--instances", type=int, default=1,
+                        help="throughput, connections: proxy processes sharing the rig port "
+                             "(SO_REUSEPORT, one per core); results go to <scenario>-x<N>.json")
     args = parser.parse_args(argv)
     unknown = [s for s in args.scenarios if s not in SCENARIOS]
     if unknown:
@@ -107,11 +110,12 @@ def run_scenario(name: str, args: argparse.Namespace, out: Path, machine: dict[s
     if result is not None:
         result = {"scenario": name, "machine": machine, "smoke": args.smoke,
                   "elapsed_s": round(time.monotonic() - started, 1), **result}
-        write_json(out / f"{name}.json", result)
+        stem = name if getattr(args, "instances", 1) <= 1 else f"{name}-x{args.instances}"
+        write_json(out / f"{stem}.json", result)
         md = module.markdown(result)
-        (out / f"{name}.md").write_text(md)
+        (out / f"{stem}.md").write_text(md)
         print(md, flush=True)
-        print(f"{name}: wrote {out / (name + '.json')} and {name}.md", flush=True)
+        print(f"{name}: wrote {out / (stem + '.json')} and {stem}.md", flush=True)
     return ok
 
 

@@ -346,6 +346,24 @@ class Processes:
                 raise HarnessError(f"proxy did not report its port in {timeout}s:\n{text[-3000:]}")
             await asyncio.sleep(0.05)
 
+    async def start_proxies(self, config: dict[str, Any],
+                            instances: int = 1) -> tuple[list[subprocess.Popen], int]:
+        """One proxy, or ``instances`` proxies sharing one rig port with SO_REUSEPORT (one per
+        core, as configs/reuseport-1.toml deploys them); returns (processes, rig port)."""
+        if instances <= 1:
+            popen, port, _ = await self.start_proxy(config)
+            return [popen], port
+        port = free_port()
+        popens = []
+        for i in range(1, instances + 1):
+            cfg = {**config, "proxy": {**config["proxy"], "listen": f"127.0.0.1:{port}",
+                                       "reuse_port": True, "instance": f"proxy-{i}"}}
+            popen, bound, _ = await self.start_proxy(cfg, name=f"proxy-{i}")
+            if bound != port:
+                raise HarnessError(f"proxy-{i} bound {bound}, expected the shared port {port}")
+            popens.append(popen)
+        return popens, port
+
     async def start_haproxy(self, listen_port: int, backend_port: int,
                             timeout: float = 10.0) -> subprocess.Popen:
         exe = haproxy_exe()

@@ -39,7 +39,8 @@ READ_DELAY_S = 1.0
 def params(ctx: Any) -> dict[str, Any]:
     a = ctx.args
     return {"rigs": a.rigs or (500 if ctx.smoke else 10_000),
-            "broadcasts": 2 if ctx.smoke else 5, "pool": "validating sim pool (proxy.sim.pool)"}
+            "broadcasts": 2 if ctx.smoke else 5, "pool": "validating sim pool (proxy.sim.pool)",
+            "instances": max(1, getattr(a, "instances", 1))}
 
 
 class Rigs:
@@ -172,11 +173,16 @@ async def run(ctx: Any) -> dict[str, Any]:
     procs = ctx.procs
     pools, ports = await procs.start_child(sim_pools_main, [
         {"name": "pool", "difficulty": 2.0 ** -20, "job_interval": 0.0, "extranonce2_size": 8}])
-    proxy, proxy_port, _ = await procs.start_proxy(proxy_config(
+    proxies, proxy_port = await procs.start_proxies(proxy_config(
         [{"name": "pool", "url": f"stratum+tcp://127.0.0.1:{ports['pool']}", "user": "bench"}],
-        keepalive_s=3600.0))
+        keepalive_s=3600.0), p["instances"])
+    pids = [x.pid for x in proxies]
+
+    def rss() -> int:
+        return sum(rss_kib(pid) for pid in pids)
+
     await asyncio.sleep(0.5)
-    rss0 = rss_kib(proxy.pid)
+    rss0 = rss()
     ctx.log(f"connections: {n} idle rigs (open-files limit {nofile}); proxy RSS before "
             f"{rss0 / 1024:.1f} MiB")
     rigs = Rigs("127.0.0.1", proxy_port)
@@ -185,7 +191,7 @@ async def run(ctx: Any) -> dict[str, Any]:
         setup_s = await loop.run_in_executor(None, rigs.open, n, 60.0 + n / 500)
         await asyncio.sleep(1.0)
         gc.collect()
-        rss1 = rss_kib(proxy.pid)
+        rss1 = rss()
         per_rig_kib = (rss1 - rss0) / n
         ctx.log(f"  {n} rigs subscribed with a job in {setup_s:.1f} s; proxy RSS "
                 f"{rss1 / 1024:.1f} MiB, {per_rig_kib:.2f} KiB per rig")
@@ -210,7 +216,7 @@ async def run(ctx: Any) -> dict[str, Any]:
             ctx.log(f"  fan-out: first {f['first_ms']} ms, median {f['p50_ms']} ms, last rig "
                     f"{f['last_ms']} ms ({f['rigs_received']} rigs, {missing} missing)")
             await asyncio.sleep(0.2)
-        rss2 = rss_kib(proxy.pid)
+        rss2 = rss()
     finally:
         rigs.close()
     lasts = sorted(f["last_ms"] for f in fanouts)
@@ -239,7 +245,8 @@ def markdown(result: dict[str, Any]) -> str:
     return "\n".join([
         "## connections",
         "",
-        f"{result['rigs']:,} idle subscribed rigs (connected in {result['setup_s']} s). Proxy RSS "
+        f"{result['rigs']:,} idle subscribed rigs (connected in {result['setup_s']} s) on "
+        f"{result['params'].get('instances', 1)} proxy process(es). Proxy RSS (sum) "
         f"{result['proxy_rss_kib_before'] / 1024:.1f} MiB -> "
         f"{result['proxy_rss_kib_with_rigs'] / 1024:.1f} MiB: "
         f"**{result['rss_per_rig_kib']:.2f} KiB per rig**.",

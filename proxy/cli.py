@@ -7,11 +7,17 @@ import asyncio
 import logging
 import signal
 import sys
+from collections.abc import Callable
+from typing import Any
 
 from . import __version__
 from .config import Config, ConfigError, load
+from .farm.config import FarmConfig
 
 log = logging.getLogger("proxy.cli")
+
+# beyond the drain window: closing rigs, the last history flush, the pool connections
+STOP_BOUND_S = 10.0
 
 
 def _install_uvloop() -> bool:
@@ -47,6 +53,11 @@ def describe(config: Config) -> str:
                  f"{p.max_job_age_s:g}s without a job; failback hold-down {p.failback_hold_s:g}s")
     lines.append(f"api: {config.api.listen}" + ("" if config.api.enabled else " (disabled)")
                  + ("" if config.api.token else " (no token: writes refused)"))
+    if config.rental is not None:
+        r = config.rental
+        lines.append(f"rental: {r.provider} at {r.api_url}, target {r.target_hashrate} -> {r.pool}, "
+                     f"max_price {r.max_price} BTC/PH/day, budget {r.daily_budget_btc} BTC/day, "
+                     f"ledger {r.ledger}; credentials from ${r.key_env} ${r.secret_env} ${r.org_env}")
     lines.append("pools (lower priority number is preferred):")
     for pool in sorted(config.pools, key=lambda x: x.priority):
         flags = [] if pool.enabled else ["disabled"]
@@ -58,8 +69,28 @@ def describe(config: Config) -> str:
     return "\n".join(lines)
 
 
+def describe_farm(config: FarmConfig) -> str:
+    f = config.farm
+    lines = [f"farm config {config.path} is valid",
+             f"farm {f.name}: API and dashboard on {f.listen}"
+             + ("" if f.token else " (no token: writes refused)"),
+             f"polls every instance every {f.poll_s:g}s (down after {f.timeout_s:g}s without an "
+             f"answer); missed changes retried every {f.retry_s:g}s",
+             "instances:"]
+    lines += [f"  {i.name}: {i.api}" + ("" if i.token else " (no token: changes cannot reach it)")
+              for i in config.instances]
+    return "\n".join(lines)
+
+
 def cmd_check_config(args: argparse.Namespace) -> int:
+    from .config import read_toml
+    from .farm.config import load_farm_dict
+
     try:
+        data = read_toml(args.file)
+        if "farm" in data or "instances" in data:  # the control plane's file
+            print(describe_farm(load_farm_dict(data, str(args.file))))
+            return 0
         config = load(args.file)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -68,13 +99,28 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _until_signal(on_hup: Callable[[], None] | None = None) -> None:
+    """Wait for SIGTERM or SIGINT; SIGHUP calls ``on_hup`` meanwhile."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    if on_hup is not None:
+        loop.add_signal_handler(signal.SIGHUP, on_hup)
+    await stop.wait()
+
+
 async def _run(config: Config) -> int:
     from .net.service import ProxyService
 
     service = ProxyService(config)
-    await service.start()
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
+    try:
+        await service.start()
+    except (ConfigError, OSError) as exc:
+        # e.g. the marketplace credentials are not in the environment, the port is taken
+        log.error("cannot start: %s", exc)
+        await asyncio.wait_for(service.stop(), STOP_BOUND_S)
+        return 2
 
     def on_hup() -> None:
         try:
@@ -83,25 +129,60 @@ async def _run(config: Config) -> int:
         except ConfigError as exc:
             log.error("config reload refused, running config kept: %s", exc)
 
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    loop.add_signal_handler(signal.SIGHUP, on_hup)
     log.info("stratum-proxy %s running: rigs on port %d, api on port %s", __version__,
              service.port, service.api_port or "-")
-    await stop.wait()
+    await _until_signal(on_hup)
     log.info("stopping")
-    await asyncio.wait_for(service.stop(), 10)
+    drain_s = config.proxy.shutdown_drain_s
+    try:
+        await asyncio.wait_for(service.stop(drain_s=drain_s), drain_s + STOP_BOUND_S)
+    except TimeoutError:
+        log.error("stop took longer than %gs; exiting anyway", drain_s + STOP_BOUND_S)
+        return 1
+    log.info("stopped")
     return 0
 
 
-def cmd_run(args: argparse.Namespace) -> int:
+async def _run_farm(config: FarmConfig) -> int:
+    from .farm.service import FarmService
+
+    farm = FarmService(config)
     try:
-        config = load(args.config)
+        await farm.start()
+    except (ConfigError, OSError) as exc:
+        log.error("cannot start: %s", exc)
+        await asyncio.wait_for(farm.stop(), STOP_BOUND_S)
+        return 2
+    await _until_signal()
+    await asyncio.wait_for(farm.stop(), STOP_BOUND_S)
+    log.info("farm control plane stopped")
+    return 0
+
+
+def _load_or_exit(loader: Callable[[str], Any], path: str) -> Any:
+    try:
+        return loader(path)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return None
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    config = _load_or_exit(load, args.config)
+    if config is None:
         return 2
     _install_uvloop()
     return asyncio.run(_run(config))
+
+
+def cmd_farm(args: argparse.Namespace) -> int:
+    from .farm.config import load_farm
+
+    config = _load_or_exit(load_farm, args.config)
+    if config is None:
+        return 2
+    _install_uvloop()
+    return asyncio.run(_run_farm(config))
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -119,9 +200,13 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run the proxy")
     run.add_argument("-c", "--config", required=True)
     run.set_defaults(func=cmd_run)
-    check = sub.add_parser("check-config", help="validate a config file and show what would run")
+    check = sub.add_parser("check-config", help="validate a config file (a proxy's or the farm's) "
+                                                 "and show what would run")
     check.add_argument("file")
     check.set_defaults(func=cmd_check_config)
+    farm = sub.add_parser("farm", help="the farm control plane over several proxy instances")
+    farm.add_argument("-c", "--config", required=True)
+    farm.set_defaults(func=cmd_farm)
     demo = sub.add_parser("demo", help="the whole story on loopback with simulated pools and rigs")
     demo.add_argument("--duration", type=float, default=90.0)
     demo.add_argument("--rigs", type=int, default=50)

@@ -9,11 +9,14 @@ from __future__ import annotations
 import ipaddress
 import re
 import tomllib
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 from urllib.parse import urlsplit
 
 import msgspec
+
+_T = TypeVar("_T")
 
 
 class ConfigError(ValueError):
@@ -22,7 +25,11 @@ class ConfigError(ValueError):
 
 class ProxySection(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     listen: str = "127.0.0.1:3333"
+    # this process's name in /api/v1/status, /metrics labels and the farm control plane
     instance: str = "proxy"
+    # several instances on one machine share proxy.listen (SO_REUSEPORT, one per core): the
+    # kernel spreads the rigs, and a rig whose instance dies reconnects to a live one
+    reuse_port: bool = False
     # what rigs get as extranonce2_size; >= 4 where every pool allows it
     extranonce2_size: int = 4
     # bytes of proxy-chosen extranonce1 per rig: 0 = one upstream connection per rig,
@@ -60,6 +67,9 @@ class ProxySection(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     history_sample_s: float = 60.0  # how often per-pool counters are sampled into the history
     # weighted split: how often rigs are re-planned across pools of equal priority
     split_slice_s: float = 10.0
+    # on SIGTERM: stop accepting rigs, then wait up to this long for the pools to answer the
+    # shares already forwarded, so a restart loses none of them
+    shutdown_drain_s: float = 5.0
 
 
 class ApiSection(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -90,11 +100,63 @@ class PoolConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
         return parts.hostname or "", parts.port or 3333
 
 
+RENTAL_PROXY_TARGET = "@proxy"  # [rental] pool value: point rented hashpower at the proxy itself
+
+
+class RentalSection(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """``[rental]``: rent hashpower when the farm's own delivery falls short (proxy/rental)."""
+
+    provider: Literal["nicehash", "sim"] = "nicehash"
+    api_url: str = "https://api2.nicehash.com"
+    # credentials come from these environment variables, never from the file, never logged
+    key_env: str = "NICEHASH_API_KEY"
+    secret_env: str = "NICEHASH_API_SECRET"
+    org_env: str = "NICEHASH_ORG_ID"
+    market: str = "EU"
+    algorithm: str = "SHA256ASICBOOST"
+    target_hashrate: str  # what the operator wants delivered to the pool, "120 TH/s" (H/s .. EH/s)
+    trigger_deficit: float = 0.05  # rent when delivered < target by more than this fraction ...
+    trigger_after_s: float = 120.0  # ... for this long
+    # cancel when the farm's own rigs deliver >= target * (1 - recover_band) for recover_after_s;
+    # default half of trigger_deficit, so a cancel never re-triggers at once
+    recover_band: float = -1.0
+    recover_after_s: float = 600.0
+    max_price: str  # BTC per PH/s per day, a decimal string; never exceeded
+    daily_budget_btc: str  # decimal string; spent today + escrow of open orders stays within it
+    min_order_s: float = 1800.0  # an order runs at least this long before it is cancelled
+    # where rented hashpower is pointed: a [[pools]] name, or "@proxy" (this proxy's rig port,
+    # announced as public_address); the default is the first pool
+    pool: str = ""
+    public_address: str = ""  # HOST:PORT marketplace rigs can reach when pool = "@proxy"
+    worker: str = "rental"  # worker name rented rigs authorize with when pool = "@proxy"
+    window_s: float = 60.0  # delivered hashrate = accepted share difficulty over this window
+    interval_s: float = 5.0  # how often the controller decides
+    ledger: str = "rental-ledger.sqlite3"  # relative paths are next to the config file
+
+    @property
+    def target_hs(self) -> float:
+        from .rental.units import parse_hashrate
+
+        return float(parse_hashrate(self.target_hashrate))
+
+    @property
+    def max_price_btc(self) -> Decimal:
+        return Decimal(self.max_price)
+
+    @property
+    def daily_budget(self) -> Decimal:
+        return Decimal(self.daily_budget_btc)
+
+    @property
+    def band(self) -> float:
+        return self.trigger_deficit / 2 if self.recover_band < 0 else self.recover_band
+
+
 class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     proxy: ProxySection = msgspec.field(default_factory=ProxySection)
     api: ApiSection = msgspec.field(default_factory=ApiSection)
     pools: list[PoolConfig] = msgspec.field(default_factory=list)
-    rental: dict[str, Any] | None = None
+    rental: RentalSection | None = None
     path: str = ""
 
 
@@ -152,6 +214,8 @@ def validate(config: Config) -> Config:
             raise ConfigError(f"proxy.{name}: must be > 0")
     if p.failback_hold_s < 0:
         raise ConfigError("proxy.failback_hold_s: must be >= 0")
+    if not 0 <= p.shutdown_drain_s <= 600:
+        raise ConfigError("proxy.shutdown_drain_s: must be 0..600")
     if p.reconnect_max_s < p.reconnect_min_s:
         raise ConfigError("proxy.reconnect_max_s: must be >= reconnect_min_s")
     for name in ("max_reject_ratio", "max_timeout_ratio"):
@@ -164,8 +228,16 @@ def validate(config: Config) -> Config:
                           "token of your own; set [api] token, or listen on 127.0.0.1")
     if not config.pools:
         raise ConfigError("pools: at least one [[pools]] entry is required")
+    validate_pools(config.pools)
+    if config.rental is not None:
+        validate_rental(config)
+    return config
+
+
+def validate_pools(pools: list[PoolConfig]) -> None:
+    """Names unique and well formed, URLs stratum+tcp/ssl://HOST:PORT, users set."""
     seen: set[str] = set()
-    for i, pool in enumerate(config.pools):
+    for i, pool in enumerate(pools):
         where = f"pools[{i}]"
         if not pool.name or not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", pool.name):
             raise ConfigError(f"{where}.name: use 1-64 letters, digits, '_', '.', '-'")
@@ -188,26 +260,90 @@ def validate(config: Config) -> Config:
             raise ConfigError(f"{where}.weight: must be >= 0")
         if pool.ca_file and not Path(pool.ca_file).is_file():
             raise ConfigError(f"{where}.ca_file: no such file {pool.ca_file!r}")
-    return config
 
 
-def load_dict(data: dict[str, Any], path: str = "") -> Config:
+def _decimal(text: str, field: str) -> Decimal:
     try:
-        config = msgspec.convert(data, Config)
+        value = Decimal(text)
+    except InvalidOperation:
+        raise ConfigError(f"{field}: expected a decimal string such as \"0.0005\", got {text!r}") from None
+    if not value.is_finite() or value <= 0:
+        raise ConfigError(f"{field}: must be a number > 0, got {text!r}")
+    return value
+
+
+def validate_rental(config: Any) -> None:
+    """``[rental]`` of a proxy's config or the farm's (anything with rental, pools, path)."""
+    from .rental.units import parse_hashrate
+
+    r = config.rental
+    assert r is not None
+    try:
+        parse_hashrate(r.target_hashrate)
+    except ValueError as exc:
+        raise ConfigError(f"rental.target_hashrate: {exc}") from None
+    _decimal(r.max_price, "rental.max_price")
+    _decimal(r.daily_budget_btc, "rental.daily_budget_btc")
+    if not r.api_url.startswith(("https://", "http://")):
+        raise ConfigError(f"rental.api_url: expected an https:// URL, got {r.api_url!r}")
+    if r.provider == "nicehash" and r.api_url.startswith("http://") and not _is_loopback(
+            urlsplit(r.api_url).hostname or ""):
+        raise ConfigError("rental.api_url: credentials are only sent over https (http:// only on loopback)")
+    for name in ("key_env", "secret_env", "org_env"):
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", getattr(r, name)):
+            raise ConfigError(f"rental.{name}: must name an environment variable, got {getattr(r, name)!r}")
+    if not 0 < r.trigger_deficit < 1:
+        raise ConfigError(f"rental.trigger_deficit: must be a fraction in (0, 1), got {r.trigger_deficit}")
+    if r.recover_band >= 0 and not r.recover_band < r.trigger_deficit:
+        raise ConfigError("rental.recover_band: must be smaller than trigger_deficit (or the order flaps)")
+    for name in ("trigger_after_s", "recover_after_s", "min_order_s"):
+        if not getattr(r, name) >= 0:
+            raise ConfigError(f"rental.{name}: must be >= 0")
+    for name in ("window_s", "interval_s"):
+        if not getattr(r, name) > 0:
+            raise ConfigError(f"rental.{name}: must be > 0")
+    if not r.pool:
+        if not config.pools:
+            raise ConfigError('rental.pool: name a [[pools]] entry or "@proxy"')
+        r.pool = config.pools[0].name
+    if r.pool == RENTAL_PROXY_TARGET:
+        if not r.public_address:
+            raise ConfigError('rental.public_address: required when pool = "@proxy" (HOST:PORT the '
+                              "marketplace's rigs dial)")
+        parse_address(r.public_address, "rental.public_address")
+        if not r.worker:
+            raise ConfigError("rental.worker: must not be empty")
+    elif r.pool not in {p.name for p in config.pools}:
+        raise ConfigError(f"rental.pool: no [[pools]] entry named {r.pool!r} (or use \"@proxy\")")
+    if r.ledger and config.path and not Path(r.ledger).is_absolute():
+        r.ledger = str(Path(config.path).resolve().parent / r.ledger)
+
+
+def convert(data: dict[str, Any], cls: type[_T]) -> _T:
+    """msgspec.convert with the bad field's path first in the error."""
+    try:
+        return msgspec.convert(data, cls)
     except msgspec.ValidationError as exc:
         raise ConfigError(_friendly_path(str(exc))) from None
-    config.path = path
-    return validate(config)
 
 
-def load(path: str | Path) -> Config:
+def read_toml(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
     try:
-        data = tomllib.loads(text)
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
-    return load_dict(data, str(path))
+
+
+def load_dict(data: dict[str, Any], path: str = "") -> Config:
+    config = convert(data, Config)
+    config.path = path
+    return validate(config)
+
+
+def load(path: str | Path) -> Config:
+    return load_dict(read_toml(path), str(path))

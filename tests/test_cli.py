@@ -111,3 +111,19 @@ async def test_run_reload_and_graceful_stop(tmp_path):
             await proc.wait()
         await pool_a.stop()
         await pool_b.stop()
+
+
+def test_run_without_marketplace_credentials_exits_with_the_reason(tmp_path):
+    cfg = tmp_path / "proxy.toml"
+    cfg.write_text('[proxy]\nlisten = "127.0.0.1:0"\n[api]\nenabled = false\n'
+                   '[[pools]]\nname = "a"\nurl = "stratum+tcp://127.0.0.1:9"\nuser = "u"\n'
+                   '[rental]\ntarget_hashrate = "1 PH/s"\nmax_price = "0.0005"\ndaily_budget_btc = "0.01"\n'
+                   'key_env = "NO_SUCH_KEY_VAR"\nsecret_env = "NO_SUCH_SECRET_VAR"\n'
+                   'org_env = "NO_SUCH_ORG_VAR"\n'
+                   f'ledger = "{tmp_path / "ledger.sqlite3"}"\n')
+    check = _cli("check-config", str(cfg))
+    assert check.returncode == 0 and "rental: nicehash" in check.stdout and "$NO_SUCH_KEY_VAR" in check.stdout
+    proc = _cli("run", "-c", str(cfg))
+    assert proc.returncode == 2
+    assert "cannot start" in proc.stderr and "NO_SUCH_KEY_VAR" in proc.stderr
+    assert "Traceback" not in proc.stderr

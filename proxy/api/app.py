@@ -25,7 +25,7 @@ from ..config import ConfigError, parse_address
 from ..core.report import pool_view, pools_view, rig_view, rigs_view, status_view
 from ..store.history import HistoryRecorder, HistoryStore
 from .auth import AuthError, check_write
-from .dashboard import INDEX_HTML
+from .dashboard import INDEX_HEADERS, INDEX_HTML
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .metrics import render_metrics
 
@@ -160,7 +160,7 @@ def _require_write(request: web.Request) -> None:
 
 
 async def index(request: web.Request) -> web.Response:
-    return web.Response(text=INDEX_HTML, content_type="text/html", charset="utf-8")
+    return web.Response(text=INDEX_HTML, content_type="text/html", charset="utf-8", headers=INDEX_HEADERS)
 
 
 async def get_status(request: web.Request) -> web.Response:
@@ -170,6 +170,19 @@ async def get_status(request: web.Request) -> web.Response:
     view["wall_time"] = round(time.time(), 3)
     view["writes_enabled"] = bool(_service(request).config.api.token)
     return json_response(view)
+
+
+async def get_health(request: web.Request) -> web.Response:
+    """For a load balancer's health check: 503 once SIGTERM has closed the rig port, so new
+    rigs go elsewhere. A farm-wide pool outage is NOT unhealthy: every instance would fail
+    the check and the balancer would drop rigs that the proxy keeps on keepalive work."""
+    svc = _service(request)
+    core = svc.core
+    if core is None or getattr(svc, "stopping", False):
+        return json_response({"ok": False, "reason": "stopping" if core else "not started"}, 503)
+    ready = sum(1 for p in core.pools.values() for c in p.connections if c.state == "ready")
+    return json_response({"ok": True, "instance": core.settings.instance, "rigs": len(core.rigs),
+                          "pool_connections_ready": ready})
 
 
 async def get_pools(request: web.Request) -> web.Response:
@@ -188,6 +201,36 @@ def _rig_pool_name(rig: Any) -> str | None:
     return rig.pool.name if rig.pool is not None and rig.conn is not None else None
 
 
+def _remote_key(rig: Any) -> tuple[str, int]:
+    host, _, port = rig.peer.rpartition(":")
+    return (host, int(port)) if port.isdigit() else (rig.peer, 0)
+
+
+# ?sort=<key> ascending, ?sort=-<key> descending; ties keep the connection order
+RIG_SORT_KEYS: dict[str, Callable[[Any, float], Any]] = {
+    "id": lambda r, now: r.rig_id,
+    "worker": lambda r, now: r.worker.lower(),
+    "remote": lambda r, now: _remote_key(r),
+    "pool": lambda r, now: _rig_pool_name(r) or "",
+    "difficulty": lambda r, now: r.difficulty if r.difficulty is not None else -1.0,
+    "hashrate": lambda r, now: r.hashrate.rate(now),
+    "accepted": lambda r, now: r.accepted,
+    # age of the last share: ascending = freshest first, rigs that never sent one last
+    "last_share": lambda r, now: now - r.last_share_at if r.last_share_at else math.inf,
+}
+
+
+def _rig_sort(raw: str | None) -> tuple[Callable[[Any, float], Any] | None, bool]:
+    if not raw:
+        return None, False
+    descending = raw.startswith("-")
+    key = RIG_SORT_KEYS.get(raw.removeprefix("-"))
+    if key is None:
+        raise ApiError(400, f"sort: unknown key {raw[:40]!r} (allowed: {', '.join(RIG_SORT_KEYS)}, "
+                            "prefix '-' for descending)")
+    return key, descending
+
+
 def _rig_matches(rig: Any, needle: str) -> bool:
     if needle == str(rig.rig_id):
         return True
@@ -202,19 +245,23 @@ async def get_rigs(request: web.Request) -> web.Response:
     limit = _int_param(request, "limit", RIGS_DEFAULT_LIMIT, 1, RIGS_MAX_LIMIT)
     pool = request.query.get("pool") or None
     needle = (request.query.get("q") or "").strip().lower()
+    sort = request.query.get("sort") or None
+    sort_key, descending = _rig_sort(sort)
     if pool is not None:
         _pool_or_404(core, pool)
-    if pool is None and not needle:
+    if pool is None and not needle and sort_key is None:
         rigs = rigs_view(core, now, offset, limit)
         total = len(core.rigs)
     else:
-        # filter on the sessions (cheap), build views only for the page
+        # filter and sort the sessions (cheap), build views only for the page
         matched = [r for r in core.rigs.values()
                    if (pool is None or _rig_pool_name(r) == pool) and (not needle or _rig_matches(r, needle))]
+        if sort_key is not None:
+            matched.sort(key=lambda r: sort_key(r, now), reverse=descending)
         total = len(matched)
         rigs = [rig_view(r, now) for r in matched[offset:offset + limit]]
     return json_response({"total": total, "offset": offset, "limit": limit, "pool": pool,
-                          "q": needle or None, "rigs": rigs})
+                          "q": needle or None, "sort": sort, "rigs": rigs})
 
 
 async def get_events(request: web.Request) -> web.Response:
@@ -241,15 +288,19 @@ async def get_history(request: web.Request) -> web.Response:
 
 
 async def get_rentals(request: web.Request) -> web.Response:
-    return json_response({
-        "orders": [], "budget_left_btc": None, "provider": None,
-        "note": "hashpower rental is not implemented yet (a later issue); no orders are placed",
-    })
+    controller = getattr(_service(request), "rental", None)
+    if controller is None:
+        return json_response({
+            "enabled": False, "provider": None, "state": "disabled", "orders": [], "budget_left_btc": None,
+            "note": "no [rental] section in the config, so hashpower backfill is off; add one "
+                    "(see the README) and restart to turn it on",
+        })
+    return json_response(controller.view())
 
 
 async def get_metrics(request: web.Request) -> web.Response:
     core = _core(request)
-    text = render_metrics(core, _now(request), __version__)
+    text = render_metrics(core, _now(request), __version__, rental=getattr(_service(request), "rental", None))
     return web.Response(body=text.encode("utf-8"), headers={"Content-Type": METRICS_CONTENT_TYPE})
 
 
@@ -377,6 +428,7 @@ def create_app(service: Any, *, history_interval: float | None = None) -> web.Ap
 
     r = app.router
     r.add_get("/", index)
+    r.add_get("/healthz", get_health)
     r.add_get("/api/v1/status", get_status)
     r.add_get("/api/v1/pools", get_pools)
     r.add_get("/api/v1/pools/{name}", get_pool)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import re
+from typing import Any
 
 from ..core.engine import ProxyCore
 from ..core.report import pools_view, status_view
@@ -88,7 +89,16 @@ class _Writer:
         return "\n".join(self.lines) + "\n"
 
 
-def render_metrics(core: ProxyCore, now: float, version: str) -> str:
+RENTAL_GAUGES = (
+    ("rental_target_hashrate", "target_hashrate", "Hashrate the backfill controller keeps delivered (H/s)"),
+    ("rental_ordered_hashrate", "ordered_hashrate", "Speed limit of the open backfill order (H/s)"),
+    ("rental_delivered_hashrate", "delivered_hashrate", "Hashrate the open backfill order delivers (H/s)"),
+    ("rental_spent_btc_total", "spent_btc_total", "BTC spent on backfill orders, as the ledger knows"),
+    ("rental_budget_left_btc", "budget_left_btc", "Daily backfill budget not yet spent or committed (BTC)"),
+)
+
+
+def render_metrics(core: ProxyCore, now: float, version: str, rental: Any = None) -> str:
     status = status_view(core, now)
     pools = pools_view(core, now)
     w = _Writer(status["instance"])
@@ -185,5 +195,9 @@ def render_metrics(core: ProxyCore, now: float, version: str) -> str:
             w.sample("share_latency_seconds_bucket", cumulative, pool=p["name"], le=le)
         w.sample("share_latency_seconds_sum", float(hist.sum), pool=p["name"])
         w.sample("share_latency_seconds_count", hist.count, pool=p["name"])
+    if rental is not None:
+        values = rental.metrics()
+        for name, key, help_text in RENTAL_GAUGES:
+            w.metric(name, "counter" if name.endswith("_total") else "gauge", help_text, values[key])
     return w.text()
 

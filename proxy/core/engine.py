@@ -42,6 +42,8 @@ from .upstream import (
 log = logging.getLogger("proxy.core")
 
 DEAD_JOB_GRACE_S = 30.0
+# lost[] reason of a share owed to a pool whose connection was gone before it could be written
+LOST_UNSENT = "not sent: pool connection closed"
 RATE_BURST = 4.0  # seconds' worth of requests a rig may send at once
 RATE_LIMIT_CLOSE_AFTER = 1000  # requests dropped for flooding before the rig is closed
 RATE_LIMITED_ERROR = messages.error_response(None, errors.OTHER, "rate limited: too many requests")
@@ -203,6 +205,10 @@ class ProxyCore:
                     rig.send(messages.error_response(msg.id, exc.code, exc.message))
             except Exception:  # a bug must cost one answer, never the process
                 log.exception("error handling %r from rig %s", msg.method, rig.rig_id)
+                if msg.method == "mining.submit":
+                    # answered as a reject, so counted as one: submits = accepted + rejected
+                    rig.rejected[errors.OTHER] += 1
+                    self.totals["rejected"] += 1
                 if msg.id is not None:
                     rig.send(messages.error_response(msg.id, errors.OTHER, "internal error"))
 
@@ -378,8 +384,15 @@ class ProxyCore:
         conn = job.conn
         pool = conn.pool
         counters = pool.counters
+        # Counted as forwarded even when the connection is already gone: "forwarded" is every
+        # share the proxy owed this pool, and each one ends as exactly one of accepted,
+        # rejected[reason], timeouts or lost[reason] (or is still in flight).  Counting a
+        # share lost without counting it forwarded broke that identity whenever a rig's share
+        # for the old pool's job arrived just after a failover.
+        counters.forwarded += 1
+        self.totals["forwarded"] += 1
         if conn.state != READY or conn.send is None:
-            counters.lost["pool connection closed"] += 1
+            counters.lost[LOST_UNSENT] += 1
             return
         params = msg.params
         assert params is not None
@@ -391,8 +404,6 @@ class ProxyCore:
             out.append(params[5])
         msg_id = conn.take_id()
         conn.pending[msg_id] = Pending("share", now, rig, job.difficulty)
-        counters.forwarded += 1
-        self.totals["forwarded"] += 1
         conn.send(messages.request(msg_id, "mining.submit", out))
 
     def _upstream_user(self, conn: UpstreamConnection, rig: RigSession) -> str:

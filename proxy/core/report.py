@@ -68,6 +68,8 @@ def pool_view(core: ProxyCore, pool: PoolState, now: float) -> dict[str, Any]:
         "lost": dict(c.lost),
         "lost_total": sum(c.lost.values()),
         "in_flight": sum(1 for x in conns for p in x.pending.values() if p.kind == "share"),
+        # answers to ids with nothing pending (duplicates, wrong or unknown ids, after a timeout)
+        "late_answers": c.late_answers,
         "reject_ratio": round(pool.rejects.ratio, 4),
         "stale_ratio": round(c.rejected.get("stale", 0) / c.forwarded, 4) if c.forwarded else 0.0,
         "latency_ms": {

@@ -138,6 +138,12 @@ def _unconnected(data: bytes) -> None:
 
 @dataclass(slots=True)
 class PoolCounters:
+    """Share accounting for one pool.  Every share owed to the pool (locally valid and
+    meeting its target) is counted in ``forwarded`` and ends as exactly one of
+    ``accepted``, ``rejected[reason]``, ``timeouts`` (no verdict in time) or ``lost[reason]``
+    (connection gone before a verdict, or before it could be written), or is still in
+    flight: forwarded == accepted + sum(rejected) + timeouts + sum(lost) + in flight."""
+
     forwarded: int = 0
     accepted: int = 0
     accepted_difficulty: float = 0.0

@@ -120,7 +120,13 @@ class Dialer:
             core.pool_closed(conn, "dial cancelled", monotonic())
             raise
         except Exception as exc:  # every failure is a pool failure, never ours
-            core.pool_closed(conn, describe_error(exc), monotonic())
+            reason = describe_error(exc)
+            if ssl_ctx is not None and isinstance(exc, ConnectionError) \
+                    and not isinstance(exc, ConnectionRefusedError):
+                # TCP was up (refused is the only connect-time ConnectionError), so the pool
+                # cut the TLS handshake: say so, or it reads like a drop of a working pool
+                reason = f"TLS handshake failed: {reason}"
+            core.pool_closed(conn, reason, monotonic())
             return
         if conn.state == "closed" or transport.is_closing():
             # closed while dialing (shutdown, or the pool hung up at once)

@@ -15,6 +15,7 @@ from .server import RigProtocol
 log = logging.getLogger("proxy.service")
 
 TICK_S = 0.05
+DRAIN_POLL_S = 0.01
 
 
 class ProxyService:
@@ -32,6 +33,8 @@ class ProxyService:
         self.port = 0
         self._tick_task: asyncio.Task | None = None
         self._stopped = asyncio.Event()
+        self.stopping = False
+        self.rental: Any = None  # proxy.rental.controller.BackfillController when [rental] is set
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -44,13 +47,18 @@ class ProxyService:
         host, port = parse_address(self.config.proxy.listen, "proxy.listen")
         core = self.core
         self.server = await loop.create_server(lambda: RigProtocol(core, loop), host, port,
-                                               backlog=4096, reuse_address=True)
+                                               backlog=4096, reuse_address=True,
+                                               reuse_port=self.config.proxy.reuse_port or None)
         self.port = self.server.sockets[0].getsockname()[1]
         self._tick_task = loop.create_task(self._tick_loop())
         if self.with_api:
             from ..api.app import start_api
 
             self.api_runner, self.api_port = await start_api(self)
+        if self.config.rental is not None:
+            from ..rental.local import start_for_service
+
+            self.rental = await start_for_service(self)
         log.info("listening for rigs on %s:%d", host, self.port)
 
     async def _tick_loop(self) -> None:
@@ -82,17 +90,37 @@ class ProxyService:
             result["api_token"] = ["changed"]
         return result
 
-    async def stop(self) -> None:
+    def in_flight_shares(self) -> int:
+        """Shares forwarded to a live pool connection and not answered yet."""
+        if self.core is None:
+            return 0
+        return sum(1 for pool in self.core.pools.values() for conn in pool.connections
+                   for pending in conn.pending.values() if pending.kind == "share")
+
+    async def stop(self, drain_s: float = 0.0) -> None:
+        """Stop accepting rigs, close them (behind a load balancer they reconnect to another
+        instance), give the pools up to ``drain_s`` to answer the shares already forwarded
+        (SIGTERM passes ``proxy.shutdown_drain_s``), then close the pools; the history
+        recorder's last flush comes after the core's final counts."""
+        self.stopping = True
+        if self.rental is not None:  # stops deciding; an open order stays and is adopted on restart
+            await self.rental.stop()
+            self.rental = None
         if self.server is not None:
             self.server.close()
-        if self._tick_task is not None:
-            self._tick_task.cancel()
-        if self.api_runner is not None:
-            await self.api_runner.cleanup()
         if self.core is not None:
-            self.core.shutdown(self.now())
+            # every submit a rig sent has been answered already (the proxy answers after its
+            # own check); closing the rigs first means no new shares keep the drain open
             for rig in list(self.core.rigs.values()):
                 self.core.close_rig(rig, "proxy shutting down", self.now())
+            if drain_s > 0:
+                await self._drain_in_flight(drain_s)
+        if self._tick_task is not None:
+            self._tick_task.cancel()
+        if self.core is not None:
+            self.core.shutdown(self.now())
+        if self.api_runner is not None:
+            await self.api_runner.cleanup()
         if self.dialer is not None:
             await self.dialer.aclose()
         if self.server is not None:
@@ -101,3 +129,15 @@ class ProxyService:
             except TimeoutError:
                 pass
         self._stopped.set()
+
+    async def _drain_in_flight(self, drain_s: float) -> None:
+        started = time.monotonic()
+        waiting = self.in_flight_shares()
+        log.info("stopping: rig port closed, rigs closed; waiting up to %gs for %d in-flight shares",
+                 drain_s, waiting)
+        while self.in_flight_shares() and time.monotonic() - started < drain_s:
+            await asyncio.sleep(DRAIN_POLL_S)
+        left = self.in_flight_shares()
+        log.info("drain done in %.3fs: %d in-flight shares answered by the pools, %d unanswered "
+                 "(counted lost: proxy shutting down)", time.monotonic() - started,
+                 max(waiting - left, 0), left)

@@ -34,6 +34,8 @@ NTIME_BASE = 1_700_000_000
 JOBS_KEPT = 8
 NTIME_FUTURE_LIMIT = 7200
 REJECTED_BY_SIM = "rejected by sim"
+WRONG_ID_OFFSET = 1_000_000  # wrong_ids("offset"): answers carry an id the client never used
+UNKNOWN_ID_BASE = 10_000_000  # unknown_id_answers(): ids far above anything a client sends
 
 
 @dataclass
@@ -125,6 +127,9 @@ class _PoolConn(asyncio.Protocol):
         # job_id -> (extranonce1, difficulty) in force when that job was sent here
         self.sent_jobs: OrderedDict[str, tuple[bytes, float]] = OrderedDict()
         self.difficulty = pool.difficulty
+        self._drip = bytearray()  # output held back by slow_drip(), written a chunk at a time
+        self._held = b""  # input delivered while half-open, read when it ends
+        self._drip_timer: asyncio.TimerHandle | None = None
 
     # --- asyncio.Protocol -------------------------------------------------------------------
 
@@ -132,13 +137,25 @@ class _PoolConn(asyncio.Protocol):
         # uvloop's transports are not asyncio.Transport subclasses, hence no isinstance
         self.transport = cast(asyncio.Transport, transport)
         self.pool._opened(self)
+        if self.pool.half_opened:
+            transport.pause_reading()  # type: ignore[attr-defined]  # accept, then never read
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self._drip_timer is not None:
+            self._drip_timer.cancel()
+            self._drip_timer = None
         self.pool._closed(self)
 
     def data_received(self, data: bytes) -> None:
         if self.pool.stalled:
             return  # a hung pool: the kernel still acks, nobody reads
+        if self.pool.half_opened:
+            # reading is paused, but a transport may deliver what it had already read (uvloop
+            # starts reading after connection_made): hold it, as the kernel would
+            self._held += data
+            if self.transport is not None:
+                self.transport.pause_reading()
+            return
         try:
             lines = self.framer.feed(data)
         except LineTooLong:
@@ -156,9 +173,44 @@ class _PoolConn(asyncio.Protocol):
     # --- output -----------------------------------------------------------------------------
 
     def write(self, data: bytes) -> None:
-        if self.pool.stalled or self.transport is None or self.transport.is_closing():
+        pool = self.pool
+        if pool.stalled or pool.half_opened or self.transport is None \
+                or self.transport.is_closing():
+            return
+        if pool.drip_interval > 0:
+            self._drip += data
+            if self._drip_timer is None:
+                self._drip_timer = asyncio.get_running_loop().call_later(
+                    pool.drip_interval, self._drip_tick)
             return
         self.transport.write(data)
+
+    def _drip_tick(self) -> None:
+        """slow_drip(): write the next ``drip_chunk`` bytes of held-back output."""
+        self._drip_timer = None
+        pool = self.pool
+        if self.transport is None or self.transport.is_closing():
+            self._drip.clear()
+            return
+        if pool.drip_interval <= 0:
+            self.flush_drip()
+            return
+        chunk = bytes(self._drip[:pool.drip_chunk])
+        del self._drip[:pool.drip_chunk]
+        pool.dripped_bytes += len(chunk)
+        self.transport.write(chunk)
+        if self._drip:
+            self._drip_timer = asyncio.get_running_loop().call_later(pool.drip_interval,
+                                                                     self._drip_tick)
+
+    def flush_drip(self) -> None:
+        """Write whatever slow_drip() still holds, at once (when the drip is turned off)."""
+        if self._drip_timer is not None:
+            self._drip_timer.cancel()
+            self._drip_timer = None
+        data, self._drip = bytes(self._drip), bytearray()
+        if data and self.transport is not None and not self.transport.is_closing():
+            self.transport.write(data)
 
     def answer(self, data: bytes) -> None:
         delay = self.pool.answer_delay
@@ -166,6 +218,27 @@ class _PoolConn(asyncio.Protocol):
             asyncio.get_running_loop().call_later(delay, self.write, data)
         else:
             self.write(data)
+
+    def answer_submit(self, msg_id: Any, data: bytes) -> None:
+        """A submit's answer, through the answer-level faults (wrong id, extra, duplicate)."""
+        pool = self.pool
+        mode = pool.wrong_id_mode
+        if mode is not None:
+            wrong: Any = (msg_id + WRONG_ID_OFFSET if mode == "offset" and isinstance(msg_id, int)
+                          else str(msg_id) if mode == "string" else None)
+            data = data.replace(b'{"id":' + messages.encode(msg_id) + b",",
+                                b'{"id":' + messages.encode(wrong) + b",", 1)
+            pool.wrong_id_answers += 1
+        self.answer(data)
+        if pool.duplicating_answers:
+            pool.duplicate_answers_sent += 1
+            self.answer(data)
+        if pool.answering_unknown_ids:
+            pool._unknown_id += 1
+            unknown = UNKNOWN_ID_BASE + pool._unknown_id
+            pool.unknown_answers_sent += 1
+            self.answer(messages.true_response(unknown) if pool._unknown_id % 2
+                        else messages.error_response(unknown, errors.OTHER, "no such request"))
 
     def close(self) -> None:
         if self.transport is not None and not self.transport.is_closing():
@@ -288,12 +361,12 @@ class _PoolConn(asyncio.Protocol):
             share.valid, share.reason, share.code = False, rej.reason, rej.code
             pool.rejected[rej.code] += 1
             pool._record(share)
-            self.answer(messages.error_response(msg.id, rej.code, rej.text))
+            self.answer_submit(msg.id, messages.error_response(msg.id, rej.code, rej.text))
             return
         share.valid, share.reason = True, "ok"
         pool.accepted += 1
         pool._record(share)
-        self.answer(messages.true_response(msg.id))
+        self.answer_submit(msg.id, messages.true_response(msg.id))
 
     def _validate(self, params: list[Any], share: SimShare) -> None:
         """Judge a share like a real pool; raise _Reject with the code it would answer."""
@@ -374,6 +447,14 @@ class SimPool:
         self.answer_delay: float = config.answer_delay
         self.reject_ratio: float = config.reject_ratio
         self.stalled = False
+        # answer-level and byte-level faults (see the fault methods below)
+        self.half_opened = False
+        self.drip_interval = 0.0
+        self.drip_chunk = 1
+        self.wrong_id_mode: str | None = None
+        self.duplicating_answers = False
+        self.answering_unknown_ids = False
+        self._unknown_id = 0
         self._rng = random.Random(config.seed)
         self._server: asyncio.AbstractServer | None = None
         self._conns: dict[int, _PoolConn] = {}
@@ -398,6 +479,10 @@ class SimPool:
         self.authorized_workers: set[str] = set()
         self.jobs_sent = 0  # jobs created and broadcast (including the first)
         self.bad_lines = 0
+        self.dripped_bytes = 0
+        self.wrong_id_answers = 0
+        self.duplicate_answers_sent = 0
+        self.unknown_answers_sent = 0
 
     # --- lifecycle --------------------------------------------------------------------------
 
@@ -639,6 +724,90 @@ class SimPool:
         for conn in list(self._conns.values()):
             conn.write(line.rstrip(b"\n") + b"\n")
 
+    def send_over_long_line(self, size: int = 64 * 1024) -> None:
+        """Write a ``size``-byte line (newline-terminated) to every client: a framer's cap test."""
+        line = b'{"id":null,"method":"client.show_message","params":["' \
+            + b"x" * max(0, size - 60) + b'"]}'
+        for conn in list(self._conns.values()):
+            conn.write(line + b"\n")
+
+    def partial_line_then_close(self) -> int:
+        """Write the first half of a fresh notify line to every client, then close (FIN).
+
+        The client holds an unterminated fragment when the connection ends: it must drop it,
+        not act on it.  The job is not kept, so nothing can be submitted against it.  Returns
+        the number of connections cut.
+        """
+        line = self._make_job().notify_line(True)
+        cut = 0
+        for conn in list(self._conns.values()):
+            if conn.transport is None or conn.transport.is_closing():
+                continue
+            conn.write(line[: len(line) // 2])
+            conn.flush_drip()
+            conn.close()
+            cut += 1
+        return cut
+
+    def half_open(self) -> None:
+        """Behave like a peer that vanished without FIN or RST: sockets stay open, nothing is
+        read (the kernel buffers fill up), nothing is written; new connections are accepted by
+        the kernel and then ignored the same way (a handshake that never completes)."""
+        self.half_opened = True
+        for conn in self._conns.values():
+            if conn.transport is not None and not conn.transport.is_closing():
+                conn.transport.pause_reading()
+
+    def end_half_open(self) -> None:
+        """Read and write again (what arrived meanwhile is processed)."""
+        if self.half_opened:
+            self.half_opened = False
+            for conn in list(self._conns.values()):
+                if conn.transport is not None and not conn.transport.is_closing():
+                    conn.transport.resume_reading()
+                    held, conn._held = conn._held, b""
+                    if held:
+                        conn.data_received(held)
+
+    def slow_drip(self, interval: float = 0.005, chunk: int = 1) -> None:
+        """Deliver all output ``chunk`` bytes every ``interval`` seconds: valid lines arrive a
+        byte at a time, and answers fall behind when the client needs more than that."""
+        if not interval > 0 or chunk < 1:
+            raise ValueError("slow_drip needs interval > 0 and chunk >= 1")
+        self.drip_interval = float(interval)
+        self.drip_chunk = int(chunk)
+
+    def stop_drip(self) -> None:
+        """Back to normal writes; whatever was held back is written at once."""
+        self.drip_interval = 0.0
+        for conn in self._conns.values():
+            conn.flush_drip()
+
+    def wrong_ids(self, mode: str | None = "offset") -> None:
+        """Answer submits under the wrong JSON-RPC id: ``"offset"`` (an id the client never
+        used), ``"string"`` (the id as a string) or ``"null"``; None answers correctly again."""
+        if mode not in (None, "offset", "string", "null"):
+            raise ValueError(f"unknown wrong_ids mode {mode!r}")
+        self.wrong_id_mode = mode
+
+    def unknown_id_answers(self, on: bool = True) -> None:
+        """After every submit answer, also send an answer (accept or error, alternately) to an
+        id the client never used."""
+        self.answering_unknown_ids = on
+
+    def duplicate_answers(self, on: bool = True) -> None:
+        """Answer every submit twice (the same line)."""
+        self.duplicating_answers = on
+
+    def heal(self) -> None:
+        """Clear every fault mode (stall, half-open, drip, answer faults); keeps listening state."""
+        self.unstall()
+        self.end_half_open()
+        self.stop_drip()
+        self.wrong_id_mode = None
+        self.duplicating_answers = False
+        self.answering_unknown_ids = False
+
     def send_set_extranonce(self, size: int | None = None) -> None:
         """Give every client a new unique extranonce1 (and size), then a new clean job."""
         if size is not None and not 0 <= size <= 16:
@@ -690,4 +859,9 @@ class SimPool:
                 f"total={self.total_connections} workers={len(self.authorized_workers)} "
                 f"accepted={self.accepted} rejected={rej} job={self.current_job_id}"
                 f"{' STALLED' if self.stalled else ''}"
+                f"{' HALF-OPEN' if self.half_opened else ''}"
+                f"{' DRIP' if self.drip_interval > 0 else ''}"
+                f"{f' WRONG-IDS:{self.wrong_id_mode}' if self.wrong_id_mode else ''}"
+                f"{' DUP-ANSWERS' if self.duplicating_answers else ''}"
+                f"{' UNKNOWN-IDS' if self.answering_unknown_ids else ''}"
                 f"{' REFUSING' if self._server is None and self._started else ''}")

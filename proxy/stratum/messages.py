@@ -27,8 +27,16 @@ class Message(msgspec.Struct, omit_defaults=True):
     error: Any = None
 
 
+class _IdOnly(msgspec.Struct):
+    """Just the id of a line that is not a valid Message: enough to answer it with an error.
+    Skipping the other fields does not convert their values, so a number msgspec cannot
+    hold (``1e400``) elsewhere in the line does not hide the id."""
+
+    id: JsonId = None
+
+
 _decoder = msgspec.json.Decoder(Message)
-_any_decoder = msgspec.json.Decoder()
+_id_decoder = msgspec.json.Decoder(_IdOnly)
 encode = msgspec.json.encode
 
 
@@ -45,17 +53,12 @@ def decode(line: bytes) -> Message:
     try:
         return _decoder.decode(line)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-        msg_id: JsonId = None
         try:
-            raw = _any_decoder.decode(line)
-        except (msgspec.DecodeError, ValueError):
+            msg_id = _id_decoder.decode(line).id
+        except msgspec.ValidationError:  # JSON, but not an object with a usable id
+            raise BadMessage(f"invalid message: {exc}") from None
+        except msgspec.DecodeError:  # not JSON: nothing can be answered
             raise BadMessage(f"invalid JSON: {exc}") from None
-        if isinstance(raw, dict):
-            candidate = raw.get("id")
-            if isinstance(candidate, str) or (
-                    isinstance(candidate, int) and not isinstance(candidate, bool)
-                    and abs(candidate) < 2**63):
-                msg_id = candidate
         raise BadMessage(f"invalid message: {exc}", msg_id) from None
 
 

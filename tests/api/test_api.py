@@ -235,11 +235,11 @@ async def test_events_limit_and_kind(api):
     await api.call("GET", "/api/v1/events?limit=0", 400)
 
 
-async def test_rentals_placeholder_and_dashboard_page(api):
+async def test_rentals_off_without_a_rental_section_and_dashboard_page(api):
     await _two_pools(api)
     rentals = await api.get("/api/v1/rentals")
     assert rentals["orders"] == [] and rentals["budget_left_btc"] is None
-    assert rentals["provider"] is None and "later" in rentals["note"]
+    assert rentals["enabled"] is False and rentals["provider"] is None and "[rental]" in rentals["note"]
     assert api.http is not None
     async with api.http.get("/") as resp:
         assert resp.status == 200 and resp.content_type == "text/html"
@@ -272,7 +272,8 @@ async def test_reload_error_from_the_core_is_500_and_logged(api, monkeypatch):
     assert (await api.get("/api/v1/status"))["active_pools"] == ["primary"]
 
 
-async def test_secrets_never_leave_the_api(api):
+async def test_secrets_never_leave_the_api(api, caplog):
+    caplog.set_level("DEBUG")
     await api.pool("primary")
     await api.start()
     # a pool URL carrying credentials is shown without the password
@@ -292,3 +293,17 @@ async def test_secrets_never_leave_the_api(api):
     assert TOKEN not in text.replace("secrets", "")
     pool = await api.get("/api/v1/pools/primary")
     assert "password" not in pool and pool["url"].startswith("stratum+tcp://farm:***@127.0.0.1:")
+    # nor the log: the proxy logged while dialing, authorizing and serving the API
+    assert len(caplog.records) > 5
+    assert POOL_PASSWORD not in caplog.text and TOKEN not in caplog.text.replace("secrets", "")
+
+
+async def test_healthz_for_the_load_balancer(api):
+    await api.pool("primary")
+    await api.start()
+    health = await api.get("/healthz")
+    assert health["ok"] is True and health["pool_connections_ready"] >= 1
+    # SIGTERM sets this before the rig port closes: HAProxy stops sending rigs here
+    api.svc.stopping = True
+    answer = await api.call("GET", "/healthz", 503)
+    assert answer["ok"] is False and answer["reason"] == "stopping"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from proxy.core.engine import LOST_UNSENT
 from proxy.core.upstream import DOWN, HEALTHY
 
 from .harness import FakeRig, connect, make_core, make_notify
@@ -118,7 +119,9 @@ def test_share_in_flight_when_the_pool_dies_is_answered_and_counted_lost():
     mid = rig.request("mining.submit", ["farm.rig1", job_id, "01020304", f"{job.ntime:08x}",
                                         f"{nonce:08x}"])
     assert rig.answer(mid)["result"] is True
-    assert core.pools["primary"].counters.lost == {"pool connection closed": 1}
+    counters = core.pools["primary"].counters
+    # owed to the primary (forwarded) and lost, with the reason: the per-pool identity holds
+    assert counters.lost == {LOST_UNSENT: 1} and counters.forwarded == 1
     # after the grace period the dead job is gone and a late share is stale
     clock.advance(31)
     core.tick(clock.now)

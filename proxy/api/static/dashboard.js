@@ -1,0 +1,1117 @@
+/* stratum-proxy dashboard.
+ *
+ * Plain browser JavaScript, no libraries, no build step. Polls the proxy's REST API every 2 s
+ * (status, pools, events, rentals, one page of rigs) and the per-minute history every 15 s.
+ * Everything shown comes from the API; every string from it is inserted as text, never as
+ * markup (a worker name is whatever a rig sent). Writes carry the operator's token from
+ * sessionStorage; the API's refusal text is shown as is.
+ */
+"use strict";
+(() => {
+  const POLL_MS = 2000;
+  const HISTORY_MS = 15000;
+  const FETCH_TIMEOUT_MS = 6000;
+  const TOKEN_KEY = "stratum-proxy.api-token";
+  const LATENCY_WINDOW_S = 3600;
+  const LIVE_LATENCY_POINTS = 1800;  // one hour of 2 s samples per pool
+  const COLORS = ["#1f5fd6", "#1f9d55", "#d98b00", "#8a3fd1", "#0a8ea8", "#d0443a", "#5b6472", "#c2417e"];
+  const STATES = ["healthy", "degraded", "down", "disabled"];
+
+  const $ = (id) => document.getElementById(id);
+
+  const S = {
+    status: null,
+    pools: [],
+    rentals: null,
+    history: null,
+    historyError: "",
+    historyAt: 0,
+    historyMinutes: 60,
+    events: new Map(),
+    eventFilter: "all",
+    eventsShown: "",
+    latency: new Map(),      // pool name -> [[wall, p50, p99], ...] seen by this page
+    colors: new Map(),
+    rig: { offset: 0, limit: 50, sort: "worker", q: "", pool: "" },
+    rigs: null,
+    rigSeq: 0,
+    skew: 0,                 // proxy wall clock minus this browser's clock, seconds
+    lastOk: 0,
+    failing: false,
+    busy: false,
+    again: false,
+    timer: 0,
+    chartTarget: null,
+  };
+
+  let token = "";
+  try { token = sessionStorage.getItem(TOKEN_KEY) || ""; } catch (_) { token = ""; }
+
+  // ------------------------------------------------------------------ DOM helpers
+
+  function el(tag, props, ...kids) {
+    const node = document.createElement(tag);
+    setProps(node, props);
+    for (const kid of kids.flat()) {
+      if (kid == null || kid === false) continue;
+      node.append(kid instanceof Node ? kid : String(kid));
+    }
+    return node;
+  }
+
+  function setProps(node, props) {
+    if (!props) return;
+    for (const [key, value] of Object.entries(props)) {
+      if (value == null || value === false) continue;
+      if (key === "class") node.setAttribute("class", value);
+      else if (key === "text") node.textContent = value;
+      else if (key.startsWith("on")) node.addEventListener(key.slice(2), value);
+      else node.setAttribute(key, value === true ? "" : String(value));
+    }
+  }
+
+  // the SVG namespace, from the inline <svg> the HTML parser placed in it (no URL in the page)
+  const SVG_NS = $("svg-ns").namespaceURI;
+  function svg(tag, attrs, ...kids) {
+    const node = document.createElementNS(SVG_NS, tag);
+    for (const [key, value] of Object.entries(attrs || {})) {
+      if (value != null) node.setAttribute(key, String(value));
+    }
+    for (const kid of kids.flat()) {
+      if (kid == null || kid === false) continue;
+      node.append(kid instanceof Node ? kid : String(kid));
+    }
+    return node;
+  }
+
+  function setText(id, text) {
+    const node = $(id);
+    if (node.textContent !== text) node.textContent = text;
+  }
+
+  // ------------------------------------------------------------------ formatting
+
+  const num = (v) => typeof v === "number" && Number.isFinite(v);
+  const toNum = (v) => {
+    if (num(v)) return v;
+    if (typeof v === "string" && v.trim() !== "" && Number.isFinite(Number(v))) return Number(v);
+    return null;
+  };
+
+  function fmtHs(h) {
+    if (!num(h)) return "—";
+    if (h === 0) return "0 H/s";
+    const units = ["H/s", "kH/s", "MH/s", "GH/s", "TH/s", "PH/s", "EH/s", "ZH/s"];
+    let v = Math.abs(h);
+    let i = 0;
+    while (v >= 999.5 && i < units.length - 1) { v /= 1000; i += 1; }
+    const digits = v >= 99.95 ? 0 : v >= 9.995 ? 1 : 2;
+    return `${h < 0 ? "-" : ""}${v.toFixed(digits)} ${units[i]}`;
+  }
+
+  function fmtCount(n) {
+    return num(n) ? n.toLocaleString("en-US") : "—";
+  }
+
+  function fmtCompact(v) {
+    if (!num(v)) return "—";
+    const a = Math.abs(v);
+    if (a === 0) return "0";
+    if (a < 0.01) return v.toExponential(2).replace("e-", "e−");
+    if (a < 1000) return String(Number(v.toPrecision(4)));
+    const units = ["k", "M", "G", "T", "P", "E"];
+    let x = a;
+    let i = -1;
+    while (x >= 999.5 && i < units.length - 1) { x /= 1000; i += 1; }
+    return `${v < 0 ? "-" : ""}${Number(x.toPrecision(3))}${units[i]}`;
+  }
+
+  function fmtMs(ms) {
+    if (!num(ms)) return "—";
+    if (ms < 10) return ms.toFixed(2);
+    if (ms < 100) return ms.toFixed(1);
+    return ms.toFixed(0);
+  }
+
+  function fmtPct(x) {
+    if (!num(x)) return "—";
+    const p = x * 100;
+    return `${p >= 10 || p === 0 ? p.toFixed(0) : p.toFixed(1)}%`;
+  }
+
+  function fmtAge(s) {
+    if (!num(s)) return "—";
+    if (s < 1) return "<1 s";
+    if (s < 90) return `${Math.round(s)} s`;
+    if (s < 90 * 60) return `${Math.round(s / 60)} min`;
+    if (s < 48 * 3600) return `${(s / 3600).toFixed(1)} h`;
+    return `${(s / 86400).toFixed(1)} d`;
+  }
+
+  function fmtDuration(s) {
+    if (!num(s)) return "—";
+    const d = Math.floor(s / 86400);
+    const h = Math.floor((s % 86400) / 3600);
+    const m = Math.floor((s % 3600) / 60);
+    if (d) return `${d}d ${h}h`;
+    if (h) return `${h}h ${m}m`;
+    if (m) return `${m}m ${Math.floor(s % 60)}s`;
+    return `${Math.floor(s)}s`;
+  }
+
+  const pad = (n) => String(n).padStart(2, "0");
+  function fmtClock(wall, withSeconds = true) {
+    if (!num(wall)) return "—";
+    const d = new Date(wall * 1000);
+    const t = `${pad(d.getHours())}:${pad(d.getMinutes())}${withSeconds ? `:${pad(d.getSeconds())}` : ""}`;
+    const today = new Date(serverNow() * 1000);
+    if (d.toDateString() === today.toDateString()) return t;
+    return `${pad(d.getMonth() + 1)}-${pad(d.getDate())} ${t}`;
+  }
+
+  const serverNow = () => Date.now() / 1000 + S.skew;
+
+  function poolColor(name) {
+    if (!S.colors.has(name)) S.colors.set(name, COLORS[S.colors.size % COLORS.length]);
+    return S.colors.get(name);
+  }
+
+  // ------------------------------------------------------------------ HTTP
+
+  class Unreachable extends Error {}
+
+  class Refused extends Error {
+    constructor(status, message) { super(message); this.status = status; }
+  }
+
+  async function request(method, path, body, withToken) {
+    const ctl = new AbortController();
+    const timer = setTimeout(() => ctl.abort(), FETCH_TIMEOUT_MS);
+    const headers = { Accept: "application/json" };
+    if (body !== undefined) headers["Content-Type"] = "application/json";
+    if (withToken && token) headers.Authorization = `Bearer ${token}`;
+    let text;
+    let resp;
+    try {
+      resp = await fetch(path, {
+        method, headers, cache: "no-store", credentials: "same-origin", signal: ctl.signal,
+        body: body === undefined ? undefined : JSON.stringify(body),
+      });
+      text = await resp.text();
+    } catch (err) {
+      throw new Unreachable(err && err.name === "AbortError"
+        ? `no answer within ${FETCH_TIMEOUT_MS / 1000} s` : "connection failed");
+    } finally {
+      clearTimeout(timer);
+    }
+    let data = null;
+    try { data = JSON.parse(text); } catch (_) { data = null; }
+    if (!resp.ok) {
+      const why = data && typeof data.error === "string" ? data.error : (text.slice(0, 300) || resp.statusText);
+      throw new Refused(resp.status, why);
+    }
+    if (data === null) throw new Refused(resp.status, `${path}: the answer is not JSON`);
+    return data;
+  }
+
+  const get = (path) => request("GET", path);
+
+  // ------------------------------------------------------------------ polling
+
+  function schedule(ms) {
+    clearTimeout(S.timer);
+    S.timer = setTimeout(poll, ms);
+  }
+
+  function refreshSoon() {
+    if (S.busy) S.again = true;
+    else schedule(0);
+  }
+
+  async function poll() {
+    if (S.busy) { S.again = true; return; }
+    S.busy = true;
+    clearTimeout(S.timer);
+    try {
+      const soft = (p) => p.catch((err) => {
+        if (err instanceof Unreachable) throw err;
+        return { error: err.message, status: err.status };
+      });
+      const [status, pools, events, rentals] = await Promise.all([
+        get("/api/v1/status"), get("/api/v1/pools"), get("/api/v1/events?limit=200"),
+        soft(get("/api/v1/rentals")), loadRigs(),
+      ]);
+      S.skew = num(status.wall_time) ? status.wall_time - Date.now() / 1000 : 0;
+      const activeNow = JSON.stringify(status.active_pools || []);
+      if (S.status && JSON.stringify(S.status.active_pools || []) !== activeNow) S.historyAt = 0;
+      S.status = status;
+      S.pools = Array.isArray(pools.pools) ? pools.pools : [];
+      S.rentals = rentals;
+      addEvents(events.events);
+      sampleLatency();
+      reachable();
+      render();
+      if (Date.now() - S.historyAt >= HISTORY_MS) loadHistory();
+    } catch (err) {
+      unreachable(err);
+    } finally {
+      S.busy = false;
+      const again = S.again;
+      S.again = false;
+      schedule(again ? 0 : POLL_MS);
+    }
+  }
+
+  function reachable() {
+    S.lastOk = Date.now();
+    S.failing = false;
+    $("banner").hidden = true;
+    $("main").classList.remove("stale");
+    const updated = $("updated");
+    updated.className = "updated muted live";
+    updated.textContent = `live · ${fmtClock(serverNow())}`;
+  }
+
+  function unreachable(err) {
+    S.failing = true;
+    const since = S.lastOk ? `figures below are from ${fmtClock(S.lastOk / 1000 + S.skew)}` : "no data yet";
+    const banner = $("banner");
+    if (err instanceof Unreachable) {
+      banner.textContent = `Proxy unreachable (${err.message}). Retrying every ${POLL_MS / 1000} s; ${since}.`;
+    } else if (err instanceof Refused) {
+      banner.textContent = `The proxy answered HTTP ${err.status}: ${err.message}. Retrying; ${since}.`;
+    } else {
+      console.error(err);  // a defect of this page, not of the proxy
+      banner.textContent = `Dashboard error: ${err && err.message}. Retrying; ${since}.`;
+    }
+    banner.hidden = false;
+    $("main").classList.add("stale");
+    const updated = $("updated");
+    updated.className = "updated muted stale";
+    updated.textContent = "unreachable";
+    document.title = "⚠ unreachable · stratum-proxy";
+  }
+
+  async function loadHistory() {
+    S.historyAt = Date.now();
+    const minutes = Math.max(S.historyMinutes, 60);
+    try {
+      const data = await get(`/api/v1/history?minutes=${minutes}`);
+      S.history = data;
+      S.historyError = data.error || "";
+      addEvents(data.events);
+      // a fresh proxy has no sample yet: ask again soon rather than in 15 s
+      if (!Array.isArray(data.rows) || !data.rows.length) S.historyAt = Date.now() - HISTORY_MS + 3000;
+    } catch (err) {
+      if (!(err instanceof Unreachable)) { S.history = null; S.historyError = err.message; }
+      else S.historyAt = 0;  // try again on the next successful poll
+    }
+    renderHistory();
+    renderPools();
+    renderEvents();
+  }
+
+  function rigsPath() {
+    const r = S.rig;
+    const q = new URLSearchParams({ offset: String(r.offset), limit: String(r.limit), sort: r.sort });
+    if (r.q) q.set("q", r.q);
+    if (r.pool) q.set("pool", r.pool);
+    return `/api/v1/rigs?${q}`;
+  }
+
+  async function loadRigs() {
+    const seq = ++S.rigSeq;
+    let data;
+    try {
+      data = await get(rigsPath());
+    } catch (err) {
+      if (err instanceof Unreachable) throw err;
+      if (seq !== S.rigSeq) return;
+      if (err.status === 404 && S.rig.pool) {  // the filtered pool is gone (config reload)
+        S.rig.pool = "";
+        S.rig.offset = 0;
+      }
+      S.rigs = { error: err.message };
+      renderRigs();
+      return;
+    }
+    if (seq !== S.rigSeq) return;  // a newer query (sort, filter, page) already went out
+    if (data.total > 0 && data.offset >= data.total) {  // the page emptied: go to the last one
+      S.rig.offset = Math.max(0, Math.floor((data.total - 1) / S.rig.limit) * S.rig.limit);
+      loadRigs().catch(() => {});
+      return;
+    }
+    S.rigs = data;
+    renderRigs();
+  }
+
+  function addEvents(list) {
+    if (!Array.isArray(list)) return;
+    for (const e of list) {
+      if (!e || typeof e !== "object") continue;
+      const key = `${e.time}|${e.kind}|${e.seq}`;
+      if (!S.events.has(key)) S.events.set(key, e);
+    }
+    if (S.events.size > 1500) {
+      const keep = [...S.events.entries()].sort((a, b) => (b[1].time || 0) - (a[1].time || 0)).slice(0, 1000);
+      S.events = new Map(keep);
+    }
+  }
+
+  function sampleLatency() {
+    const t = num(S.status && S.status.wall_time) ? S.status.wall_time : serverNow();
+    for (const p of S.pools) {
+      const lat = p.latency_ms || {};
+      if (!num(lat.p50) && !num(lat.p99)) continue;
+      let series = S.latency.get(p.name);
+      if (!series) { series = []; S.latency.set(p.name, series); }
+      series.push([t, lat.p50, lat.p99]);
+      if (series.length > LIVE_LATENCY_POINTS) series.splice(0, series.length - LIVE_LATENCY_POINTS);
+    }
+  }
+
+  // ------------------------------------------------------------------ render
+
+  function render() {
+    for (const p of S.pools) poolColor(p.name);
+    renderHeader();
+    renderPools();
+    renderEvents();
+    renderPoolFilter();
+    renderHistoryLegend();
+    // the chart redraws on each history load; the target line also follows the rentals API
+    if (rentalTarget(S.rentals) !== S.chartTarget) renderHistory();
+  }
+
+  function rentalTarget(r) {
+    if (!r || typeof r !== "object") return null;
+    const t = toNum(r.target_hs);
+    return t != null && t > 0 ? t : null;
+  }
+
+  function rentalView(r) {
+    if (!r || typeof r !== "object") return { value: "—", sub: "", cls: "" };
+    if (r.error) return { value: "unknown", sub: `rentals: ${r.error}`, cls: "warn" };
+    if (r.enabled === false) return { value: "off", sub: "not configured", cls: "" };
+    if (!r.provider) return { value: "off", sub: "not configured", cls: "" };
+    const orders = Array.isArray(r.orders) ? r.orders : [];
+    const state = typeof r.state === "string" && r.state ? r.state
+      : orders.length ? `${orders.length} order${orders.length === 1 ? "" : "s"}` : "idle";
+    const parts = [String(r.provider)];
+    const delivered = toNum(r.delivered_hs);
+    const deficit = toNum(r.deficit_hs);
+    if (delivered != null) parts.push(`renting ${fmtHs(delivered)}`);
+    if (deficit != null && deficit > 0) parts.push(`deficit ${fmtHs(deficit)}`);
+    if (r.budget_left_btc != null && r.budget_left_btc !== "") parts.push(`budget left ${r.budget_left_btc} BTC`);
+    const busy = /rent|order|active|running|placing/i.test(state) && !/idle|off|none/i.test(state);
+    return { value: state, sub: parts.join(" · "), cls: busy ? "warn" : "good" };
+  }
+
+  function lastSwitch() {
+    let best = null;
+    for (const e of S.events.values()) {
+      if (e.kind === "pool_switch" && (!best || e.time > best.time)) best = e;
+    }
+    return best;
+  }
+
+  function setCardClass(id, cls) {
+    const card = $(id);
+    const want = `stat${cls ? ` ${cls}` : ""}`;
+    if (card.className !== want) card.className = want;
+  }
+
+  function renderHeader() {
+    const st = S.status;
+    if (!st) return;
+    setText("instance", `${st.instance || ""} · v${st.version || "?"} · up ${fmtDuration(st.uptime_s)}`
+      + (st.writes_enabled === false ? " · read-only API (no api.token)" : ""));
+
+    const target = rentalTarget(S.rentals);
+    setText("stat-hashrate", fmtHs(st.hashrate));
+    if (target != null) {
+      const ratio = num(st.hashrate) ? st.hashrate / target : 0;
+      setText("stat-target", `target ${fmtHs(target)} · ${fmtPct(ratio)} of target`);
+      setCardClass("card-hashrate", ratio >= 0.95 ? "good" : ratio >= 0.8 ? "warn" : "bad");
+    } else {
+      setText("stat-target", "no target");
+      setCardClass("card-hashrate", "");
+    }
+
+    setText("stat-rigs", fmtCount(st.rigs_connected));
+    const idle = num(st.rigs_connected) && num(st.rigs_working) ? st.rigs_connected - st.rigs_working : 0;
+    setText("stat-rigs-sub", `${fmtCount(st.rigs_working)} working${idle > 0 ? ` · ${fmtCount(idle)} waiting for work` : ""}`);
+    setCardClass("card-rigs", idle > 0 ? "warn" : st.rigs_connected > 0 ? "good" : "");
+
+    const active = Array.isArray(st.active_pools) ? st.active_pools : [];
+    setText("stat-active", active.length ? active.join(", ") : "none");
+    const sw = lastSwitch();
+    if (!active.length) {
+      setText("stat-active-sub", "no usable pool: rigs keep their last job");
+      setCardClass("card-active", "bad");
+    } else {
+      const preferred = S.pools.filter((p) => p.enabled !== false);
+      const best = preferred.length ? Math.min(...preferred.map((p) => p.priority)) : null;
+      const onBackup = S.pools.some((p) => active.includes(p.name) && best != null && p.priority > best);
+      setText("stat-active-sub", `${onBackup ? "on a backup · " : ""}since ${sw ? fmtClock(sw.time) : "start"}`);
+      setCardClass("card-active", onBackup ? "warn" : "good");
+    }
+
+    const rental = rentalView(S.rentals);
+    setText("stat-rental", rental.value);
+    setText("stat-rental-sub", rental.sub || " ");
+    setCardClass("card-rental", rental.cls);
+
+    const down = S.pools.filter((p) => p.state === "down" && p.enabled !== false).length;
+    setText("pools-note", `${S.pools.length} configured${down ? ` · ${down} down` : ""}`);
+    document.title = `${active.length ? "" : "⚠ "}${active.join(", ") || "no pool"} · ${fmtHs(st.hashrate)} · stratum-proxy`;
+  }
+
+  // --- pools table: one persistent row per pool, so buttons survive the 2 s refresh
+
+  const poolRows = new Map();
+
+  function makePoolRow(name) {
+    const cells = {};
+    const tr = el("tr", { "data-pool": name });
+    const cell = (key, cls) => { cells[key] = el("td", { class: cls, "data-col": key }); tr.append(cells[key]); };
+    cell("name", "sticky");
+    cell("state");
+    cell("hashrate", "num");
+    cell("rigs", "num");
+    cell("priority", "num");
+    cell("weight", "num");
+    cell("split", "num");
+    cell("accepted", "num");
+    cell("rejected");
+    cell("latency");
+    cell("job", "num");
+    cell("actions");
+    const edit = el("button", { type: "button", "data-action": "edit", onclick: () => openEdit(name) }, "Edit");
+    const toggle = el("button", { type: "button", "data-action": "toggle", onclick: () => toggleEnabled(name) }, "Disable");
+    const drain = el("button", { type: "button", "data-action": "drain", onclick: () => toggleDrain(name) }, "Drain");
+    cells.actions.append(el("div", { class: "actions" }, edit, toggle, drain));
+    return { tr, cells, toggle, drain };
+  }
+
+  function fill(cell, ...kids) {
+    cell.replaceChildren(...kids.flat().filter((k) => k != null && k !== false)
+      .map((k) => (k instanceof Node ? k : document.createTextNode(String(k)))));
+  }
+
+  function updatePoolRow(row, p) {
+    const c = row.cells;
+    row.tr.classList.toggle("active", !!p.active);
+    fill(c.name,
+      el("span", { class: "pool-name" }, p.name),
+      p.active ? el("span", { class: "chip chip-active" }, "active") : null,
+      p.standby === "cold" ? el("span", { class: "chip", title: "cold standby: connected only when needed" }, "cold") : null,
+      el("span", { class: "pool-url", title: p.url || "" }, p.url || ""));
+
+    const state = STATES.includes(p.state) ? p.state : "unknown";
+    // a healthy pool's reason ("connected, subscribed, ...") is in the tooltip, not the table
+    const why = p.state === "healthy" ? "" : p.reason || p.last_error || "";
+    fill(c.state,
+      el("span", { class: `badge ${state}`, title: p.reason || null }, p.state || "unknown"),
+      p.draining ? el("span", { class: "chip" }, "draining") : null,
+      p.narrow ? el("span", { class: "chip", title: String(p.narrow) }, "narrow") : null,
+      why ? el("span", { class: "sub" }, why) : null);
+
+    fill(c.priority, String(p.priority));
+    fill(c.weight, num(p.weight) ? String(Number(p.weight.toPrecision(4))) : "—");
+    fill(c.split, p.active ? `${fmtPct(p.goal_share)} / ${fmtPct(p.delivered_share)}` : "—");
+    fill(c.hashrate, fmtHs(p.hashrate));
+    fill(c.rigs, fmtCount(p.rigs));
+    fill(c.accepted, fmtCount(p.accepted));
+
+    const reasons = Object.entries(p.rejected || {}).filter(([, n]) => n > 0)
+      .sort((a, b) => b[1] - a[1]).map(([why2, n]) => `${why2} ${fmtCount(n)}`);
+    const extra = [];
+    if (p.timeouts > 0) extra.push(`timeouts ${fmtCount(p.timeouts)}`);
+    if (p.lost_total > 0) extra.push(`lost ${fmtCount(p.lost_total)}`);
+    const total = p.rejected_total || 0;
+    fill(c.rejected,
+      el("span", { class: total > 0 && p.reject_ratio > 0.02 ? "warn-text" : "" },
+        `${fmtCount(total)}${total > 0 ? ` (${fmtPct(p.reject_ratio)})` : ""}`),
+      reasons.length || extra.length ? el("span", { class: "sub" }, [...reasons, ...extra].join(" · ")) : null);
+
+    const lat = p.latency_ms || {};
+    fill(c.latency, el("div", { class: "lat" },
+      el("span", {}, num(lat.p50) || num(lat.p99) ? `${fmtMs(lat.p50)} / ${fmtMs(lat.p99)} ms` : "—"),
+      sparkline(p.name)));
+
+    const age = p.last_job_age_s;
+    fill(c.job, el("span", { class: num(age) && age > 120 && p.state !== "disabled" ? "warn-text" : "" }, fmtAge(age)));
+
+    const disabled = p.enabled === false;
+    row.toggle.textContent = disabled ? "Enable" : "Disable";
+    row.toggle.dataset.action = disabled ? "enable" : "disable";
+    row.drain.textContent = p.draining ? "Undrain" : "Drain";
+    row.drain.dataset.action = p.draining ? "undrain" : "drain";
+    row.drain.disabled = disabled;
+  }
+
+  function renderPools() {
+    const body = $("pools-body");
+    const names = new Set(S.pools.map((p) => p.name));
+    for (const [name, row] of poolRows) {
+      if (!names.has(name)) { row.tr.remove(); poolRows.delete(name); }
+    }
+    const placeholder = body.querySelector("tr.placeholder");
+    if (!S.pools.length) {
+      if (!placeholder) body.replaceChildren(el("tr", { class: "placeholder" }, el("td", { colspan: 12, class: "empty" }, S.status ? "No pools configured" : "Loading…")));
+      return;
+    }
+    if (placeholder) placeholder.remove();
+    S.pools.forEach((p, i) => {
+      let row = poolRows.get(p.name);
+      if (!row) { row = makePoolRow(p.name); poolRows.set(p.name, row); }
+      updatePoolRow(row, p);
+      if (body.children[i] !== row.tr) body.insertBefore(row.tr, body.children[i] || null);
+    });
+  }
+
+  function latencySeries(name) {
+    const now = serverNow();
+    const since = now - LATENCY_WINDOW_S;
+    const live = (S.latency.get(name) || []).filter((pt) => pt[0] >= since);
+    const liveStart = live.length ? live[0][0] : Infinity;
+    const pts = [];
+    const rows = S.history && Array.isArray(S.history.rows) ? S.history.rows : [];
+    for (const r of rows) {
+      if (r.pool !== name) continue;
+      const t = r.minute + 30;
+      if (t < since || r.minute + 60 > liveStart) continue;
+      if (!num(r.latency_p50_ms) && !num(r.latency_p99_ms)) continue;
+      pts.push([t, r.latency_p50_ms, r.latency_p99_ms]);
+    }
+    return pts.concat(live);
+  }
+
+  function sparkline(name) {
+    const W = 96;
+    const H = 26;
+    const pts = latencySeries(name);
+    const box = svg("svg", { class: "spark", width: W, height: H, viewBox: `0 0 ${W} ${H}`,
+      "data-points": pts.length, role: "img",
+      "aria-label": `${name} latency over the last hour` });
+    box.append(svg("title", {}, `${name}: share latency over the last hour, p50 (dark) and p99 (light); `
+      + "per-minute history plus this page's 2 s samples"));
+    box.append(svg("line", { x1: 0, x2: W, y1: H - 0.5, y2: H - 0.5, stroke: "#e2e5ea" }));
+    if (!pts.length) return box;
+    const now = serverNow();
+    const t0 = Math.min(pts[0][0], now - 60);
+    const span = Math.max(60, now - t0);
+    const max = Math.max(...pts.map((p) => Math.max(num(p[1]) ? p[1] : 0, num(p[2]) ? p[2] : 0)), 0.001);
+    const x = (t) => ((t - t0) / span) * (W - 2) + 1;
+    const y = (v) => H - 2 - (v / max) * (H - 5);
+    const color = poolColor(name);
+    for (const [idx, width, opacity] of [[2, 1.2, 0.45], [1, 1.6, 1]]) {
+      const line = pts.filter((p) => num(p[idx])).map((p) => `${x(p[0]).toFixed(1)},${y(p[idx]).toFixed(1)}`);
+      if (line.length === 1) {
+        const [cx, cy] = line[0].split(",");
+        box.append(svg("circle", { cx, cy, r: 2, fill: color, "fill-opacity": opacity }));
+      } else if (line.length > 1) {
+        box.append(svg("polyline", { points: line.join(" "), fill: "none", stroke: color,
+          "stroke-width": width, "stroke-opacity": opacity, "stroke-linejoin": "round" }));
+      }
+    }
+    return box;
+  }
+
+  // --- events timeline
+
+  const EVENT_GROUPS = {
+    switch: (k) => k === "pool_switch",
+    health: (k) => ["pool_health", "pool_up", "pool_narrow", "pool_message", "pool_set_extranonce",
+      "pool_reconnect_requested", "rigs_extranonce_changed"].includes(k),
+    operator: (k) => ["pool_changed", "pool_drain", "pool_undrain", "config_reloaded"].includes(k),
+    rental: (k) => typeof k === "string" && (k.startsWith("rental") || k.startsWith("order")),
+  };
+
+  const list = (v) => (Array.isArray(v) ? v.join(", ") : v == null ? "" : String(v));
+
+  function describe(e) {
+    const k = String(e.kind || "event");
+    switch (k) {
+      case "pool_switch": {
+        const reason = String(e.reason || "");
+        const failback = /^failback/i.test(reason);
+        const to = list(e.to_pools) || "none";
+        return {
+          tag: failback ? "failback" : "switch", cls: failback ? "ev-failback" : to === "none" ? "ev-bad" : "ev-switch",
+          text: `${list(e.from_pools) || "none"} → ${to}${e.rigs_moved > 0 ? ` · ${fmtCount(e.rigs_moved)} rigs moved` : ""}`,
+          reason: [reason, e.note].filter(Boolean).join(" — "),
+        };
+      }
+      case "pool_health": {
+        const cls = e.state === "healthy" ? "ev-good" : e.state === "down" ? "ev-bad" : "ev-warn";
+        return { tag: "health", cls, text: `${e.pool}: ${e.previous || "?"} → ${e.state}`, reason: e.reason || "" };
+      }
+      case "pool_up":
+        return { tag: "pool up", cls: "ev-good", text: `${e.pool} ready`, reason: "" };
+      case "pool_changed": {
+        const ch = e.changes && typeof e.changes === "object"
+          ? Object.entries(e.changes).map(([f, v]) => `${f} ${v && v.from}→${v && v.to}`).join(", ") : "";
+        return { tag: "operator", cls: "", text: `${e.pool}: ${ch || "changed"}`, reason: "" };
+      }
+      case "pool_drain":
+        return { tag: "operator", cls: "", text: `${e.pool} drained${num(e.rigs) ? ` (${fmtCount(e.rigs)} rigs)` : ""}`, reason: "" };
+      case "config_reloaded": {
+        const parts = [];
+        for (const f of ["added", "removed", "updated"]) if (Array.isArray(e[f]) && e[f].length) parts.push(`${f} ${e[f].join(", ")}`);
+        return { tag: "config", cls: "", text: `config reloaded${parts.length ? `: ${parts.join("; ")}` : " (no pool changes)"}`, reason: "" };
+      }
+      default: {
+        const rental = EVENT_GROUPS.rental(k);
+        const skip = new Set(["seq", "time", "kind", "reason", "pool", "message"]);
+        const detail = Object.entries(e).filter(([f, v]) => !skip.has(f) && v != null && typeof v !== "object")
+          .slice(0, 4).map(([f, v]) => `${f} ${v}`).join(", ");
+        const head = [e.pool, e.message].filter(Boolean).join(": ");
+        return {
+          tag: rental ? "rental" : k.replace(/^pool_/, "").replace(/_/g, " "), cls: rental ? "ev-rental" : "",
+          text: [k.replace(/_/g, " "), head].filter(Boolean).join(" · ") + (detail ? ` (${detail})` : ""),
+          reason: e.reason || "",
+        };
+      }
+    }
+  }
+
+  function renderEvents() {
+    const filter = EVENT_GROUPS[S.eventFilter];
+    const items = [...S.events.values()].filter((e) => !filter || filter(String(e.kind)))
+      .sort((a, b) => (b.time || 0) - (a.time || 0) || (b.seq || 0) - (a.seq || 0)).slice(0, 150);
+    const sig = `${S.eventFilter}|${items.length}|${items.length ? `${items[0].time}|${items[0].seq}` : ""}`;
+    if (sig === S.eventsShown) return;
+    S.eventsShown = sig;
+    const ol = $("events");
+    if (!items.length) {
+      ol.replaceChildren(el("li", { class: "empty" }, S.status ? "No events yet" : "Loading…"));
+      return;
+    }
+    ol.replaceChildren(...items.map((e) => {
+      const d = describe(e);
+      return el("li", { class: `event ${d.cls}`, "data-kind": e.kind },
+        el("div", { class: "ev-head" },
+          el("time", { class: "ev-time", datetime: num(e.time) ? new Date(e.time * 1000).toISOString() : null }, fmtClock(e.time)),
+          el("span", { class: "ev-tag" }, d.tag)),
+        el("div", { class: "ev-text" }, d.text),
+        d.reason ? el("div", { class: "ev-reason" }, d.reason) : null);
+    }));
+  }
+
+  // --- hashrate history chart (stacked columns per time bucket)
+
+  function niceStep(max, ticks) {
+    const raw = max / ticks;
+    const mag = 10 ** Math.floor(Math.log10(raw));
+    const norm = raw / mag;
+    return (norm <= 1 ? 1 : norm <= 2 ? 2 : norm <= 2.5 ? 2.5 : norm <= 5 ? 5 : 10) * mag;
+  }
+
+  function historyPools(rows) {
+    const names = S.pools.map((p) => p.name);
+    for (const r of rows) if (!names.includes(r.pool)) names.push(r.pool);
+    return names;
+  }
+
+  function renderHistory() {
+    const box = $("history-chart");
+    const h = S.history;
+    S.chartTarget = rentalTarget(S.rentals);
+    if (!h) {
+      box.replaceChildren(el("p", { class: "empty" }, S.historyError ? `History unavailable: ${S.historyError}` : "Loading history…"));
+      return;
+    }
+    const minutes = S.historyMinutes;
+    const now = serverNow();
+    const start = now - minutes * 60;
+    const rows = (Array.isArray(h.rows) ? h.rows : []).filter((r) => num(r.minute) && r.minute + 60 > start && num(r.hashrate));
+    if (!rows.length) {
+      box.replaceChildren(el("p", { class: "empty" }, `No samples in this range yet: the proxy records one per `
+        + `${fmtAge(h.interval_s)} (proxy.history_sample_s)${h.backend === "memory" ? ", in memory only (proxy.history_db is empty)" : ""}.`));
+      renderHistoryLegend();
+      return;
+    }
+    const bucket = Math.max(60, Math.ceil((minutes * 60) / 120 / 60) * 60);
+    const first = Math.floor(start / bucket) * bucket;
+    const last = Math.floor(now / bucket) * bucket;
+    const n = Math.max(1, Math.round((last - first) / bucket) + 1);
+    const names = historyPools(rows);
+    // average of the per-minute gauges of each pool within a bucket
+    const sums = new Map();
+    for (const r of rows) {
+      const b = Math.floor(r.minute / bucket) * bucket;
+      const key = `${b}|${r.pool}`;
+      const acc = sums.get(key) || [0, 0];
+      acc[0] += r.hashrate; acc[1] += 1;
+      sums.set(key, acc);
+    }
+    const columns = [];
+    let maxY = 0;
+    for (let i = 0; i < n; i += 1) {
+      const b = first + i * bucket;
+      const parts = [];
+      let total = 0;
+      for (const name of names) {
+        const acc = sums.get(`${b}|${name}`);
+        if (!acc) continue;
+        const v = acc[0] / acc[1];
+        parts.push([name, v]);
+        total += v;
+      }
+      columns.push({ b, parts, total });
+      maxY = Math.max(maxY, total);
+    }
+    const target = S.chartTarget;
+    if (target != null) maxY = Math.max(maxY, target);
+    if (maxY <= 0) maxY = 1;
+    const step = niceStep(maxY * 1.05, 4);
+    const top = Math.ceil((maxY * 1.05) / step) * step;
+
+    const W = Math.max(280, Math.round(box.clientWidth - 28) || 600);
+    const H = W < 500 ? 190 : 230;
+    const m = { l: 62, r: 8, t: 10, b: 24 };
+    const pw = W - m.l - m.r;
+    const ph = H - m.t - m.b;
+    const colW = pw / n;
+    const gap = colW > 4 ? Math.min(2, colW * 0.2) : 0;
+    const y = (v) => m.t + ph - (v / top) * ph;
+    const root = svg("svg", { width: W, height: H, viewBox: `0 0 ${W} ${H}`, role: "img",
+      "aria-label": `Hashrate by pool, last ${fmtAge(minutes * 60)}`,
+      "data-columns": columns.filter((c) => c.parts.length).length,
+      "data-first": columns.find((c) => c.parts.length)?.b ?? "" });
+    const grid = svg("g", { class: "grid" });
+    const axis = svg("g", { class: "axis" });
+    for (let v = 0; v <= top + step / 2; v += step) {
+      grid.append(svg("line", { x1: m.l, x2: W - m.r, y1: y(v).toFixed(1), y2: y(v).toFixed(1) }));
+      axis.append(svg("text", { x: m.l - 6, y: (y(v) + 4).toFixed(1), "text-anchor": "end" }, fmtHs(v)));
+    }
+    const labelEvery = Math.max(1, Math.ceil(n / Math.max(2, Math.floor(pw / 80))));
+    for (let i = 0; i < n; i += labelEvery) {
+      const t = columns[i].b;
+      axis.append(svg("text", { x: (m.l + i * colW + colW / 2).toFixed(1), y: H - 6, "text-anchor": "middle" },
+        minutes > 1440 ? fmtClock(t, false).replace(/ \d\d:\d\d$/, "") || fmtClock(t, false) : fmtClock(t, false)));
+    }
+    root.append(grid, axis);
+    const bars = svg("g", { class: "bars" });
+    columns.forEach((col, i) => {
+      let base = 0;
+      const x = m.l + i * colW + gap / 2;
+      const w = Math.max(1, colW - gap);
+      const tip = `${fmtClock(col.b, false)}: ${col.parts.map(([nm, v]) => `${nm} ${fmtHs(v)}`).join(", ") || "no data"}`;
+      for (const [name, v] of col.parts) {
+        const y0 = y(base);
+        const y1 = y(base + v);
+        base += v;
+        if (y0 - y1 < 0.2) continue;
+        bars.append(svg("rect", { x: x.toFixed(2), y: y1.toFixed(2), width: w.toFixed(2),
+          height: (y0 - y1).toFixed(2), fill: poolColor(name), "data-pool": name }, svg("title", {}, tip)));
+      }
+    });
+    root.append(bars);
+    if (target != null) {
+      root.append(svg("line", { class: "target", x1: m.l, x2: W - m.r, y1: y(target), y2: y(target) }));
+      root.append(svg("text", { class: "target-label", x: W - m.r - 4, y: y(target) - 4, "text-anchor": "end" },
+        `target ${fmtHs(target)}`));
+    }
+    root.append(svg("line", { x1: m.l, x2: W - m.r, y1: m.t + ph, y2: m.t + ph, stroke: "#cdd2d9" }));
+    box.replaceChildren(root);
+    renderHistoryLegend();
+  }
+
+  function renderHistoryLegend() {
+    const rows = S.history && Array.isArray(S.history.rows) ? S.history.rows : [];
+    const names = historyPools(rows);
+    const now = new Map(S.pools.map((p) => [p.name, p.hashrate]));
+    const legend = $("history-legend");
+    const parts = names.map((name) => el("span", {},
+      el("span", { class: "swatch", "data-color": poolColor(name) }), `${name} ${now.has(name) ? fmtHs(now.get(name)) : "(removed)"}`));
+    const note = S.history ? el("span", { class: "muted" },
+      `per-minute samples · ${S.history.backend === "sqlite" ? "kept across restarts" : "in memory: lost on restart"}`) : null;
+    legend.replaceChildren(...parts, note || "");
+    for (const sw of legend.querySelectorAll(".swatch")) sw.style.background = sw.dataset.color;
+  }
+
+  // --- rigs table
+
+  function renderPoolFilter() {
+    const select = $("rig-pool");
+    const want = ["", ...S.pools.map((p) => p.name)];
+    const have = [...select.options].map((o) => o.value);
+    if (want.join("\u0000") === have.join("\u0000")) return;
+    select.replaceChildren(...want.map((v) => el("option", { value: v }, v || "All pools")));
+    select.value = want.includes(S.rig.pool) ? S.rig.pool : "";
+  }
+
+  function renderRigs() {
+    const body = $("rigs-body");
+    const data = S.rigs;
+    for (const th of document.querySelectorAll("#rigs-table th[data-sort]")) {
+      const key = th.dataset.sort;
+      const sort = S.rig.sort.replace(/^-/, "");
+      if (key === sort) th.setAttribute("aria-sort", S.rig.sort.startsWith("-") ? "descending" : "ascending");
+      else th.removeAttribute("aria-sort");
+    }
+    if (!data) return;
+    if (data.error) {
+      body.replaceChildren(el("tr", {}, el("td", { colspan: 7, class: "empty" }, `Rigs unavailable: ${data.error}`)));
+      return;
+    }
+    const rigs = Array.isArray(data.rigs) ? data.rigs : [];
+    const total = num(data.total) ? data.total : rigs.length;
+    const filtered = S.rig.q || S.rig.pool;
+    setText("rigs-total", filtered ? `${fmtCount(total)} matching` : `${fmtCount(total)} connected`);
+    setText("rig-range", total ? `${fmtCount(data.offset + 1)}–${fmtCount(data.offset + rigs.length)} of ${fmtCount(total)}` : "");
+    $("rig-prev").disabled = data.offset <= 0;
+    $("rig-next").disabled = data.offset + rigs.length >= total;
+    if (!rigs.length) {
+      body.replaceChildren(el("tr", {}, el("td", { colspan: 7, class: "empty" },
+        filtered ? "No rig matches this filter" : "No rigs connected")));
+      return;
+    }
+    body.replaceChildren(...rigs.map((r) => {
+      const rejected = Object.values((r.shares && r.shares.rejected) || {}).reduce((a, b) => a + b, 0);
+      const workers = Array.isArray(r.workers) && r.workers.length > 1 ? ` +${r.workers.length - 1}` : "";
+      return el("tr", { "data-rig": r.id },
+        el("td", { class: "sticky mono", title: r.user_agent ? `${r.user_agent} · rig #${r.id}` : `rig #${r.id}` },
+          (r.worker || `(not authorized) #${r.id}`) + workers),
+        el("td", { class: "mono" }, r.remote || "",
+          r.instance ? el("span", { class: "sub" }, `on ${r.instance}`) : null),  // the farm control plane
+        el("td", {}, r.pool || el("span", { class: "muted" }, "none")),
+        el("td", { class: "num" }, fmtCompact(r.difficulty)),
+        el("td", { class: "num" }, fmtHs(r.hashrate)),
+        el("td", { class: "num" }, fmtCount(r.shares && r.shares.accepted),
+          rejected ? el("span", { class: "sub" }, `${fmtCount(rejected)} rejected`) : null),
+        el("td", { class: `num${num(r.last_share_age_s) && r.last_share_age_s > 300 ? " warn-text" : ""}` },
+          num(r.last_share_age_s) ? `${fmtAge(r.last_share_age_s)} ago` : "never"));
+    }));
+  }
+
+  // ------------------------------------------------------------------ messages, dialogs
+
+  let messageTimer = 0;
+  function showMessage(kind, text) {
+    const box = $("message");
+    box.className = `message ${kind}`;
+    $("message-text").textContent = text;
+    box.hidden = false;
+    clearTimeout(messageTimer);
+    if (kind === "ok") messageTimer = setTimeout(() => { box.hidden = true; }, 8000);
+  }
+
+  function confirmAction(title, text, okLabel) {
+    const dlg = $("confirm-dialog");
+    setText("confirm-title", title);
+    setText("confirm-text", text);
+    $("confirm-ok").textContent = okLabel;
+    return new Promise((resolve) => {
+      const done = (answer) => {
+        $("confirm-ok").removeEventListener("click", yes);
+        $("confirm-cancel").removeEventListener("click", no);
+        dlg.removeEventListener("cancel", no);
+        if (dlg.open) dlg.close();
+        resolve(answer);
+      };
+      const yes = () => done(true);
+      const no = () => done(false);
+      $("confirm-ok").addEventListener("click", yes);
+      $("confirm-cancel").addEventListener("click", no);
+      dlg.addEventListener("cancel", no);
+      dlg.showModal();
+      $("confirm-cancel").focus();
+    });
+  }
+
+  async function write(method, path, body, describeOk) {
+    try {
+      const result = await request(method, path, body, true);
+      showMessage("ok", describeOk(result));
+      refreshSoon();
+      S.historyAt = 0;
+      return result;
+    } catch (err) {
+      if (err instanceof Unreachable) {
+        showMessage("error", `Not applied: the proxy is unreachable (${err.message}).`);
+      } else {
+        const hint = err.status === 401 && !token ? " Enter the API token at the top of the page." : "";
+        showMessage("error", `Refused by the proxy (HTTP ${err.status}): ${err.message}.${hint}`);
+      }
+      return null;
+    }
+  }
+
+  const poolPath = (name) => `/api/v1/pools/${encodeURIComponent(name)}`;
+  const findPool = (name) => S.pools.find((p) => p.name === name);
+
+  let editing = null;
+  function openEdit(name) {
+    const p = findPool(name);
+    if (!p) return;
+    editing = p;
+    setText("edit-title", `Edit pool ${name}`);
+    $("edit-priority").value = String(p.priority);
+    $("edit-weight").value = String(p.weight);
+    $("edit-error").hidden = true;
+    $("edit-dialog").showModal();
+    $("edit-priority").focus();
+    $("edit-priority").select();
+  }
+
+  async function applyEdit(ev) {
+    ev.preventDefault();
+    const p = editing;
+    if (!p) return;
+    const prio = $("edit-priority").value.trim();
+    const weight = $("edit-weight").value.trim();
+    const body = {};
+    const err = (text) => { const e = $("edit-error"); e.textContent = text; e.hidden = false; };
+    if (!/^-?\d+$/.test(prio)) { err("Priority must be a whole number."); return; }
+    if (!(weight !== "" && Number.isFinite(Number(weight)) && Number(weight) >= 0)) { err("Weight must be a number ≥ 0."); return; }
+    if (Number(prio) !== p.priority) body.priority = Number(prio);
+    if (Number(weight) !== p.weight) body.weight = Number(weight);
+    $("edit-dialog").close();
+    editing = null;
+    if (!Object.keys(body).length) { showMessage("ok", `${p.name}: nothing changed.`); return; }
+    await write("PATCH", poolPath(p.name), body, (res) =>
+      `${p.name}: ${Object.entries(body).map(([k, v]) => `${k} ${p[k]} → ${v}`).join(", ")}.`
+      + (res && res.active ? ` ${p.name} is active.` : ""));
+  }
+
+  async function toggleEnabled(name) {
+    const p = findPool(name);
+    if (!p) return;
+    if (p.enabled === false) {
+      await write("PATCH", poolPath(name), { enabled: true }, () => `${name} enabled.`);
+      return;
+    }
+    const rigs = p.rigs ? `Its ${fmtCount(p.rigs)} rigs move to the next usable pool` : "It takes no hashrate until enabled";
+    if (!await confirmAction(`Disable ${name}?`, `${rigs}; no rig is disconnected. Its connections close.`, "Disable")) return;
+    await write("PATCH", poolPath(name), { enabled: false }, () => `${name} disabled.`);
+  }
+
+  async function toggleDrain(name) {
+    const p = findPool(name);
+    if (!p) return;
+    if (p.draining) {
+      await write("POST", `${poolPath(name)}/undrain`, undefined, () => `${name} takes hashrate again.`);
+      return;
+    }
+    const text = `${p.rigs ? `Its ${fmtCount(p.rigs)} rigs move to other pools` : "It takes no new hashrate"}; `
+      + "it stays connected as a warm backup until undrained.";
+    if (!await confirmAction(`Drain ${name}?`, text, "Drain")) return;
+    await write("POST", `${poolPath(name)}/drain`, undefined, () => `${name} drained.`);
+  }
+
+  async function reloadConfig() {
+    if (!await confirmAction("Reload the config file?",
+      "Pools added, removed or changed in the file take effect now (as SIGHUP). Rigs stay connected.", "Reload")) return;
+    await write("POST", "/api/v1/reload", undefined, (res) => {
+      const parts = [];
+      for (const f of ["added", "removed", "updated"]) if (Array.isArray(res[f]) && res[f].length) parts.push(`${f}: ${res[f].join(", ")}`);
+      return `Config reloaded from ${res.path || "the config file"}${parts.length ? ` (${parts.join("; ")})` : " (no pool changes)"}.`;
+    });
+  }
+
+  // ------------------------------------------------------------------ token
+
+  function renderToken() {
+    $("token-form").hidden = !!token;
+    $("token-set").hidden = !token;
+  }
+
+  function saveToken(ev) {
+    ev.preventDefault();
+    const value = $("token-input").value.trim();
+    if (!value) { showMessage("error", "Enter the API token (api.token in the proxy's config)."); return; }
+    token = value;
+    try { sessionStorage.setItem(TOKEN_KEY, value); } catch (_) { /* private mode: kept in memory */ }
+    $("token-input").value = "";
+    renderToken();
+    showMessage("ok", "Token kept for this browser tab; changes are now sent with it.");
+  }
+
+  function forgetToken() {
+    token = "";
+    try { sessionStorage.removeItem(TOKEN_KEY); } catch (_) { /* nothing stored */ }
+    renderToken();
+    showMessage("ok", "Token forgotten.");
+  }
+
+  // ------------------------------------------------------------------ wiring
+
+  function wire() {
+    $("token-form").addEventListener("submit", saveToken);
+    $("token-forget").addEventListener("click", forgetToken);
+    $("reload-btn").addEventListener("click", reloadConfig);
+    $("message-close").addEventListener("click", () => { $("message").hidden = true; });
+    $("edit-form").addEventListener("submit", applyEdit);
+    $("edit-cancel").addEventListener("click", () => { editing = null; $("edit-dialog").close(); });
+    $("event-filter").addEventListener("change", (ev) => { S.eventFilter = ev.target.value; renderEvents(); });
+
+    for (const btn of document.querySelectorAll("#range button")) {
+      btn.addEventListener("click", () => {
+        S.historyMinutes = Number(btn.dataset.minutes);
+        for (const b of document.querySelectorAll("#range button")) b.setAttribute("aria-pressed", String(b === btn));
+        renderHistory();
+        loadHistory();
+      });
+    }
+
+    for (const th of document.querySelectorAll("#rigs-table th[data-sort]")) {
+      th.tabIndex = 0;
+      const sortBy = () => {
+        const key = th.dataset.sort;
+        const numeric = ["difficulty", "hashrate", "accepted"].includes(key);
+        if (S.rig.sort.replace(/^-/, "") === key) S.rig.sort = S.rig.sort.startsWith("-") ? key : `-${key}`;
+        else S.rig.sort = numeric ? `-${key}` : key;
+        S.rig.offset = 0;
+        renderRigs();
+        loadRigs().catch(unreachable);
+      };
+      th.addEventListener("click", sortBy);
+      th.addEventListener("keydown", (ev) => { if (ev.key === "Enter" || ev.key === " ") { ev.preventDefault(); sortBy(); } });
+    }
+
+    let searchTimer = 0;
+    $("rig-search").addEventListener("input", (ev) => {
+      clearTimeout(searchTimer);
+      searchTimer = setTimeout(() => {
+        S.rig.q = ev.target.value.trim();
+        S.rig.offset = 0;
+        loadRigs().catch(unreachable);
+      }, 250);
+    });
+    $("rig-pool").addEventListener("change", (ev) => {
+      S.rig.pool = ev.target.value;
+      S.rig.offset = 0;
+      loadRigs().catch(unreachable);
+    });
+    $("rig-limit").addEventListener("change", (ev) => {
+      S.rig.limit = Number(ev.target.value) || 50;
+      S.rig.offset = 0;
+      loadRigs().catch(unreachable);
+    });
+    $("rig-prev").addEventListener("click", () => {
+      S.rig.offset = Math.max(0, S.rig.offset - S.rig.limit);
+      loadRigs().catch(unreachable);
+    });
+    $("rig-next").addEventListener("click", () => {
+      S.rig.offset += S.rig.limit;
+      loadRigs().catch(unreachable);
+    });
+
+    let resizeFrame = 0;
+    new ResizeObserver(() => {
+      cancelAnimationFrame(resizeFrame);
+      resizeFrame = requestAnimationFrame(renderHistory);
+    }).observe($("history-chart"));
+  }
+
+  wire();
+  renderToken();
+  renderPools();
+  renderEvents();
+  renderRigs();
+  poll();
+})();

@@ -1,0 +1,915 @@
+"""The backfill controller: rent hashpower when the farm under-delivers, stop when it recovers.
+
+Two layers, so the decisions can be tested on an injected clock without sockets or sleeps:
+
+* ``BackfillPolicy`` is a pure state machine: ``decide(now, delivered_hs, order, budget_left=,
+  quote=) -> Action``.  No I/O, no clock of its own.
+* ``BackfillController`` is the asyncio driver: it reads the delivered hashrate, refreshes the
+  order and the market quote from the provider, asks the policy, and carries the action out
+  with the ledger's intent-before / result-after discipline.
+
+Reusing the controller (e.g. a farm-wide control plane)::
+
+    controller = BackfillController(
+        config,                      # proxy.config.RentalSection (target, trigger, price, budget ...)
+        provider,                    # proxy.rental.provider.Provider (NiceHashProvider, ...)
+        delivered_hashrate,          # async () -> float | None: H/s delivered to the pool, None = unknown
+        ledger_path,                 # sqlite3 file (WAL); one per controller
+        destination,                 # proxy.rental.provider.Destination: where rented rigs are pointed
+        events=sink,                 # sink(kind, reason, **fields): every decision, with its reason
+        clock=time.monotonic,        # seconds, for trigger/recover/cooldown timing
+        wall=time.time,              # seconds since the epoch, for the daily budget (UTC days)
+        rented_in_source=False,      # True when rented rigs come through the measured source
+    )
+    await controller.start()         # registers the pool, reconciles the ledger, runs every interval_s
+    controller.view()                # the /api/v1/rentals document
+    await controller.stop()          # stops deciding; open orders stay (the next start adopts them)
+
+Semantics of "delivered": the target is what the operator wants delivered *to the pool*.
+``delivered_hashrate`` measures what the caller can see.  When rented hashpower is pointed
+straight at a pool the source cannot see it, so the controller adds the order's delivered
+hashrate as the provider reports it (``rented_in_source=False``); when it is pointed at the
+proxy itself the rented rigs are already in the measurement (``rented_in_source=True``) and
+nothing is added.  Either way the farm's own hashrate is ``delivered - rented``, and that is
+what decides the order's size (``target - own``) and whether the rigs have recovered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from decimal import ROUND_DOWN, ROUND_UP, Decimal
+from typing import Any
+
+from .ledger import Ledger
+from .provider import PH, CooldownError, Destination, OrderStatus, Provider, ProviderError, Quote
+from .units import format_hashrate
+
+log = logging.getLogger("proxy.rental")
+
+__all__ = ["Action", "BackfillController", "BackfillPolicy", "PolicyConfig"]
+
+SATOSHI = Decimal("0.00000001")
+DAY_S = 86400
+FUNDING_MIN_S = 3600.0  # an order is funded for max(min_order_s, this)
+REFILL_WHEN_LEFT_S = 900.0  # refill when the escrow covers less than this much running
+ERROR_BACKOFF_S = 30.0
+
+
+@dataclass(frozen=True)
+class PolicyConfig:
+    target_hs: float
+    trigger_deficit: float
+    trigger_after_s: float
+    recover_band: float
+    recover_after_s: float
+    max_price: Decimal
+    min_order_s: float
+
+    @classmethod
+    def from_rental(cls, cfg: Any) -> PolicyConfig:
+        return cls(
+            target_hs=cfg.target_hs,
+            trigger_deficit=cfg.trigger_deficit,
+            trigger_after_s=cfg.trigger_after_s,
+            recover_band=cfg.band,
+            recover_after_s=cfg.recover_after_s,
+            max_price=cfg.max_price_btc,
+            min_order_s=cfg.min_order_s,
+        )
+
+
+@dataclass
+class Action:
+    kind: str  # none | wait | place | resize | cancel | refill
+    code: str  # a stable short key of the reason (events are emitted when it changes)
+    reason: str
+    limit_hs: float = 0.0
+    price: Decimal | None = None
+    amount: Decimal | None = None
+    fields: dict[str, Any] = field(default_factory=dict)
+
+    def view(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"action": self.kind, "code": self.code, "reason": self.reason}
+        if self.kind in ("place", "resize"):
+            out["limit_hs"] = self.limit_hs
+        if self.price is not None:
+            out["price"] = str(self.price)
+        if self.amount is not None:
+            out["amount_btc"] = str(self.amount)
+        return out
+
+
+class WindowAverage:
+    """Time-weighted average of a step signal over the last ``window_s`` (0 before any sample).
+
+    Why: when rented rigs come through the proxy, the proxy's measurement is an average over
+    its window while the provider reports the rented speed as of now; subtracting the one from
+    the other right after the rented rigs connect would make the farm look worse than it is,
+    grow the order, and overshoot.  Averaging the reported speed over the same window keeps
+    ``own = delivered - rented`` honest."""
+
+    def __init__(self, window_s: float) -> None:
+        self.window_s = window_s
+        self.samples: deque[tuple[float, float]] = deque()
+
+    def add(self, now: float, value: float) -> None:
+        self.samples.append((now, value))
+        while len(self.samples) > 1 and self.samples[1][0] <= now - self.window_s:
+            self.samples.popleft()
+
+    def average(self, now: float) -> float:
+        if not self.samples:
+            return 0.0
+        start = now - self.window_s
+        total = 0.0
+        points = list(self.samples)
+        for (t0, v), (t1, _) in zip(points, [*points[1:], (now, 0.0)]):
+            lo, hi = max(t0, start), min(t1, now)
+            if hi > lo:
+                total += v * (hi - lo)
+        # before the first sample the signal was 0 (no order): divide by the whole window
+        return total / self.window_s if self.window_s > 0 else points[-1][1]
+
+
+class BackfillPolicy:
+    """When to place, resize, refill or cancel the one backfill order.  Pure: time comes in."""
+
+    def __init__(self, cfg: PolicyConfig) -> None:
+        self.cfg = cfg
+        self.deficit_since: float | None = None
+        self.recovered_since: float | None = None
+        self.starving_since: float | None = None
+        self.order_since: float | None = None
+        self.change_allowed_at = 0.0  # marketplace cooldown on price/limit changes
+        self.retry_at = 0.0  # back-off after a failed provider call
+
+    def note_cooldown(self, now: float, seconds: float) -> None:
+        self.change_allowed_at = max(self.change_allowed_at, now + max(seconds, 0.0))
+
+    def note_failure(self, now: float, backoff_s: float = ERROR_BACKOFF_S) -> None:
+        self.retry_at = now + backoff_s
+
+    def note_order_started(self, started_at: float) -> None:
+        """The order was placed (or, after a restart, created) at this clock time."""
+        self.order_since = started_at
+
+    def amount_for(
+        self, price: Decimal, limit_hs: float, quote: Quote, budget_left: Decimal
+    ) -> Decimal | None:
+        """Escrow for one order: enough to run max(min_order_s, 1 h), at least the marketplace
+        minimum, never more than the budget left; None when the budget cannot cover the minimum."""
+        funded_s = Decimal(repr(max(self.cfg.min_order_s, FUNDING_MIN_S)))
+        want = (price * Decimal(repr(limit_hs)) / PH * funded_s / DAY_S).quantize(SATOSHI, ROUND_UP)
+        want = max(want, quote.min_amount)
+        cap = budget_left.quantize(SATOSHI, ROUND_DOWN)
+        if cap < quote.min_amount or cap <= 0:
+            return None
+        return min(want, cap)
+
+    def _limit(self, need_hs: float, quote: Quote | None) -> float:
+        if quote is None:
+            return need_hs
+        return min(max(need_hs, quote.min_limit_hs), quote.max_limit_hs)
+
+    def decide(
+        self,
+        now: float,
+        delivered_hs: float | None,
+        order: OrderStatus | None,
+        *,
+        budget_left: Decimal,
+        quote: Quote | None,
+        rented_hs: float | None = None,
+    ) -> Action:
+        """``delivered_hs``: everything delivered to the pool (own + rented); ``rented_hs``: the
+        rented part of it, when the caller knows it better than ``order.delivered_hs``."""
+        c = self.cfg
+        target = c.target_hs
+        if delivered_hs is None:
+            return Action("none", "unknown", "delivered hashrate unknown (not enough history): holding")
+        live = order is not None and order.alive
+        rented = 0.0
+        if live and order is not None:
+            rented = order.delivered_hs if rented_hs is None else rented_hs
+        own = max(0.0, delivered_hs - rented)
+        need = max(0.0, target - own)
+        info = {"delivered_hs": delivered_hs, "own_hs": own, "rented_hs": rented, "target_hs": target}
+        if not live or order is None:
+            self.recovered_since = self.starving_since = self.order_since = None
+            floor = target * (1 - c.trigger_deficit)
+            if delivered_hs >= floor:
+                self.deficit_since = None
+                return Action(
+                    "none",
+                    "ok",
+                    f"delivered {format_hashrate(delivered_hs)} >= "
+                    f"{format_hashrate(floor)} (target less trigger_deficit)",
+                    fields=info,
+                )
+            if self.deficit_since is None:
+                self.deficit_since = now
+            lasted = now - self.deficit_since
+            if lasted < c.trigger_after_s:
+                return Action(
+                    "wait",
+                    "deficit",
+                    f"deficit {format_hashrate(target - delivered_hs)} for "
+                    f"{lasted:.0f}s of trigger_after_s {c.trigger_after_s:g}s",
+                    fields=info,
+                )
+            if now < self.retry_at:
+                return Action(
+                    "wait",
+                    "backoff",
+                    f"backing off after a provider error ({self.retry_at - now:.0f}s)",
+                    fields=info,
+                )
+            if quote is None:
+                return Action("wait", "no_quote", "no market quote yet", fields=info)
+            if quote.price > c.max_price:
+                return Action(
+                    "wait",
+                    "price",
+                    f"market price {quote.price} BTC/PH/day is above max_price {c.max_price}: not renting",
+                    fields=info,
+                )
+            price = quote.price if quote.price > 0 else c.max_price
+            limit = self._limit(need, quote)
+            amount = self.amount_for(price, limit, quote, budget_left)
+            if amount is None:
+                return Action(
+                    "wait",
+                    "budget",
+                    f"budget left {budget_left} BTC is below the minimum order "
+                    f"amount {quote.min_amount}: not renting",
+                    fields=info,
+                )
+            return Action(
+                "place",
+                "place",
+                f"deficit {format_hashrate(target - delivered_hs)} "
+                f"({(target - delivered_hs) / target:.1%}) for {lasted:.0f}s: renting "
+                f"{format_hashrate(limit)} at {price} BTC/PH/day",
+                limit,
+                price,
+                amount,
+                info,
+            )
+
+        # one live order
+        self.deficit_since = None
+        if self.order_since is None:
+            self.order_since = now
+        if budget_left < -SATOSHI:  # below a satoshi is rounding, not overspending
+            return Action(
+                "cancel",
+                "over_budget",
+                f"over the daily budget by {-budget_left} BTC (budget lowered?): cancelling",
+                fields=info,
+            )
+        if order.price > c.max_price:
+            if now < self.change_allowed_at:
+                return Action(
+                    "wait",
+                    "cooldown",
+                    f"order price {order.price} above max_price {c.max_price}; "
+                    f"cooldown {self.change_allowed_at - now:.0f}s",
+                    fields=info,
+                )
+            return Action(
+                "resize",
+                "max_price",
+                f"order price {order.price} above max_price {c.max_price}: lowering",
+                order.limit_hs,
+                c.max_price,
+                fields=info,
+            )
+        recovered_at = target * (1 - c.recover_band)
+        if own >= recovered_at:
+            if self.recovered_since is None:
+                self.recovered_since = now
+            held = now - self.recovered_since
+            if held < c.recover_after_s:
+                return Action(
+                    "none",
+                    "recovering",
+                    f"rigs back: own {format_hashrate(own)} >= "
+                    f"{format_hashrate(recovered_at)} for {held:.0f}s of recover_after_s "
+                    f"{c.recover_after_s:g}s",
+                    fields=info,
+                )
+            age = now - self.order_since
+            if age < c.min_order_s:
+                return Action(
+                    "none",
+                    "min_order",
+                    f"rigs recovered; order runs {c.min_order_s - age:.0f}s more (min_order_s)",
+                    fields=info,
+                )
+            return Action(
+                "cancel",
+                "recovered",
+                f"rigs recovered: own {format_hashrate(own)} >= "
+                f"{format_hashrate(recovered_at)} for {held:.0f}s: cancelling",
+                fields=info,
+            )
+        self.recovered_since = None
+        if now < self.retry_at:
+            return Action("wait", "backoff", "backing off after a provider error", fields=info)
+        desired = self._limit(need, quote)
+        tolerance = target * c.trigger_deficit
+        if abs(desired - order.limit_hs) > tolerance:
+            if now < self.change_allowed_at:
+                return Action(
+                    "wait",
+                    "cooldown",
+                    f"resize to {format_hashrate(desired)} waits for the "
+                    f"marketplace cooldown ({self.change_allowed_at - now:.0f}s)",
+                    fields=info,
+                )
+            return Action(
+                "resize",
+                "resize",
+                f"deficit now {format_hashrate(need)}: order "
+                f"{format_hashrate(order.limit_hs)} -> {format_hashrate(desired)}",
+                desired,
+                order.price,
+                fields=info,
+            )
+        if (
+            quote is not None
+            and order.state == "active"
+            and rented < 0.5 * order.limit_hs
+            and quote.price > order.price
+        ):
+            if self.starving_since is None:
+                self.starving_since = now
+            if now - self.starving_since >= c.trigger_after_s:
+                if quote.price > c.max_price:
+                    return Action(
+                        "wait",
+                        "price",
+                        f"order gets {format_hashrate(rented)} of "
+                        f"{format_hashrate(order.limit_hs)}; market price {quote.price} is above "
+                        f"max_price {c.max_price}",
+                        fields=info,
+                    )
+                self.starving_since = None
+                return Action(
+                    "resize",
+                    "reprice",
+                    f"order gets {format_hashrate(rented)} of "
+                    f"{format_hashrate(order.limit_hs)}: price {order.price} -> {quote.price}",
+                    order.limit_hs,
+                    quote.price,
+                    fields=info,
+                )
+        else:
+            self.starving_since = None
+        running_cost = (
+            order.price * Decimal(repr(order.limit_hs)) / PH * Decimal(repr(REFILL_WHEN_LEFT_S)) / DAY_S
+        )
+        if quote is not None and order.remaining < running_cost:
+            amount = self.amount_for(order.price, order.limit_hs, quote, budget_left)
+            if amount is None:
+                return Action(
+                    "none",
+                    "budget",
+                    f"escrow {order.remaining} BTC running low and the daily budget "
+                    "is used up: the order will complete",
+                    fields=info,
+                )
+            return Action(
+                "refill",
+                "refill",
+                f"escrow {order.remaining} BTC covers < {REFILL_WHEN_LEFT_S:g}s: adding {amount} BTC",
+                amount=amount,
+                fields=info,
+            )
+        return Action(
+            "none",
+            "covered",
+            f"order {format_hashrate(order.limit_hs)} covers the deficit "
+            f"{format_hashrate(need)}; delivered {format_hashrate(delivered_hs)}",
+            fields=info,
+        )
+
+
+EventSink = Callable[..., None]
+
+
+class BackfillController:
+    """The asyncio driver around ``BackfillPolicy``; see the module docstring."""
+
+    def __init__(
+        self,
+        config: Any,
+        provider: Provider,
+        delivered_hashrate: Callable[[], Awaitable[float | None]],
+        ledger_path: str,
+        destination: Destination,
+        *,
+        events: EventSink | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+        rented_in_source: bool = False,
+        quote_every_s: float = 60.0,
+        own_provider: bool = True,
+    ) -> None:
+        self.config = config
+        self.provider = provider
+        self.delivered_hashrate = delivered_hashrate
+        self.ledger_path = ledger_path
+        self.destination = destination
+        self.events = events
+        self.clock = clock
+        self.wall = wall
+        self.rented_in_source = rented_in_source
+        self.quote_every_s = quote_every_s
+        self.own_provider = own_provider
+        self.policy = BackfillPolicy(PolicyConfig.from_rental(config))
+        self.ledger: Ledger | None = None
+        self.pool_id: str | None = None
+        self.order: OrderStatus | None = None
+        self.quote: Quote | None = None
+        self._quote_at = -1e18
+        self.reconciled = False
+        self.state = "starting"
+        self.last_action: Action | None = None
+        self.last_decision: dict[str, Any] | None = None
+        self.measured_hs: float | None = None
+        self.delivered_hs: float | None = None
+        self._last_code: str | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._lock = asyncio.Lock()
+        self._rented = WindowAverage(config.window_s)
+
+    # --- lifecycle --------------------------------------------------------------------------
+
+    async def start(self, run: bool = True) -> None:
+        """Open the ledger, register the pool and reconcile (retried in the loop if the
+        marketplace is unreachable now); with ``run`` decide every ``interval_s``."""
+        self.ledger = Ledger(self.ledger_path)
+        await self._prepare()
+        if run:
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="rental-controller")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        if self.own_provider:
+            with contextlib.suppress(Exception):
+                await self.provider.close()
+        if self.ledger is not None:
+            self.ledger.close()
+            self.ledger = None
+        self.state = "stopped"
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self.step()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("rental controller step failed")
+            await asyncio.sleep(self.config.interval_s)
+
+    async def _prepare(self) -> bool:
+        if self.reconciled:
+            return True
+        try:
+            if self.pool_id is None:
+                self.pool_id = await self.provider.ensure_pool(self.destination)
+            await self.reconcile()
+        except Exception as exc:  # an unreachable or odd marketplace never stops the proxy
+            self.state = "provider_unreachable"
+            self._emit("rental_error", f"cannot reach the marketplace to reconcile: {exc}", code="reconcile")
+            return False
+        return True
+
+    # --- events -----------------------------------------------------------------------------
+
+    def _emit(self, kind: str, reason: str, **fields: Any) -> None:
+        log.info("%s: %s", kind, reason)
+        if self.events is not None:
+            try:
+                self.events(kind, reason, **fields)
+            except Exception:
+                log.exception("rental event sink failed")
+
+    # --- money ------------------------------------------------------------------------------
+
+    def budget_left(self) -> Decimal:
+        assert self.ledger is not None
+        wall = self.wall()
+        return self.config.daily_budget - self.ledger.spent_today(wall) - self.ledger.committed()
+
+    # --- reconcile --------------------------------------------------------------------------
+
+    async def reconcile(self) -> None:
+        """Make the ledger and the provider agree: adopt one order, cancel extras, close the rest."""
+        ledger = self.ledger
+        assert ledger is not None
+        active = await self.provider.active_orders()
+        known_open = {r["id"]: r for r in ledger.open_orders()}
+        ours = [o for o in active if o.pool_id == self.pool_id or ledger.order(o.id) is not None]
+        pending = ledger.pending_intents()
+        pending_place = [i for i in pending if i["kind"] == "place"]
+        # keep an order the ledger knows (newest first), else the newest unknown one
+        ours.sort(key=lambda o: (ledger.order(o.id) is not None, o.created), reverse=True)
+        keep: OrderStatus | None = None
+        wall = self.wall()
+        for o in ours:
+            if not o.alive:
+                continue
+            known = ledger.order(o.id) is not None
+            if keep is None:
+                keep = o
+                if known:
+                    how = "known to the ledger"
+                    intent = None
+                elif pending_place:
+                    how = "created by a call whose answer was lost (intent written, no result)"
+                    intent = pending_place[-1]["id"]
+                else:
+                    how = "not in the ledger but pointed at our pool"
+                    intent = None
+                ledger.record_order(
+                    o,
+                    pool=self.destination.name,
+                    intent_id=intent,
+                    wall=wall,
+                    note=None if known else "adopted",
+                )
+                self._emit(
+                    "rental_reconcile",
+                    f"adopted order {o.id} ({o.raw_state}): {how}",
+                    order_id=o.id,
+                    action="adopt",
+                )
+                continue
+            await self._cancel(o.id, f"duplicate of order {keep.id} found on reconcile", code="duplicate")
+        adopted_intent = ledger.order(keep.id).get("intent_id") if keep is not None else None
+        for intent in pending:
+            if intent["id"] == adopted_intent and keep is not None:
+                ledger.finish(
+                    intent["id"],
+                    "reconciled",
+                    {"order_id": keep.id, "note": "adopted on start"},
+                    order_id=keep.id,
+                    wall=wall,
+                )
+            elif intent["kind"] == "place":
+                ledger.finish(
+                    intent["id"],
+                    "reconciled",
+                    {
+                        "note": "no order of ours from this call is active "
+                        "at the provider: it never took effect, or its order was a duplicate"
+                    },
+                    wall=wall,
+                )
+            else:
+                ledger.finish(
+                    intent["id"], "reconciled", {"note": "outcome read back from the provider"}, wall=wall
+                )
+        active_ids = {o.id for o in ours if o.alive}
+        for order_id in known_open:
+            if order_id in active_ids:
+                continue
+            try:
+                st = await self.provider.status(order_id)
+            except ProviderError as exc:
+                ledger.close_order(order_id, f"not active at the provider on reconcile ({exc})", wall=wall)
+                self._emit(
+                    "rental_reconcile",
+                    f"closed order {order_id}: gone from the provider",
+                    order_id=order_id,
+                    action="close",
+                )
+                continue
+            if st.alive and keep is None:
+                keep = st
+                ledger.record_order(st, wall=wall)
+                self._emit(
+                    "rental_reconcile",
+                    f"adopted order {st.id} ({st.raw_state})",
+                    order_id=st.id,
+                    action="adopt",
+                )
+            elif st.alive:
+                await self._cancel(
+                    st.id, f"duplicate of order {keep.id} found on reconcile", code="duplicate"
+                )
+            else:
+                ledger.record_order(st, wall=wall, note="closed at the provider")
+                self._emit(
+                    "rental_reconcile",
+                    f"closed order {st.id}: {st.raw_state} at the provider",
+                    order_id=st.id,
+                    action="close",
+                )
+        self.order = keep
+        if keep is not None and keep.created:
+            self.policy.note_order_started(self.clock() - max(0.0, wall - keep.created))
+        self.reconciled = True
+        self.state = "renting" if keep is not None else "idle"
+
+    # --- one decision -----------------------------------------------------------------------
+
+    async def step(self) -> Action | None:
+        """Measure, refresh, decide, act: one control period."""
+        async with self._lock:
+            return await self._step()
+
+    async def _step(self) -> Action | None:
+        if self.ledger is None:
+            return None
+        if not await self._prepare():
+            return None
+        now = self.clock()
+        self.measured_hs = await self.delivered_hashrate()
+        if self.order is not None:
+            try:
+                st = await self.provider.status(self.order.id)
+                self.ledger.record_order(st, wall=self.wall())
+                self.order = st
+                if not st.alive:
+                    self._emit(
+                        "rental_order_closed",
+                        f"order {st.id} is {st.raw_state} at the provider (spent {st.spent} BTC)",
+                        order_id=st.id,
+                        spent_btc=f"{st.spent:f}",
+                    )
+                    self.order = None
+            except ProviderError as exc:
+                self._emit("rental_error", f"order status failed: {exc}", code="status")
+        if self.quote is None or now - self._quote_at >= self.quote_every_s:
+            try:
+                self.quote = await self.provider.quote()
+                self._quote_at = now
+            except ProviderError as exc:
+                self._emit("rental_error", f"market quote failed: {exc}", code="quote")
+        rented = self.order.delivered_hs if self.order is not None else 0.0
+        self._rented.add(now, rented)
+        rented_hs: float | None = None
+        if self.measured_hs is None:
+            self.delivered_hs = None
+        elif self.rented_in_source:
+            # the rented rigs are inside the windowed measurement: subtract them averaged alike
+            self.delivered_hs = self.measured_hs
+            rented_hs = min(self._rented.average(now), self.measured_hs)
+        else:
+            self.delivered_hs = self.measured_hs + rented
+        budget_left = self.budget_left()
+        action = self.policy.decide(
+            now, self.delivered_hs, self.order, budget_left=budget_left, quote=self.quote, rented_hs=rented_hs
+        )
+        self.last_action = action
+        self.last_decision = {
+            "time": round(self.wall(), 3),
+            **action.view(),
+            "budget_left_btc": str(budget_left),
+        }
+        if action.kind in ("none", "wait"):
+            if action.code != self._last_code:
+                self._emit(
+                    "rental_decision",
+                    action.reason,
+                    action=action.kind,
+                    code=action.code,
+                    delivered_hs=self.delivered_hs,
+                    target_hs=self.config.target_hs,
+                )
+            self._last_code = action.code
+            self.state = (
+                "renting" if self.order is not None else ("deficit" if action.kind == "wait" else "idle")
+            )
+            return action
+        self._last_code = action.code
+        await self._execute(action, budget_left)
+        self.state = "renting" if self.order is not None else "idle"
+        return action
+
+    async def _execute(self, action: Action, budget_left: Decimal) -> None:
+        if action.kind == "place":
+            await self._place(action, budget_left)
+        elif action.kind == "resize" and self.order is not None:
+            await self._resize(self.order, action)
+        elif action.kind == "refill" and self.order is not None:
+            await self._refill(self.order, action, budget_left)
+        elif (action.kind == "cancel" and self.order is not None
+              and await self._cancel(self.order.id, action.reason, code=action.code)):
+            self.order = None
+
+    def _guard(self, price: Decimal | None, amount: Decimal | None, budget_left: Decimal) -> str | None:
+        """Last line of defence, independent of the policy: max price and budget."""
+        if price is not None and price > self.config.max_price_btc:
+            return f"price {price} above max_price {self.config.max_price_btc}"
+        if amount is not None and (amount <= 0 or amount > budget_left):
+            return f"amount {amount} outside the budget left {budget_left}"
+        return None
+
+    async def _place(self, action: Action, budget_left: Decimal) -> None:
+        assert self.ledger is not None and action.price is not None and action.amount is not None
+        if self.order is not None:
+            return  # never two orders where one is meant
+        refused = self._guard(action.price, action.amount, budget_left)
+        if refused:
+            self._emit("rental_refused", f"place refused: {refused}", code="guard")
+            return
+        key = str(uuid.uuid4())
+        self.ledger.begin(
+            key,
+            "place",
+            {
+                "limit_hs": action.limit_hs,
+                "price": action.price,
+                "amount": action.amount,
+                "pool_id": self.pool_id,
+            },
+            wall=self.wall(),
+        )
+        try:
+            st = await self.provider.place_order(
+                limit_hs=action.limit_hs,
+                pool_id=self.pool_id or "",
+                price=action.price,
+                amount=action.amount,
+                idempotency_key=key,
+            )
+        except ProviderError as exc:
+            self.policy.note_failure(self.clock())
+            if exc.retryable:
+                # the order may exist: leave the intent pending and read the truth back
+                self._emit("rental_error", f"place order: no answer ({exc}); reconciling", code="place")
+                self.reconciled = False
+                await self._prepare()
+            else:
+                self.ledger.finish(key, "failed", {"error": str(exc)}, wall=self.wall())
+                self._emit("rental_error", f"place order refused: {exc}", code="place")
+            return
+        self.ledger.record_order(st, pool=self.destination.name, intent_id=key, wall=self.wall())
+        self.ledger.finish(
+            key, "done", {"order_id": st.id, "state": st.raw_state}, order_id=st.id, wall=self.wall()
+        )
+        self.order = st
+        self.policy.note_order_started(self.clock())
+        self._emit(
+            "rental_order_placed",
+            action.reason,
+            order_id=st.id,
+            limit_hs=action.limit_hs,
+            price=str(action.price),
+            amount_btc=str(action.amount),
+        )
+
+    async def _resize(self, order: OrderStatus, action: Action) -> None:
+        assert self.ledger is not None and action.price is not None
+        refused = self._guard(action.price, None, Decimal(0))
+        if refused:
+            self._emit("rental_refused", f"resize refused: {refused}", code="guard")
+            return
+        key = str(uuid.uuid4())
+        self.ledger.begin(
+            key,
+            "resize",
+            {"limit_hs": action.limit_hs, "price": action.price},
+            order_id=order.id,
+            wall=self.wall(),
+        )
+        try:
+            st = await self.provider.update_order(order.id, price=action.price, limit_hs=action.limit_hs)
+        except CooldownError as exc:
+            self.policy.note_cooldown(self.clock(), exc.retry_after_s)
+            self.ledger.finish(
+                key, "failed", {"cooldown_s": exc.retry_after_s, "error": str(exc)}, wall=self.wall()
+            )
+            self._emit(
+                "rental_cooldown",
+                f"resize refused by the marketplace: retry in {exc.retry_after_s:g}s",
+                order_id=order.id,
+                retry_after_s=exc.retry_after_s,
+            )
+            return
+        except ProviderError as exc:
+            self.policy.note_failure(self.clock())
+            self.ledger.finish(key, "failed", {"error": str(exc)}, wall=self.wall())
+            self._emit("rental_error", f"resize failed: {exc}", code="resize", order_id=order.id)
+            return
+        self.ledger.record_order(st, wall=self.wall())
+        self.ledger.finish(key, "done", {"limit_hs": st.limit_hs, "price": str(st.price)}, wall=self.wall())
+        self.order = st
+        self._emit(
+            "rental_order_resized", action.reason, order_id=st.id, limit_hs=st.limit_hs, price=str(st.price)
+        )
+
+    async def _refill(self, order: OrderStatus, action: Action, budget_left: Decimal) -> None:
+        assert self.ledger is not None and action.amount is not None
+        refused = self._guard(None, action.amount, budget_left)
+        if refused:
+            self._emit("rental_refused", f"refill refused: {refused}", code="guard")
+            return
+        key = str(uuid.uuid4())
+        self.ledger.begin(key, "refill", {"amount": action.amount}, order_id=order.id, wall=self.wall())
+        try:
+            st = await self.provider.refill(order.id, action.amount, key)
+        except ProviderError as exc:
+            self.policy.note_failure(self.clock())
+            self.ledger.finish(key, "failed", {"error": str(exc)}, wall=self.wall())
+            self._emit("rental_error", f"refill failed: {exc}", code="refill", order_id=order.id)
+            return
+        self.ledger.record_order(st, wall=self.wall())
+        self.ledger.finish(key, "done", {"amount": str(st.amount)}, wall=self.wall())
+        self.order = st
+        self._emit("rental_order_refilled", action.reason, order_id=st.id, amount_btc=str(action.amount))
+
+    async def _cancel(self, order_id: str, reason: str, *, code: str) -> bool:
+        assert self.ledger is not None
+        key = str(uuid.uuid4())
+        self.ledger.begin(key, "cancel", {"reason": reason}, order_id=order_id, wall=self.wall())
+        try:
+            st = await self.provider.cancel(order_id)
+        except ProviderError as exc:
+            self.policy.note_failure(self.clock())
+            self.ledger.finish(key, "failed", {"error": str(exc)}, wall=self.wall())
+            self._emit(
+                "rental_error", f"cancel of {order_id} failed: {exc}", code="cancel", order_id=order_id
+            )
+            return False
+        # PENDING_CANCELLATION stays "pending" in the ledger until a status read says closed
+        self.ledger.record_order(st, wall=self.wall(), note=reason)
+        self.ledger.finish(key, "done", {"state": st.raw_state, "spent": str(st.spent)}, wall=self.wall())
+        self._emit("rental_order_cancelled", reason, order_id=order_id, code=code, spent_btc=f"{st.spent:f}")
+        return True
+
+    # --- views ------------------------------------------------------------------------------
+
+    def view(self) -> dict[str, Any]:
+        """The ``GET /api/v1/rentals`` document."""
+        cfg = self.config
+        target = cfg.target_hs
+        orders: list[dict[str, Any]] = []
+        spent_today = budget_left = None
+        if self.ledger is not None:
+            for row in self.ledger.orders(20):
+                orders.append(
+                    {
+                        "id": row["id"],
+                        "state": row["raw_state"],
+                        "limit_hs": row["limit_hs"],
+                        "price": row["price"],
+                        "spent_btc": row["spent"],
+                        "amount_btc": row["amount"],
+                        "remaining_btc": row["remaining"],
+                        "delivered_hs": row["delivered_hs"],
+                        "pool": row["pool"] or row["pool_id"],
+                        "created": row["created"],
+                        "closed": row["closed"],
+                        "note": row["note"],
+                    }
+                )
+            spent_today = self.ledger.spent_today(self.wall())
+            budget_left = self.budget_left()
+        delivered = self.delivered_hs
+        return {
+            "enabled": True,
+            "provider": self.provider.name,
+            "state": self.state,
+            "target_hs": target,
+            "delivered_hs": delivered,
+            "rented_hs": self.order.delivered_hs if self.order is not None else 0.0,
+            "ordered_hs": self.order.limit_hs if self.order is not None else 0.0,
+            "deficit_hs": None if delivered is None else max(0.0, target - delivered),
+            "pool": self.destination.name,
+            "active_order": self.order.id if self.order is not None else None,
+            "orders": orders,
+            "budget_btc": str(cfg.daily_budget),
+            "spent_today_btc": None if spent_today is None else str(spent_today),
+            "budget_left_btc": None if budget_left is None else str(max(budget_left, Decimal(0))),
+            "max_price": str(cfg.max_price_btc),
+            "last_decision": self.last_decision,
+        }
+
+    def metrics(self) -> dict[str, float]:
+        """Numbers for /metrics (floats: Prometheus has no decimals)."""
+        spent_total = float(self.ledger.spent_total()) if self.ledger is not None else 0.0
+        budget_left = float(max(self.budget_left(), Decimal(0))) if self.ledger is not None else 0.0
+        return {
+            "ordered_hashrate": self.order.limit_hs if self.order is not None else 0.0,
+            "delivered_hashrate": self.order.delivered_hs if self.order is not None else 0.0,
+            "spent_btc_total": spent_total,
+            "budget_left_btc": budget_left,
+            "target_hashrate": float(self.config.target_hs),
+        }

@@ -1,0 +1,158 @@
+"""Several proxy instances, the shipped HAProxy config in front of them, the farm control plane."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from proxy.config import load_dict
+from proxy.farm.config import load_farm_dict
+from proxy.farm.service import FarmService
+from proxy.net.service import ProxyService
+from proxy.sim.pool import SimPool, SimPoolConfig
+from proxy.sim.rigs import RigFleet
+
+ROOT = Path(__file__).resolve().parents[2]
+TOKEN = "instance-test-token"
+FARM_TOKEN = "farm-test-token"
+
+
+def render_haproxy(listen_port: int, servers: list[tuple[str, int, int]]) -> str:
+    """configs/haproxy.cfg as shipped, with this test's ports: the file we test is the file we ship."""
+    text = (ROOT / "configs" / "haproxy.cfg").read_text()
+    text = re.sub(r"(?m)^(\s*)bind :3333$", rf"\g<1>bind 127.0.0.1:{listen_port}", text)
+    text = re.sub(r"(?m)^\s*server proxy-\d+ .*\n", "", text)
+    # this machine's open-files limit is far below a production HAProxy's
+    text = re.sub(r"maxconn \d+", "maxconn 4000", text)
+    lines = "".join(f"    server {name} 127.0.0.1:{rig} check port {api}\n" for name, rig, api in servers)
+    text = text.rstrip("\n") + "\n" + lines
+    assert f"bind 127.0.0.1:{listen_port}" in text
+    return text
+
+
+class Cluster:
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        self.pools: dict[str, SimPool] = {}
+        self.instances: dict[str, ProxyService] = {}
+        self.fleets: list[RigFleet] = []
+        self.haproxy: subprocess.Popen | None = None
+        self.haproxy_port = 0
+        self.farm: FarmService | None = None
+
+    async def pool(self, name: str, **kwargs: Any) -> SimPool:
+        kwargs.setdefault("difficulty", 2**-24)
+        kwargs.setdefault("job_interval", 30.0)
+        pool = SimPool(SimPoolConfig(name=name, **kwargs))
+        await pool.start()
+        self.pools[name] = pool
+        return pool
+
+    def instance_config(self, name: str, api_port: int = 0, **proxy: Any) -> dict[str, Any]:
+        pools = [{"name": n, "url": f"stratum+tcp://127.0.0.1:{p.port}", "user": "farm", "priority": i}
+                 for i, (n, p) in enumerate(self.pools.items())]
+        proxy.setdefault("listen", "127.0.0.1:0")
+        proxy.setdefault("failback_hold_s", 60)
+        return {"proxy": {"instance": name, **proxy},
+                "api": {"listen": f"127.0.0.1:{api_port}", "token": TOKEN}, "pools": pools}
+
+    async def instance(self, name: str, api_port: int = 0, prefix_start: int = 0,
+                       **proxy: Any) -> ProxyService:
+        svc = ProxyService(load_dict(self.instance_config(name, api_port, **proxy)),
+                           prefix_start=prefix_start, with_api=True)
+        await svc.start()
+        self.instances[name] = svc
+        return svc
+
+    async def start_haproxy(self) -> int:
+        exe = shutil.which("haproxy") or ("/usr/sbin/haproxy" if Path("/usr/sbin/haproxy").exists() else None)
+        assert exe, "haproxy is not installed: .ci/run installs the Debian package 'haproxy'"
+        with socket_port() as port:
+            self.haproxy_port = port
+        servers = [(n, s.port, s.api_port) for n, s in self.instances.items()]
+        cfg = self.tmp / "haproxy.cfg"
+        cfg.write_text(render_haproxy(self.haproxy_port, servers))
+        check = subprocess.run([exe, "-c", "-f", str(cfg)], capture_output=True, text=True, timeout=30)
+        assert check.returncode == 0, check.stdout + check.stderr
+        self.haproxy = subprocess.Popen([exe, "-db", "-f", str(cfg)], stdout=subprocess.DEVNULL,
+                                        stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+        async with asyncio.timeout(10):
+            while True:
+                assert self.haproxy.poll() is None, self.haproxy.stderr.read().decode()  # type: ignore[union-attr]
+                try:
+                    _, writer = await asyncio.open_connection("127.0.0.1", self.haproxy_port)
+                    writer.close()
+                    break
+                except OSError:
+                    await asyncio.sleep(0.05)
+        return self.haproxy_port
+
+    async def fleet(self, port: int, count: int, **kwargs: Any) -> RigFleet:
+        kwargs.setdefault("share_interval", 0.5)
+        kwargs.setdefault("seed", len(self.fleets) + 1)
+        fleet = RigFleet("127.0.0.1", port, count, **kwargs)
+        self.fleets.append(fleet)
+        await fleet.start()
+        await fleet.wait_until(lambda: fleet.authorized == count, 30, f"{count} rigs authorized")
+        return fleet
+
+    async def start_farm(self, **farm: Any) -> FarmService:
+        farm.setdefault("listen", "127.0.0.1:0")
+        farm.setdefault("token", FARM_TOKEN)
+        farm.setdefault("poll_s", 0.2)
+        farm.setdefault("retry_s", 0.3)
+        farm.setdefault("timeout_s", 1.0)
+        config = load_farm_dict({"farm": farm, "instances": [
+            {"name": n, "api": f"http://127.0.0.1:{s.api_port}", "token": TOKEN}
+            for n, s in self.instances.items()]})
+        self.farm = FarmService(config)
+        await self.farm.start()
+        return self.farm
+
+    async def close(self) -> None:
+        if self.farm is not None:
+            with contextlib.suppress(Exception):
+                await self.farm.stop()
+        for fleet in self.fleets:
+            with contextlib.suppress(Exception):
+                await fleet.stop()
+        if self.haproxy is not None:
+            self.haproxy.terminate()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.haproxy.wait(5)
+            if self.haproxy.poll() is None:
+                self.haproxy.kill()
+        for svc in self.instances.values():
+            with contextlib.suppress(Exception):
+                await svc.stop()
+        for pool in self.pools.values():
+            with contextlib.suppress(Exception):
+                await pool.stop()
+
+
+@contextlib.contextmanager
+def socket_port():
+    """A free loopback port (closed before use: HAProxy binds it a moment later)."""
+    import socket
+
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    yield port
+
+
+@pytest.fixture
+async def cluster(tmp_path):
+    c = Cluster(tmp_path)
+    try:
+        yield c
+    finally:
+        await asyncio.wait_for(c.close(), 20)

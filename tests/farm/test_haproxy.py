@@ -1,0 +1,75 @@
+"""Two instances behind the shipped HAProxy config, 200 rigs, the farm control plane watching."""
+
+from __future__ import annotations
+
+import asyncio
+
+RIGS = 200
+
+
+async def _until(predicate, timeout: float, what: str) -> None:
+    async with asyncio.timeout(timeout):
+        while not predicate():
+            await asyncio.sleep(0.02)
+    assert predicate(), what
+
+
+async def test_pool_reset_and_instance_death_behind_haproxy(cluster):
+    primary = await cluster.pool("primary")
+    await cluster.pool("backup")
+    one = await cluster.instance("proxy-1")
+    # disjoint prefixes make the rigs' extranonce spaces distinct across instances too
+    two = await cluster.instance("proxy-2", prefix_start=0x8000)
+    port = await cluster.start_haproxy()
+    farm = await cluster.start_farm()
+    fleet = await cluster.fleet(port, RIGS, share_interval=0.3)
+    await fleet.wait_until(lambda: fleet.rigs_with_job_containing(b"primary") == RIGS, 15,
+                           "every rig on the primary's job")
+    # leastconn spreads the rigs: both instances carry a real share of them
+    assert len(one.core.rigs) + len(two.core.rigs) == RIGS
+    assert min(len(one.core.rigs), len(two.core.rigs)) >= RIGS // 4, (len(one.core.rigs), len(two.core.rigs))
+    await farm.wait_polled(2, 10)
+    status = farm.status()
+    assert status["instances_up"] == 2 and status["rigs_connected"] == RIGS
+
+    # the primary pool resets and refuses: every rig on both instances moves, none reconnects
+    primary.reset_all()
+    await primary.refuse()
+    await fleet.wait_until(lambda: fleet.rigs_with_job_containing(b"backup") == RIGS, 10,
+                           "every rig on the backup's job")
+    accepted = fleet.accepted
+    await fleet.wait_until(lambda: fleet.accepted >= accepted + RIGS, 15, "mining on the backup")
+    await fleet.drain(10)
+    assert fleet.disconnects == 0 and fleet.pending == 0 and fleet.lost == 0
+    fleet.resume_mining()
+    assert one.core.active_pools() == ["backup"] and two.core.active_pools() == ["backup"]
+    await farm.wait_polled(2, 10)
+    states = farm.status()["pools"]
+    assert states["primary"] == "down" and states["backup"] == "healthy"
+    # each instance switched on its own, and the farm's merged timeline shows both
+    switches = [e for inst in farm.instances for e in inst.events if e["kind"] == "pool_switch"]
+    assert {e["instance"] for e in switches} == {"proxy-1", "proxy-2"}
+
+    # proxy-1 dies while the rigs mine: its rigs reconnect through HAProxy and land on proxy-2
+    accepted = fleet.accepted
+    await fleet.wait_until(lambda: fleet.accepted >= accepted + RIGS // 2, 15, "mining again")
+    moved = len(one.core.rigs)
+    await one.stop()
+    await fleet.wait_until(lambda: len(two.core.rigs) == RIGS and fleet.authorized == RIGS, 20,
+                           "every rig on proxy-2")
+    await fleet.wait_until(lambda: fleet.rigs_with_job_containing(b"backup") == RIGS, 10,
+                           "every rig working again")
+    assert fleet.disconnects == moved  # only the dead instance's rigs reconnected, once each
+    await fleet.drain(10)
+    assert fleet.pending == 0
+    # a rig whose instance goes away can lose the submit that was on the wire at that instant
+    # (it counts it like any disconnect); the rigs that stayed lost nothing
+    assert fleet.lost <= moved
+    assert all(r.lost == 0 for r in fleet.rigs if r.disconnects == 0)
+    await farm.wait_polled(2, 10)
+    status = farm.status()
+    dead = next(i for i in status["instances"] if i["name"] == "proxy-1")
+    assert status["instances_up"] == 1 and not dead["up"] and dead["last_error"]
+    assert dead["hashrate"] == 0.0 and dead["rigs_connected"] == 0  # last known figure not counted
+    assert status["rigs_connected"] == RIGS
+    assert any(e["kind"] == "instance_down" and e["instance"] == "proxy-1" for e in farm.events.recent(50))
