@@ -56,7 +56,7 @@ class RigSession:
         self.accepted = 0
         self.rejected: Counter = Counter()
         self.accepted_difficulty = 0.0
-        self.hashrate = RateMeter()
+        self.hashrate = RateMeter(start=now)
         self.closed = False
         self.last_sent_job: Job | None = None
         self.upstream_worker = ""

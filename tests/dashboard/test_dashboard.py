@@ -220,9 +220,13 @@ async def test_rental_card_reads_either_shape_of_the_rentals_api(dash):
     """/api/v1/rentals answers {"enabled": false} without a [rental] section and the full
     controller state with one; the header renders both (here served by the browser's router)."""
     await start_farm(dash.api)
-    renting = {"provider": "sim", "state": "renting", "target_hs": 2000.0, "delivered_hs": 600.0,
+    # the controller's view: delivered_hs is own + rented, each order says what it rents
+    renting = {"provider": "sim", "state": "renting", "target_hs": 2000.0, "delivered_hs": 1650.0,
                "deficit_hs": 350.0, "budget_left_btc": "0.0042",
-               "orders": [{"id": "o-1", "state": "active", "target_hs": 600.0}]}
+               "ordered_hs": 600.0, "rented_hs": 550.0,
+               "orders": [{"id": "o-1", "state": "ACTIVE", "limit_hs": 600.0, "delivered_hs": 550.0},
+                          {"id": "o-0", "state": "CANCELLED", "limit_hs": 900.0, "delivered_hs": 0.0,
+                           "closed": 1.0}]}
     answer = {"body": renting}
 
     async def rentals(route):
@@ -232,7 +236,7 @@ async def test_rental_card_reads_either_shape_of_the_rentals_api(dash):
     await page.route("**/api/v1/rentals", rentals)
     await expect(page.locator("#stat-rental")).to_have_text("renting")
     await expect(page.locator("#stat-rental-sub")).to_have_text(
-        "sim · renting 600 H/s · deficit 350 H/s · budget left 0.0042 BTC")
+        "sim · order 600 H/s, delivering 550 H/s · deficit 350 H/s · budget left 0.0042 BTC")
     await expect(page.locator("#stat-target")).to_contain_text("target 2.00 kH/s")
     await expect(page.locator("#history-chart line.target")).to_have_count(1)
 

@@ -163,6 +163,15 @@ class SessionMachine(RuleBasedStateMachine):
         for i in range(count):
             self.submit_share(t, 0, (seed + i) % 2**32, seed.to_bytes(4, "big"), i % 2 == 0)
 
+    @rule(t=rigs, nonce=st.integers(0, 2**32 - 1),
+          verdict=st.sampled_from(["reject", "accept", "duplicate", "unknown_id"]))
+    def share_and_verdict(self, t: Tracked, nonce: int, verdict: str) -> None:
+        """A share, then at once the pools' verdict on everything they hold."""
+        self.submit_share(t, 0, nonce, b"\x01\x02\x03\x04", False)
+        self._answer_all(["accept"] if verdict == "duplicate" else [verdict])
+        if verdict == "duplicate":
+            self._answer_all(["duplicate"])
+
     @rule(t=rigs)
     def replay_share(self, t: Tracked) -> None:
         if t.last_share is not None:
@@ -225,8 +234,8 @@ class SessionMachine(RuleBasedStateMachine):
     @precondition(_pending)
     @rule()
     def pools_answer_twice(self) -> None:
-        self._answer_all(["accept"])
-        self._answer_all(["duplicate"])
+        self._answer_all(["reject", "accept"])
+        self._answer_all(["duplicate"])  # the same shares answered again (accepted this time)
 
     @precondition(_pending)
     @rule()
@@ -251,21 +260,18 @@ class SessionMachine(RuleBasedStateMachine):
                 elif verdict == "unknown_id":
                     link.feed({"id": req["id"] + 10**6, "result": True, "error": None})
 
-    @rule(which=st.integers(0, 7), refused=st.booleans())
-    def pool_drops(self, which: int, refused: bool) -> None:
+    @rule(how=st.sampled_from(["reset", "refused", b"not json\n", b"x" * 3000 + b"\n",
+                               b'{"id":1,"result":[}\n', b'{"id":null,"method":"mining.notify"}\n']),
+          which=st.integers(0, 7))
+    def pool_fails(self, how: str | bytes, which: int) -> None:
+        """A pool connection drops, or sends garbage / an over-long line / a bad notify."""
         live = self._live_links()
         if live:
             conn = live[which % len(live)].conn
-            self.core.pool_closed(conn, "connection refused" if refused else "connection reset",
-                                  self.clock.now)
-
-    @rule(garbage=st.sampled_from([b"not json\n", b"x" * 3000 + b"\n", b'{"id":1,"result":[}\n']),
-          which=st.integers(0, 7))
-    def pool_garbage(self, garbage: bytes, which: int) -> None:
-        live = self._live_links()
-        if live:
-            link = live[which % len(live)]
-            self.core.pool_data(link.conn, garbage, self.clock.now)
+            if isinstance(how, bytes):
+                self.core.pool_data(conn, how, self.clock.now)
+            else:
+                self.core.pool_closed(conn, f"connection {how}", self.clock.now)
 
     @rule(up=st.booleans())
     def redials_complete(self, up: bool) -> None:

@@ -398,9 +398,16 @@
     const state = typeof r.state === "string" && r.state ? r.state
       : orders.length ? `${orders.length} order${orders.length === 1 ? "" : "s"}` : "idle";
     const parts = [String(r.provider)];
-    const delivered = toNum(r.delivered_hs);
     const deficit = toNum(r.deficit_hs);
-    if (delivered != null) parts.push(`renting ${fmtHs(delivered)}`);
+    // delivered_hs is everything reaching the pool (own rigs + rented): the order's own
+    // figures say what is being rented
+    // (orders also lists closed ones: only open orders count)
+    const open = orders.filter((o) => !o.closed && !/cancel|complet|dead|expired|closed/i.test(String(o.state || "")));
+    const sum = (key) => open.reduce((a, o) => a + (toNum(o[key]) || 0), 0);
+    const limit = toNum(r.ordered_hs) ?? sum("limit_hs");
+    const getting = toNum(r.rented_hs) ?? sum("delivered_hs");
+    if (limit > 0) parts.push(`order ${fmtHs(limit)}, delivering ${fmtHs(getting)}`);
+    else parts.push("no order");
     if (deficit != null && deficit > 0) parts.push(`deficit ${fmtHs(deficit)}`);
     if (r.budget_left_btc != null && r.budget_left_btc !== "") parts.push(`budget left ${r.budget_left_btc} BTC`);
     const busy = /rent|order|active|running|placing/i.test(state) && !/idle|off|none/i.test(state);
