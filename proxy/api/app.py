@@ -444,11 +444,10 @@ def create_app(service: Any, *, history_interval: float | None = None) -> web.Ap
     return app
 
 
-async def start_api(service: Any, *, history_interval: float | None = None) -> tuple[web.AppRunner, int]:
-    """Bind ``service.config.api.listen`` (port 0: an ephemeral port) and return the runner
-    (``await runner.cleanup()`` stops the server and the history recorder) and the port."""
-    host, port = parse_address(service.config.api.listen, "api.listen")
-    app = create_app(service, history_interval=history_interval)
+async def serve(app: web.Application, listen: str, field: str) -> tuple[web.AppRunner, str, int]:
+    """Bind ``listen`` (port 0: an ephemeral port); returns (runner, host, bound port).
+    ``await runner.cleanup()`` stops the server and runs the app's cleanup hooks."""
+    host, port = parse_address(listen, field)
     runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=2.0)
     await runner.setup()
     try:
@@ -458,6 +457,13 @@ async def start_api(service: Any, *, history_interval: float | None = None) -> t
         await runner.cleanup()
         raise
     bound = runner.addresses[0][1] if runner.addresses else port
+    return runner, host, bound
+
+
+async def start_api(service: Any, *, history_interval: float | None = None) -> tuple[web.AppRunner, int]:
+    """The proxy's API on ``api.listen``; the runner's cleanup also stops the history recorder."""
+    app = create_app(service, history_interval=history_interval)
+    runner, host, bound = await serve(app, service.config.api.listen, "api.listen")
     if not service.config.api.token:
         log.warning("api.token is empty: the API is read-only until it is set")
     log.info("API listening on http://%s:%d/", host, bound)

@@ -19,7 +19,6 @@ from ..api.app import ApiError, error_middleware, json_response, validate_patch
 from ..api.auth import check_write
 from ..api.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from ..api.metrics import escape_label
-from ..config import parse_address
 from .service import FarmService, InstanceUnreachable
 from .view import farm_events, farm_pools, merge_history, merge_rig_pages
 
@@ -228,15 +227,6 @@ def create_farm_app(farm: FarmService) -> web.Application:
 
 
 async def start_farm_api(farm: FarmService) -> tuple[web.AppRunner, int]:
-    host, port = parse_address(farm.config.farm.listen, "farm.listen")
-    runner = web.AppRunner(create_farm_app(farm), handle_signals=False, shutdown_timeout=2.0)
-    await runner.setup()
-    try:
-        site = web.TCPSite(runner, host, port, reuse_address=True)
-        await site.start()
-    except BaseException:
-        await runner.cleanup()
-        raise
-    bound = runner.addresses[0][1] if runner.addresses else port
+    runner, host, bound = await proxy_api.serve(create_farm_app(farm), farm.config.farm.listen, "farm.listen")
     log.info("farm API listening on http://%s:%d/", host, bound)
     return runner, bound

@@ -16,8 +16,8 @@ from proxy.config import load_dict
 from proxy.farm.config import load_farm_dict
 from proxy.farm.service import FarmService
 from proxy.net.service import ProxyService
-from proxy.sim.pool import SimPool, SimPoolConfig
 from proxy.sim.rigs import RigFleet
+from tests.e2e.conftest import Farm
 
 ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "instance-test-token"
@@ -37,23 +37,16 @@ def render_haproxy(listen_port: int, servers: list[tuple[str, int, int]]) -> str
     return text
 
 
-class Cluster:
+class Cluster(Farm):
+    """Sim pools (``pool()`` as in the e2e farm), several instances, HAProxy, the control plane."""
+
     def __init__(self, tmp: Path) -> None:
+        super().__init__()
         self.tmp = tmp
-        self.pools: dict[str, SimPool] = {}
         self.instances: dict[str, ProxyService] = {}
-        self.fleets: list[RigFleet] = []
         self.haproxy: subprocess.Popen | None = None
         self.haproxy_port = 0
         self.farm: FarmService | None = None
-
-    async def pool(self, name: str, **kwargs: Any) -> SimPool:
-        kwargs.setdefault("difficulty", 2**-24)
-        kwargs.setdefault("job_interval", 30.0)
-        pool = SimPool(SimPoolConfig(name=name, **kwargs))
-        await pool.start()
-        self.pools[name] = pool
-        return pool
 
     def instance_config(self, name: str, api_port: int = 0, **proxy: Any) -> dict[str, Any]:
         pools = [{"name": n, "url": f"stratum+tcp://127.0.0.1:{p.port}", "user": "farm", "priority": i}

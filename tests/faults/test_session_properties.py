@@ -1,4 +1,5 @@
-"""Property-based: the session state machine under any mix of valid and hostile traffic.
+"""Property-based: the session state machine under any mix of valid and hostile traffic,
+and the message decoder and line framing beneath it.
 
 Hypothesis drives the sans-I/O core (FakeIO, fake clock) with random interleavings of rig
 messages (valid handshakes and shares, replays, random JSON-RPC, raw bytes), pool events
@@ -14,7 +15,7 @@ import json
 from collections import Counter
 from typing import Any
 
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     Bundle,
@@ -29,6 +30,7 @@ from hypothesis.stateful import (
 
 from proxy.core.upstream import CLOSED, DIALING
 from proxy.stratum import messages
+from proxy.stratum.framing import LineFramer, LineTooLong
 
 from ..core.harness import FakePoolLink, FakeRig, connect, make_core, make_notify
 
@@ -382,3 +384,63 @@ def test_session_state_machine():
                              "forwarded", "pool_accepted", "pool_rejected", "timeouts", "lost",
                              "late_answers") if REACHED[k] == 0]
     assert unreached == [], dict(REACHED)
+
+
+# --- the decoder and the framing on their own ---------------------------------------------------
+
+HUGE = "__HUGE_NUMBER__"  # replaced in the JSON text by a number msgspec cannot hold
+IDS = st.integers(min_value=-(2**70), max_value=2**70) | st.text(max_size=6)
+
+
+@settings(max_examples=300, deadline=None)
+@given(msg_id=IDS, method=st.sampled_from(METHODS), params=JSONISH | st.just([HUGE]),
+       extra=st.dictionaries(st.sampled_from(["result", "error", "jsonrpc", "x"]), JSONISH,
+                             max_size=2))
+def test_decoder_keeps_the_id_of_any_object(msg_id, method, params, extra):
+    """Any JSON object with a usable id either decodes, or fails with that id kept, so the
+    rig gets an error it can match instead of being closed."""
+    text = json.dumps({"id": msg_id, "method": method, "params": params, **extra})
+    line = text.replace(json.dumps(HUGE), "1e400").encode()
+    try:
+        msg = messages.decode(line)
+    except messages.BadMessage as exc:
+        assert exc.msg_id == msg_id
+    else:
+        assert msg.id == msg_id and msg.method == method
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=300))
+def test_decoder_is_total_on_bytes(data):
+    """Any bytes: a Message or BadMessage (never another exception); a kept id is usable."""
+    try:
+        msg = messages.decode(data)
+    except messages.BadMessage as exc:
+        assert exc.msg_id is None or isinstance(exc.msg_id, (int, str))
+        assert not isinstance(exc.msg_id, bool)
+    else:
+        assert isinstance(msg, messages.Message)
+
+
+@settings(max_examples=300, deadline=None)
+@given(lines=st.lists(st.binary(max_size=48).map(lambda b: b.replace(b"\n", b"")), max_size=8),
+       tail=st.binary(max_size=48).map(lambda b: b.replace(b"\n", b"")),
+       cuts=st.lists(st.integers(0, 500), max_size=10))
+def test_framing_refuses_exactly_the_over_long_lines(lines, tail, cuts):
+    """However the stream is cut, the framer yields the same lines, and raises LineTooLong
+    if and only if a line (or the unterminated tail) is longer than the cap."""
+    cap = 32
+    data = b"".join(line + b"\n" for line in lines) + tail
+    bounds = sorted({c for c in cuts if c < len(data)} | {0, len(data)})
+    framer = LineFramer(cap)
+    got: list[bytes] = []
+    too_long = any(len(x) > cap for x in [*lines, tail])
+    try:
+        for a, b in zip(bounds, bounds[1:]):
+            got.extend(framer.feed(data[a:b]))
+    except LineTooLong:
+        assert too_long
+        return
+    assert not too_long
+    assert got == [x for x in lines if x.strip()]
+    assert framer.pending == len(tail)
