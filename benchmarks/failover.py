@@ -17,6 +17,8 @@ import contextlib
 import logging
 from typing import Any
 
+from proxy.core.engine import LOST_UNSENT
+
 from .common import HarnessError, Processes, have_matplotlib, md_table, proxy_config
 from .poolproc import sim_pools_main
 
@@ -156,7 +158,9 @@ async def _api_pools(port: int | None) -> dict[str, Any] | None:
     return {pv["name"]: {k: pv.get(k) for k in keys} for pv in data.get("pools", [])}
 
 
-UNDELIVERABLE = "pool connection closed"  # lost before forwarding: not in ``forwarded``
+# lost because its pool connection was gone before it could be written; counted in
+# ``forwarded`` (every share owed to the pool) and in ``lost`` under this reason
+UNDELIVERABLE = LOST_UNSENT
 
 
 def accounting(api: dict[str, Any] | None, rig_accepted: int,
@@ -178,7 +182,7 @@ def accounting(api: dict[str, Any] | None, rig_accepted: int,
         silent_lost = sum(n for reason, n in reasons.items() if reason.startswith("silent"))
         undeliverable = reasons.get(UNDELIVERABLE, 0)
         lost_in_flight = v["lost_total"] - silent_lost - undeliverable
-        settled = v["accepted"] + v["rejected_total"] + v["timeouts"] + lost_in_flight
+        settled = v["accepted"] + v["rejected_total"] + v["timeouts"] + lost_in_flight + undeliverable
         unsettled = v["forwarded"] - settled
         if unsettled > 0:
             unsettled -= min(unsettled, v["in_flight"])
@@ -188,7 +192,7 @@ def accounting(api: dict[str, Any] | None, rig_accepted: int,
                           "lost_reasons": reasons, "in_flight": v["in_flight"],
                           "unaccounted": unsettled}
     below = int(((status or {}).get("counters") or {}).get("below_pool_target", 0))
-    handled = sum(x["forwarded"] + x["undeliverable"] for x in per_pool.values()) + below
+    handled = sum(x["forwarded"] for x in per_pool.values()) + below
     return {
         "available": True, "per_pool": per_pool, "below_pool_target": below,
         "rig_accepted": rig_accepted,

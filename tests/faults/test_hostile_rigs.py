@@ -376,11 +376,21 @@ async def test_hostile_rig(fault_farm, name):
     fleet = await farm.start_fleet()
     ctx = Ctx(farm)
     await fleet.wait_until(lambda: fleet.accepted >= RIGS, 10, "good rigs mining")
-    baseline, _ = await _window(ctx, None)
-    attacked, rounds = await _window(ctx, case.attack)
+    # None of it slows the other rigs measurably: generous, for a shared and noisy machine,
+    # and measured again once when over the bound (another process's burst or a GC pause
+    # passes; an attack that really slows the loop fails both times).
+    measured: list[tuple[float, float]] = []
+    rounds = 0
+    for _ in range(2):
+        baseline, _ = await _window(ctx, None)
+        attacked, n = await _window(ctx, case.attack)
+        rounds += n
+        measured.append((baseline, attacked))
+        if attacked <= baseline * P99_FACTOR + P99_SLACK_S:
+            break
+    else:
+        raise AssertionError(f"good rigs' p99 (baseline, attack) in seconds: {measured}")
     ctx.rounds = rounds
-    # none of it slows the other rigs measurably (generous: a shared, noisy machine)
-    assert attacked <= baseline * P99_FACTOR + P99_SLACK_S, (baseline, attacked)
     assert fleet.connected == RIGS and fleet.disconnects == 0
     assert all(h.closed for h in ctx.hostiles)
     await quiesce(farm)
@@ -395,6 +405,7 @@ async def test_hostile_rig(fault_farm, name):
     record("hostile_rigs", name, totals, time.monotonic() - started, attack_rounds=rounds,
            hostile_connections=len(ctx.hostiles), hostile_accepted=accepted,
            hostile_rejected={str(k): n for k, n in sorted(rejected.items())},
-           good_p99_ms={"baseline": round(baseline * 1000, 3), "attack": round(attacked * 1000, 3)},
+           good_p99_ms=[{"baseline": round(b * 1000, 3), "attack": round(a * 1000, 3)}
+                        for b, a in measured],
            proxy_counters={k: t[k] for k in ("bad_lines", "rate_limited", "rigs_refused",
                                              "rigs_timed_out")})
