@@ -139,7 +139,7 @@ def _pool_or_404(core: Any, name: str) -> Any:
     return pool
 
 
-def _int_param(request: web.Request, name: str, default: int, lo: int, hi: int) -> int:
+def int_param(request: web.Request, name: str, default: int, lo: int, hi: int) -> int:
     raw = request.query.get(name)
     if raw is None or raw == "":
         return default
@@ -241,8 +241,8 @@ def _rig_matches(rig: Any, needle: str) -> bool:
 async def get_rigs(request: web.Request) -> web.Response:
     core = _core(request)
     now = _now(request)
-    offset = _int_param(request, "offset", 0, 0, 10**9)
-    limit = _int_param(request, "limit", RIGS_DEFAULT_LIMIT, 1, RIGS_MAX_LIMIT)
+    offset = int_param(request, "offset", 0, 0, 10**9)
+    limit = int_param(request, "limit", RIGS_DEFAULT_LIMIT, 1, RIGS_MAX_LIMIT)
     pool = request.query.get("pool") or None
     needle = (request.query.get("q") or "").strip().lower()
     sort = request.query.get("sort") or None
@@ -266,8 +266,8 @@ async def get_rigs(request: web.Request) -> web.Response:
 
 async def get_events(request: web.Request) -> web.Response:
     core = _core(request)
-    limit = _int_param(request, "limit", EVENTS_DEFAULT_LIMIT, 1, EVENTS_MAX_LIMIT)
-    after = _int_param(request, "after", 0, 0, 2**62)
+    limit = int_param(request, "limit", EVENTS_DEFAULT_LIMIT, 1, EVENTS_MAX_LIMIT)
+    after = int_param(request, "after", 0, 0, 2**62)
     kind = request.query.get("kind") or None
     if after:
         events = [e for e in core.events.recent(EVENTS_MAX_LIMIT, kind) if e["seq"] > after][:limit]
@@ -280,7 +280,7 @@ async def get_history(request: web.Request) -> web.Response:
     recorder = request.app[RECORDER]
     if recorder is None:
         raise ApiError(503, "history recorder is not running")
-    minutes = _int_param(request, "minutes", HISTORY_DEFAULT_MINUTES, 1, HISTORY_MAX_MINUTES)
+    minutes = int_param(request, "minutes", HISTORY_DEFAULT_MINUTES, 1, HISTORY_MAX_MINUTES)
     pool = request.query.get("pool") or None
     if pool is not None and len(pool) > 64:
         raise ApiError(400, "pool: name too long")
@@ -307,7 +307,7 @@ async def get_metrics(request: web.Request) -> web.Response:
 # ---------------------------------------------------------------------------- writes
 
 
-async def _json_object(request: web.Request) -> dict[str, Any]:
+async def json_object(request: web.Request) -> dict[str, Any]:
     raw = await request.read()
     if not raw.strip():
         raise ApiError(400, "request body must be a JSON object")
@@ -351,7 +351,7 @@ async def patch_pool(request: web.Request) -> web.Response:
     core = _core(request)
     name = request.match_info["name"]
     _pool_or_404(core, name)
-    changes = validate_patch(await _json_object(request))
+    changes = validate_patch(await json_object(request))
     svc = _service(request)
     pool = core.set_pool(name, svc.now(), **changes)
     log.info("API: pool %s changed: %s", name, changes)

@@ -37,7 +37,7 @@ def _require_write(request: web.Request) -> None:
 
 
 def _int(request: web.Request, name: str, default: int, lo: int, hi: int) -> int:
-    return proxy_api._int_param(request, name, default, lo, hi)
+    return proxy_api.int_param(request, name, default, lo, hi)
 
 
 def _known_pool(farm: FarmService, name: str) -> None:
@@ -133,7 +133,7 @@ async def patch_pool(request: web.Request) -> web.Response:
     _require_write(request)
     farm = _farm(request)
     name = request.match_info["name"]
-    body = validate_patch(await proxy_api._json_object(request))
+    body = validate_patch(await proxy_api.json_object(request))
     _known_pool(farm, name)
     return _change_response(await farm.apply("PATCH", f"/api/v1/pools/{name}", body))
 

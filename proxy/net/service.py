@@ -103,11 +103,11 @@ class ProxyService:
         (SIGTERM passes ``proxy.shutdown_drain_s``), then close the pools; the history
         recorder's last flush comes after the core's final counts."""
         self.stopping = True
+        if self.server is not None:
+            self.server.close()
         if self.rental is not None:  # stops deciding; an open order stays and is adopted on restart
             await self.rental.stop()
             self.rental = None
-        if self.server is not None:
-            self.server.close()
         if self.core is not None:
             # every submit a rig sent has been answered already (the proxy answers after its
             # own check); closing the rigs first means no new shares keep the drain open
