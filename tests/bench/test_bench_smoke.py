@@ -114,3 +114,20 @@ def test_failover(results):
             assert min(pool["forwarded"], pool["accepted"], pool["timeouts"], pool["undeliverable"]) >= 0
         assert acc["lost_shares"] >= 0 and acc["rig_accepted"] == ph["accepted_by_proxy"]
         assert set(ph["sim_pools"]) == {"primary", "backup"}
+
+
+def test_two_instances_sharing_the_rig_port(tmp_path):
+    """--instances 2: two proxy processes on one port; every rig served, sums reported."""
+    proc = subprocess.run([sys.executable, "-m", "benchmarks", "connections", "throughput", "--smoke",
+                           "--instances", "2", "--out", str(tmp_path)],
+                          cwd=REPO, capture_output=True, text=True, timeout=100)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    conn = json.loads((tmp_path / "connections-x2.json").read_text())
+    assert conn["params"]["instances"] == 2
+    assert all(f["rigs_missing"] == 0 and f["rigs_received"] == conn["rigs"] for f in conn["fanouts"])
+    assert conn["proxy_rss_kib_with_rigs"] > conn["proxy_rss_kib_before"] > 0
+    tput = json.loads((tmp_path / "throughput-x2.json").read_text())
+    assert tput["params"]["instances"] == 2
+    assert all(s["pool_received"] == s["sent"] for s in tput["steps"] if s["sustained"])
+    assert tput["max_sustained_rate"] > 0
+    assert not (tmp_path / "connections.json").exists()  # a 1-instance result is never overwritten
