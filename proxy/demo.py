@@ -36,6 +36,9 @@ ACT_EXTRA_MAX_S = 60.0
 SETTLE_S = 6.0  # the delivered-hashrate window (5 s) plus a second, after each change
 PRIMARY_DIFFICULTY = 2**-22
 RIG_SHARE_INTERVAL = 1.0
+# every demo rig hashes at one pace: a share a second at the primary's difficulty, fewer and
+# bigger ones at the backup's, so the farm's hashrate holds across the failover
+RIG_HASHRATE = PRIMARY_DIFFICULTY * 2**32 / RIG_SHARE_INTERVAL
 # the simulated market sells H/s; this price per H/s per day reads as 2000 BTC/PH/day
 SIM_MARKET_PRICE = Decimal("0.000000000002")
 
@@ -146,9 +149,9 @@ async def run_demo(args: argparse.Namespace) -> int:
     # with the rental act a third of the rigs are a separate fleet that dies and comes back
     doomed_count = args.rigs // 3 if rental_act else 0
     fleet = RigFleet("127.0.0.1", service.port, args.rigs - doomed_count, share_interval=RIG_SHARE_INTERVAL,
-                     seed=7)
+                     seed=7, hashrate=RIG_HASHRATE)
     doomed = (RigFleet("127.0.0.1", service.port, doomed_count, share_interval=RIG_SHARE_INTERVAL, seed=8,
-                       worker_prefix="rigb") if doomed_count else None)
+                       worker_prefix="rigb", hashrate=RIG_HASHRATE) if doomed_count else None)
     returned: RigFleet | None = None
     expected = args.rigs
     seen_events = 0
@@ -220,7 +223,7 @@ async def run_demo(args: argparse.Namespace) -> int:
                 _out(f"demo: >>> the {doomed.count} rigs are back")
                 returned = RigFleet("127.0.0.1", service.port, doomed.count,
                                     share_interval=RIG_SHARE_INTERVAL,
-                                    seed=9, worker_prefix="rigc")
+                                    seed=9, worker_prefix="rigc", hashrate=RIG_HASHRATE)
                 await returned.start()
                 expected += doomed.count
             events = service.core.events.recent(1000)

@@ -345,22 +345,36 @@ class SimRig(asyncio.Protocol):
                 and self.fleet.mining and not self._stopping)
 
     async def mine(self) -> None:
-        """Find and submit shares at about one per ``share_interval`` (jittered)."""
-        interval = self.fleet.share_interval
+        """Find and submit shares at about one per ``share_interval``, or at the pace of
+        ``hashrate`` at the current difficulty (jittered)."""
+        fleet = self.fleet
         while not self._stopping:
-            await asyncio.sleep(interval * self.rng.uniform(0.5, 1.5))
-            while not self.can_mine():
-                self._wake.clear()
-                try:
-                    async with asyncio.timeout(1.0):
-                        await self._wake.wait()
-                except TimeoutError:
-                    pass
-                if self._stopping:
+            if fleet.hashrate is None:
+                interval = fleet.share_interval
+            else:
+                # the pace depends on the difficulty: wait for the pool's before timing a share
+                if not await self._until_can_mine():
                     return
+                interval = self.difficulty * 2**32 / fleet.hashrate
+            await asyncio.sleep(interval * self.rng.uniform(0.5, 1.5))
+            if not await self._until_can_mine():
+                return
             share = await self._scan()
             if share is not None and self.can_mine():
                 self._submit(*share)
+
+    async def _until_can_mine(self) -> bool:
+        """Wait until connected, authorized and holding a job; False once stopping."""
+        while not self.can_mine():
+            self._wake.clear()
+            try:
+                async with asyncio.timeout(1.0):
+                    await self._wake.wait()
+            except TimeoutError:
+                pass
+            if self._stopping:
+                return False
+        return True
 
     async def _scan(self) -> tuple[str, bytes, int, int, int | None] | None:
         """Real double-SHA256 over nonces until a hash meets the target; None if abandoned."""
@@ -433,13 +447,18 @@ class RigFleet:
                  connect_timeout: float = 5.0, seed: int | None = None,
                  auto_reconnect: bool = True, reconnect_delay: float = 0.5,
                  max_reconnect_delay: float = 5.0, scan_limit: int = SCAN_LIMIT,
-                 concurrency: int = 64, latency_window: int = 20_000) -> None:
+                 concurrency: int = 64, latency_window: int = 20_000,
+                 hashrate: float | None = None) -> None:
         self.host = host
         self.port = port
         self.count = count
         self.worker_prefix = worker_prefix
         self.password = password
         self.share_interval = share_interval
+        # H/s per rig: when set, a rig finds a share every difficulty * 2^32 / hashrate
+        # seconds on average (a real rig's pace: a harder pool means fewer, bigger shares);
+        # otherwise one per share_interval whatever the difficulty
+        self.hashrate = hashrate
         self.version_rolling = version_rolling
         self.extranonce_subscribe = extranonce_subscribe
         self.pipeline = pipeline
