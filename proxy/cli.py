@@ -54,10 +54,7 @@ def describe(config: Config) -> str:
     lines.append(f"api: {config.api.listen}" + ("" if config.api.enabled else " (disabled)")
                  + ("" if config.api.token else " (no token: writes refused)"))
     if config.rental is not None:
-        r = config.rental
-        lines.append(f"rental: {r.provider} at {r.api_url}, target {r.target_hashrate} -> {r.pool}, "
-                     f"max_price {r.max_price} BTC/PH/day, budget {r.daily_budget_btc} BTC/day, "
-                     f"ledger {r.ledger}; credentials from ${r.key_env} ${r.secret_env} ${r.org_env}")
+        lines.append(_describe_rental(config.rental))
     lines.append("pools (lower priority number is preferred):")
     for pool in sorted(config.pools, key=lambda x: x.priority):
         flags = [] if pool.enabled else ["disabled"]
@@ -79,7 +76,15 @@ def describe_farm(config: FarmConfig) -> str:
              "instances:"]
     lines += [f"  {i.name}: {i.api}" + ("" if i.token else " (no token: changes cannot reach it)")
               for i in config.instances]
+    if config.rental is not None:
+        lines.append(_describe_rental(config.rental) + " (once for the whole farm)")
     return "\n".join(lines)
+
+
+def _describe_rental(r: Any) -> str:
+    return (f"rental: {r.provider} at {r.api_url}, target {r.target_hashrate} -> {r.pool}, "
+            f"max_price {r.max_price} BTC/PH/day, budget {r.daily_budget_btc} BTC/day, "
+            f"ledger {r.ledger}; credentials from ${r.key_env} ${r.secret_env} ${r.org_env}")
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
