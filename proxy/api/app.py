@@ -426,22 +426,33 @@ def create_app(service: Any, *, history_interval: float | None = None) -> web.Ap
     app.on_startup.append(start_recorder)
     app.on_cleanup.append(stop_recorder)
 
-    r = app.router
-    r.add_get("/", index)
-    r.add_get("/healthz", get_health)
-    r.add_get("/api/v1/status", get_status)
-    r.add_get("/api/v1/pools", get_pools)
-    r.add_get("/api/v1/pools/{name}", get_pool)
-    r.add_patch("/api/v1/pools/{name}", patch_pool)
-    r.add_post("/api/v1/pools/{name}/drain", drain_pool)
-    r.add_post("/api/v1/pools/{name}/undrain", undrain_pool)
-    r.add_get("/api/v1/rigs", get_rigs)
-    r.add_get("/api/v1/events", get_events)
-    r.add_get("/api/v1/history", get_history)
-    r.add_get("/api/v1/rentals", get_rentals)
-    r.add_post("/api/v1/reload", reload_config)
-    r.add_get("/metrics", get_metrics)
+    add_api_routes(app.router, globals())
     return app
+
+
+# The REST shape: the proxy serves it, and the farm control plane serves the same for the
+# whole farm (with its own handlers of the same names), so the dashboard reads either.
+API_ROUTES = (
+    ("GET", "/", "index"),
+    ("GET", "/healthz", "get_health"),
+    ("GET", "/api/v1/status", "get_status"),
+    ("GET", "/api/v1/pools", "get_pools"),
+    ("GET", "/api/v1/pools/{name}", "get_pool"),
+    ("PATCH", "/api/v1/pools/{name}", "patch_pool"),
+    ("POST", "/api/v1/pools/{name}/drain", "drain_pool"),
+    ("POST", "/api/v1/pools/{name}/undrain", "undrain_pool"),
+    ("GET", "/api/v1/rigs", "get_rigs"),
+    ("GET", "/api/v1/events", "get_events"),
+    ("GET", "/api/v1/history", "get_history"),
+    ("GET", "/api/v1/rentals", "get_rentals"),
+    ("POST", "/api/v1/reload", "reload_config"),
+    ("GET", "/metrics", "get_metrics"),
+)
+
+
+def add_api_routes(router: web.UrlDispatcher, handlers: dict[str, Any]) -> None:
+    for method, path, name in API_ROUTES:
+        router.add_route(method, path, handlers[name])
 
 
 async def serve(app: web.Application, listen: str, field: str) -> tuple[web.AppRunner, str, int]:

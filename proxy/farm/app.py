@@ -207,22 +207,8 @@ async def get_metrics(request: web.Request) -> web.Response:
 def create_farm_app(farm: FarmService) -> web.Application:
     app = web.Application(middlewares=[error_middleware], client_max_size=64 * 1024)
     app[FARM] = farm
-    r = app.router
-    r.add_get("/", proxy_api.index)
-    r.add_get("/healthz", get_health)
-    r.add_get("/api/v1/status", get_status)
-    r.add_get("/api/v1/instances", get_instances)
-    r.add_get("/api/v1/pools", get_pools)
-    r.add_get("/api/v1/pools/{name}", get_pool)
-    r.add_patch("/api/v1/pools/{name}", patch_pool)
-    r.add_post("/api/v1/pools/{name}/drain", drain_pool)
-    r.add_post("/api/v1/pools/{name}/undrain", undrain_pool)
-    r.add_get("/api/v1/rigs", get_rigs)
-    r.add_get("/api/v1/events", get_events)
-    r.add_get("/api/v1/history", get_history)
-    r.add_get("/api/v1/rentals", get_rentals)
-    r.add_post("/api/v1/reload", reload_config)
-    r.add_get("/metrics", get_metrics)
+    proxy_api.add_api_routes(app.router, {**globals(), "index": proxy_api.index})
+    app.router.add_get("/api/v1/instances", get_instances)
     return app
 
 
