@@ -2,26 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
 
 from proxy.sim._wait import wait_until
-from tests.api.conftest import Api
+from tests.api.conftest import api  # noqa: F401 - the fixture
 
 pytestmark = pytest.mark.timeout(60)
 
 
-@pytest.fixture
-async def api(tmp_path):
-    a = Api(tmp_path)
-    try:
-        yield a
-    finally:
-        await asyncio.wait_for(a.close(), 15)
-
-
-async def test_rigs_sort_by_each_column_with_filter_and_pages(api):
+async def test_rigs_sort_by_each_column_with_filter_and_pages(api):  # noqa: F811
     await api.pool("primary")
     await api.pool("backup")
     await api.start()
