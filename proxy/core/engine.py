@@ -23,6 +23,7 @@ from .downstream import RECENT_CONNS, RigSession
 from .events import EventLog
 from .extranonce import PrefixAllocator
 from .jobs import Job
+from .rigstats import RigTotals
 from .router import Router
 from .stats import HASHES_PER_DIFF1
 from .upstream import (
@@ -88,6 +89,7 @@ class ProxyCore:
         self._per_address: dict[str, int] = {}
         self._auth_deadlines: deque[tuple[float, RigSession]] = deque()
         self._expiring_jobs: deque[tuple[float, list[str]]] = deque()
+        self.rig_totals = RigTotals()  # hashrate sums for large farms, built by tick()
         self.totals: dict[str, int] = {
             "submits": 0, "accepted": 0, "rejected": 0, "forwarded": 0, "below_pool_target": 0,
             "rigs_connected_total": 0, "rigs_disconnected": 0, "bad_lines": 0,
@@ -978,6 +980,7 @@ class ProxyCore:
         if now - self._last_keepalive_scan >= 1.0:
             self._last_keepalive_scan = now
             self._keepalive(now)
+        self.rig_totals.advance(self.rigs.values(), len(self.rigs), now)
 
     def _steer_split(self, now: float) -> None:
         """Weighted split: move as few rigs as needed so delivered work tracks the weights."""

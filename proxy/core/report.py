@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from .engine import ProxyCore
+from .rigstats import EXACT_UP_TO, exact
 from .upstream import PoolState
 
 
@@ -29,7 +30,10 @@ def pool_view(core: ProxyCore, pool: PoolState, now: float) -> dict[str, Any]:
     window = pool.latency.window(now)
     total = pool.latency.total
     active = pool.name in core.active_pools()
-    hashrate = sum(r.hashrate.rate(now) for conn in pool.connections for r in conn.rigs.values())
+    if len(core.rigs) <= EXACT_UP_TO:
+        hashrate = sum(r.hashrate.rate(now) for conn in pool.connections for r in conn.rigs.values())
+    else:  # a large farm: the tick's last pass over the rigs (see rigstats)
+        hashrate = core.rig_totals.per_pool.get(pool.name, 0.0)
     conns = pool.connections
     ready = [x for x in conns if x.state == "ready"]
     group_weight = sum(core.pools[n].config.weight for n in core.active_pools()) or 0.0
@@ -95,14 +99,16 @@ def pools_view(core: ProxyCore, now: float) -> list[dict[str, Any]]:
 
 
 def status_view(core: ProxyCore, now: float) -> dict[str, Any]:
-    rigs = core.rigs.values()
-    working = sum(1 for r in rigs if r.conn is not None and r.conn.state == "ready")
+    if len(core.rigs) <= EXACT_UP_TO:
+        hashrate, working = exact(core.rigs.values(), now)
+    else:
+        hashrate, working = core.rig_totals.hashrate, core.rig_totals.working
     return {
         "instance": core.settings.instance,
         "uptime_s": round(now - core.started_at, 3),
         "rigs_connected": len(core.rigs),
         "rigs_working": working,
-        "hashrate": sum(r.hashrate.rate(now) for r in rigs),
+        "hashrate": hashrate,
         "active_pools": core.active_pools(),
         "counters": dict(core.totals),
         "pools": {p.name: p.health for p in core.pools.values()},
