@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ssl
 import subprocess
 
 import pytest
+
+from tests.faults.conftest import _pipe
 
 from .conftest import pool_view
 
@@ -28,16 +29,7 @@ async def _tls_relay(cert, key, target_port: int):
 
     async def handle(reader, writer):
         up_reader, up_writer = await asyncio.open_connection("127.0.0.1", target_port)
-
-        async def pipe(src, dst):
-            with contextlib.suppress(Exception):
-                while data := await src.read(65536):
-                    dst.write(data)
-                    await dst.drain()
-            with contextlib.suppress(Exception):
-                dst.close()
-
-        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+        await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
 
     return await asyncio.start_server(handle, "127.0.0.1", 0, ssl=ctx)
 
