@@ -22,7 +22,6 @@ from decimal import Decimal
 from typing import Any
 
 from .config import load_dict
-from .core.report import pools_view, status_view
 from .net.service import ProxyService
 from .rental.units import format_hashrate
 from .sim.market import SimMarket, SimMarketConfig
@@ -109,11 +108,11 @@ async def _start_service(cfg: dict[str, Any]) -> ProxyService:
 
 
 def _status_line(t: float, service: ProxyService, fleet: RigFleet, expected: int | None = None) -> str:
-    assert service.core is not None
+    assert service.view is not None
     now = service.now()
-    status = status_view(service.core, now)
+    status = service.view.status(now)
     pools = []
-    for view in pools_view(service.core, now):
+    for view in service.view.pools(now):
         mark = "*" if view["active"] else " "
         pools.append(f"{mark}{view['name']}({view['state']}, acc {view['accepted']}, "
                      f"rej {view['rejected_total']}, lost {view['lost_total']})")
@@ -145,7 +144,7 @@ async def run_demo(args: argparse.Namespace) -> int:
         ledger_dir = tempfile.mkdtemp(prefix="stratum-proxy-demo-")
         cfg["rental"] = rental_config(market.url, args.rigs, f"{ledger_dir}/rental-ledger.sqlite3")
     service = await _start_service(cfg)
-    assert service.core is not None
+    assert service.view is not None
     # with the rental act a third of the rigs are a separate fleet that dies and comes back
     doomed_count = args.rigs // 3 if rental_act else 0
     fleet = RigFleet("127.0.0.1", service.port, args.rigs - doomed_count, share_interval=RIG_SHARE_INTERVAL,
@@ -202,7 +201,7 @@ async def run_demo(args: argparse.Namespace) -> int:
                 revived = True
                 _out("demo: >>> the primary pool is back")
                 await primary.resume()
-            on_primary = service.core.active_pools() == ["primary"] and revived
+            on_primary = service.view.active_pools() == ["primary"] and revived
             on_primary_since = (on_primary_since or t) if on_primary else None
             if (doomed is not None and not rigs_dead and on_primary_since is not None
                     and t - on_primary_since >= SETTLE_S):
@@ -226,7 +225,7 @@ async def run_demo(args: argparse.Namespace) -> int:
                                     seed=9, worker_prefix="rigc", hashrate=RIG_HASHRATE)
                 await returned.start()
                 expected += doomed.count
-            events = service.core.events.recent(1000)
+            events = service.events.recent(1000)
             for event in events[seen_events:] if len(events) >= seen_events else events:
                 if event["kind"] in ("pool_switch", "pool_health", "pool_up") or (
                         event["kind"].startswith("rental_") and event["kind"] != "rental_decision"):
@@ -235,7 +234,7 @@ async def run_demo(args: argparse.Namespace) -> int:
             seen_events = len(events)
             _out(_status_line(t, service, fleet, expected))
             await asyncio.sleep(1.0)
-        for event in service.core.events.recent(1000)[seen_events:]:
+        for event in service.events.recent(1000)[seen_events:]:
             if event["kind"].startswith("rental_order"):
                 _out(f"event: {event['kind']} " + " ".join(
                     f"{k}={v}" for k, v in event.items() if k not in ("seq", "time", "kind")))
@@ -243,7 +242,7 @@ async def run_demo(args: argparse.Namespace) -> int:
         if returned is not None:
             await returned.drain(10)
         _out(_status_line(time.monotonic() - start, service, fleet, expected))
-        switches = [e for e in service.core.events.recent(1000) if e["kind"] == "pool_switch"]
+        switches = [e for e in service.events.recent(1000) if e["kind"] == "pool_switch"]
         _out("demo summary: switches " + " ; ".join(
             f"{','.join(e['from_pools']) or '-'} -> {','.join(e['to_pools']) or '-'} ({e['reason']})"
             for e in switches))
@@ -257,7 +256,7 @@ async def run_demo(args: argparse.Namespace) -> int:
              f"rejected {sum(sum(f.rejected.values()) for f in living)}, failover {failover}, "
              f"invalid shares at pools {invalid}")
         if rental_act and service.rental is not None:
-            rental_events = service.core.events.recent(1000)
+            rental_events = service.events.recent(1000)
             placed = sum(1 for e in rental_events if e["kind"] == "rental_order_placed")
             cancelled = sum(1 for e in rental_events if e["kind"] == "rental_order_cancelled")
             view = service.rental.view()

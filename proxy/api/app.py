@@ -1,10 +1,11 @@
 """The aiohttp control plane: REST under /api/v1, Prometheus at /metrics, the dashboard at /.
 
 Reads are open; writes need ``Authorization: Bearer <api.token>`` and are refused outright
-(403) while no token is configured.  Every number comes from ``core.report`` so the API, the
-metrics and the demo agree.  A handler that fails answers 500 with JSON and is logged; it
-never takes the proxy down.  ``start_api`` also starts the history recorder (see
-``proxy.store.history``), which ``runner.cleanup()`` stops after a final flush.
+(403) while no token is configured.  Every number comes from the core's read-only view
+(``proxy.core.view``) so the API, the metrics and the demo agree.  A handler that fails
+answers 500 with JSON and is logged; it never takes the proxy down.  ``start_api`` also
+starts the history recorder (see ``proxy.store.history``), which ``runner.cleanup()`` stops
+after a final flush.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import logging
 import math
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import urlsplit, urlunsplit
 
 import msgspec
@@ -22,7 +23,7 @@ from aiohttp import web
 
 from .. import __version__
 from ..config import ConfigError, parse_address
-from ..core.report import pool_view, pools_view, rig_view, rigs_view, status_view
+from ..core.view import CoreView, UnknownPool, UnknownSortKey
 from ..store.history import HistoryRecorder, HistoryStore
 from .auth import AuthError, check_write
 from .dashboard import INDEX_HEADERS, INDEX_HTML
@@ -98,11 +99,11 @@ def _service(request: web.Request) -> Any:
     return request.app[SERVICE]
 
 
-def _core(request: web.Request) -> Any:
-    core = _service(request).core
-    if core is None:
+def _view(request: web.Request) -> CoreView:
+    view = _service(request).view
+    if view is None:
         raise ApiError(503, "the proxy core is not running")
-    return core
+    return view
 
 
 def _now(request: web.Request) -> float:
@@ -132,11 +133,9 @@ def public_pool(view: dict[str, Any]) -> dict[str, Any]:
     return view
 
 
-def _pool_or_404(core: Any, name: str) -> Any:
-    pool = core.pools.get(name)
-    if pool is None:
+def _pool_or_404(view: CoreView, name: str) -> None:
+    if not view.has_pool(name):
         raise ApiError(404, f"unknown pool {name!r}")
-    return pool
 
 
 def int_param(request: web.Request, name: str, default: int, lo: int, hi: int) -> int:
@@ -164,8 +163,7 @@ async def index(request: web.Request) -> web.Response:
 
 
 async def get_status(request: web.Request) -> web.Response:
-    core = _core(request)
-    view = status_view(core, _now(request))
+    view = _view(request).status(_now(request))
     view["version"] = __version__
     view["wall_time"] = round(time.time(), 3)
     view["writes_enabled"] = bool(_service(request).config.api.token)
@@ -177,102 +175,52 @@ async def get_health(request: web.Request) -> web.Response:
     rigs go elsewhere. A farm-wide pool outage is NOT unhealthy: every instance would fail
     the check and the balancer would drop rigs that the proxy keeps on keepalive work."""
     svc = _service(request)
-    core = svc.core
-    if core is None or getattr(svc, "stopping", False):
-        return json_response({"ok": False, "reason": "stopping" if core else "not started"}, 503)
-    ready = sum(1 for p in core.pools.values() for c in p.connections if c.state == "ready")
-    return json_response({"ok": True, "instance": core.settings.instance, "rigs": len(core.rigs),
-                          "pool_connections_ready": ready})
+    view = svc.view
+    if view is None or getattr(svc, "stopping", False):
+        return json_response({"ok": False, "reason": "stopping" if view else "not started"}, 503)
+    return json_response({"ok": True, "instance": view.instance, "rigs": view.rig_count(),
+                          "pool_connections_ready": view.ready_connections()})
 
 
 async def get_pools(request: web.Request) -> web.Response:
-    core = _core(request)
-    return json_response({"pools": [public_pool(v) for v in pools_view(core, _now(request))]})
+    return json_response({"pools": [public_pool(v) for v in _view(request).pools(_now(request))]})
 
 
 async def get_pool(request: web.Request) -> web.Response:
-    core = _core(request)
-    pool = _pool_or_404(core, request.match_info["name"])
-    return json_response(public_pool(pool_view(core, pool, _now(request))))
-
-
-def _rig_pool_name(rig: Any) -> str | None:
-    # the same rule rig_view uses for its "pool" field
-    return rig.pool.name if rig.pool is not None and rig.conn is not None else None
-
-
-def _remote_key(rig: Any) -> tuple[str, int]:
-    host, _, port = rig.peer.rpartition(":")
-    return (host, int(port)) if port.isdigit() else (rig.peer, 0)
-
-
-# ?sort=<key> ascending, ?sort=-<key> descending; ties keep the connection order
-RIG_SORT_KEYS: dict[str, Callable[[Any, float], Any]] = {
-    "id": lambda r, now: r.rig_id,
-    "worker": lambda r, now: r.worker.lower(),
-    "remote": lambda r, now: _remote_key(r),
-    "pool": lambda r, now: _rig_pool_name(r) or "",
-    "difficulty": lambda r, now: r.difficulty if r.difficulty is not None else -1.0,
-    "hashrate": lambda r, now: r.hashrate.rate(now),
-    "accepted": lambda r, now: r.accepted,
-    # age of the last share: ascending = freshest first, rigs that never sent one last
-    "last_share": lambda r, now: now - r.last_share_at if r.last_share_at else math.inf,
-}
-
-
-def _rig_sort(raw: str | None) -> tuple[Callable[[Any, float], Any] | None, bool]:
-    if not raw:
-        return None, False
-    descending = raw.startswith("-")
-    key = RIG_SORT_KEYS.get(raw.removeprefix("-"))
-    if key is None:
-        raise ApiError(400, f"sort: unknown key {raw[:40]!r} (allowed: {', '.join(RIG_SORT_KEYS)}, "
-                            "prefix '-' for descending)")
-    return key, descending
-
-
-def _rig_matches(rig: Any, needle: str) -> bool:
-    if needle == str(rig.rig_id):
-        return True
-    return (any(needle in w.lower() for w in rig.workers) or needle in rig.peer.lower()
-            or needle in rig.user_agent.lower())
+    view = _view(request)
+    name = request.match_info["name"]
+    _pool_or_404(view, name)
+    return json_response(public_pool(view.pool(name, _now(request))))
 
 
 async def get_rigs(request: web.Request) -> web.Response:
-    core = _core(request)
-    now = _now(request)
+    view = _view(request)
     offset = int_param(request, "offset", 0, 0, 10**9)
     limit = int_param(request, "limit", RIGS_DEFAULT_LIMIT, 1, RIGS_MAX_LIMIT)
     pool = request.query.get("pool") or None
     needle = (request.query.get("q") or "").strip().lower()
     sort = request.query.get("sort") or None
-    sort_key, descending = _rig_sort(sort)
     if pool is not None:
-        _pool_or_404(core, pool)
-    if pool is None and not needle and sort_key is None:
-        rigs = rigs_view(core, now, offset, limit)
-        total = len(core.rigs)
-    else:
-        # filter and sort the sessions (cheap), build views only for the page
-        matched = [r for r in core.rigs.values()
-                   if (pool is None or _rig_pool_name(r) == pool) and (not needle or _rig_matches(r, needle))]
-        if sort_key is not None:
-            matched.sort(key=lambda r: sort_key(r, now), reverse=descending)
-        total = len(matched)
-        rigs = [rig_view(r, now) for r in matched[offset:offset + limit]]
+        _pool_or_404(view, pool)
+    try:
+        total, rigs = view.rigs(_now(request), offset, limit, pool=pool, needle=needle, sort=sort)
+    except UnknownSortKey as exc:
+        raise ApiError(400, str(exc)) from None
+    except UnknownPool:
+        raise ApiError(404, f"unknown pool {pool!r}") from None
     return json_response({"total": total, "offset": offset, "limit": limit, "pool": pool,
                           "q": needle or None, "sort": sort, "rigs": rigs})
 
 
 async def get_events(request: web.Request) -> web.Response:
-    core = _core(request)
+    events_log = _service(request).events
     limit = int_param(request, "limit", EVENTS_DEFAULT_LIMIT, 1, EVENTS_MAX_LIMIT)
     after = int_param(request, "after", 0, 0, 2**62)
     kind = request.query.get("kind") or None
     if after:
-        events = [e for e in core.events.recent(EVENTS_MAX_LIMIT, kind) if e["seq"] > after][:limit]
+        events = [e for e in events_log.recent(EVENTS_MAX_LIMIT, kind) if e["seq"] > after][:limit]
     else:
-        events = core.events.recent(limit, kind)
+        events = events_log.recent(limit, kind)
     return json_response({"events": events})
 
 
@@ -299,8 +247,8 @@ async def get_rentals(request: web.Request) -> web.Response:
 
 
 async def get_metrics(request: web.Request) -> web.Response:
-    core = _core(request)
-    text = render_metrics(core, _now(request), __version__, rental=getattr(_service(request), "rental", None))
+    rental = getattr(_service(request), "rental", None)
+    text = render_metrics(_view(request), _now(request), __version__, rental=rental)
     return web.Response(body=text.encode("utf-8"), headers={"Content-Type": METRICS_CONTENT_TYPE})
 
 
@@ -348,25 +296,28 @@ def validate_patch(body: dict[str, Any]) -> dict[str, Any]:
 
 async def patch_pool(request: web.Request) -> web.Response:
     _require_write(request)
-    core = _core(request)
+    view = _view(request)
     name = request.match_info["name"]
-    _pool_or_404(core, name)
+    _pool_or_404(view, name)
     changes = validate_patch(await json_object(request))
     svc = _service(request)
-    pool = core.set_pool(name, svc.now(), **changes)
+    svc.core.set_pool(name, svc.now(), **changes)
     log.info("API: pool %s changed: %s", name, changes)
-    return json_response(public_pool(pool_view(core, pool, svc.now())))
+    return json_response(public_pool(view.pool(name, svc.now())))
 
 
 async def _drain_action(request: web.Request, drain: bool) -> web.Response:
     _require_write(request)
-    core = _core(request)
+    view = _view(request)
     name = request.match_info["name"]
-    _pool_or_404(core, name)
+    _pool_or_404(view, name)
     svc = _service(request)
-    pool = core.drain(name, svc.now()) if drain else core.undrain(name, svc.now())
+    if drain:
+        svc.core.drain(name, svc.now())
+    else:
+        svc.core.undrain(name, svc.now())
     log.info("API: pool %s %s", name, "drained" if drain else "undrained")
-    return json_response(public_pool(pool_view(core, pool, svc.now())))
+    return json_response(public_pool(view.pool(name, svc.now())))
 
 
 async def drain_pool(request: web.Request) -> web.Response:
@@ -386,9 +337,8 @@ async def reload_config(request: web.Request) -> web.Response:
         log.warning("API: reload refused: %s", exc)
         raise ApiError(400, str(exc)) from None
     log.info("API: config reloaded: %s", result)
-    core = _core(request)
     return json_response({"ok": True, "path": svc.config.path, **result,
-                          "active_pools": core.active_pools()})
+                          "active_pools": _view(request).active_pools()})
 
 
 # ---------------------------------------------------------------------------- app
@@ -408,11 +358,11 @@ def create_app(service: Any, *, history_interval: float | None = None) -> web.Ap
     interval = _history_interval(service, history_interval)
 
     async def start_recorder(app: web.Application) -> None:
-        if service.core is None:
+        if service.view is None:
             log.warning("history recorder not started: the proxy core is not running")
             return
         store = HistoryStore(service.config.proxy.history_db)
-        recorder = HistoryRecorder(service.core, service.now, store, interval_s=interval)
+        recorder = HistoryRecorder(service.view, service.events, service.now, store, interval_s=interval)
         await recorder.start()
         app[RECORDER] = recorder
         log.info("history: %s%s, sampled every %gs", store.backend,
@@ -426,33 +376,62 @@ def create_app(service: Any, *, history_interval: float | None = None) -> web.Ap
     app.on_startup.append(start_recorder)
     app.on_cleanup.append(stop_recorder)
 
-    add_api_routes(app.router, globals())
+    add_api_routes(app.router, PROXY_HANDLERS)
     return app
 
 
-# The REST shape: the proxy serves it, and the farm control plane serves the same for the
-# whole farm (with its own handlers of the same names), so the dashboard reads either.
-API_ROUTES = (
-    ("GET", "/", "index"),
-    ("GET", "/healthz", "get_health"),
-    ("GET", "/api/v1/status", "get_status"),
-    ("GET", "/api/v1/pools", "get_pools"),
-    ("GET", "/api/v1/pools/{name}", "get_pool"),
-    ("PATCH", "/api/v1/pools/{name}", "patch_pool"),
-    ("POST", "/api/v1/pools/{name}/drain", "drain_pool"),
-    ("POST", "/api/v1/pools/{name}/undrain", "undrain_pool"),
-    ("GET", "/api/v1/rigs", "get_rigs"),
-    ("GET", "/api/v1/events", "get_events"),
-    ("GET", "/api/v1/history", "get_history"),
-    ("GET", "/api/v1/rentals", "get_rentals"),
-    ("POST", "/api/v1/reload", "reload_config"),
-    ("GET", "/metrics", "get_metrics"),
+class RestHandlers(NamedTuple):
+    """The REST shape, one handler per route: the proxy serves it, and the farm control plane
+    serves the same for the whole farm with its own handlers, so the dashboard reads either.
+    Fields hold functions, so a renamed handler fails at import (and in ``ruff``), not at
+    start."""
+
+    index: Handler
+    get_health: Handler
+    get_status: Handler
+    get_pools: Handler
+    get_pool: Handler
+    patch_pool: Handler
+    drain_pool: Handler
+    undrain_pool: Handler
+    get_rigs: Handler
+    get_events: Handler
+    get_history: Handler
+    get_rentals: Handler
+    reload_config: Handler
+    get_metrics: Handler
+
+
+def api_routes(h: RestHandlers) -> tuple[tuple[str, str, Handler], ...]:
+    return (
+        ("GET", "/", h.index),
+        ("GET", "/healthz", h.get_health),
+        ("GET", "/api/v1/status", h.get_status),
+        ("GET", "/api/v1/pools", h.get_pools),
+        ("GET", "/api/v1/pools/{name}", h.get_pool),
+        ("PATCH", "/api/v1/pools/{name}", h.patch_pool),
+        ("POST", "/api/v1/pools/{name}/drain", h.drain_pool),
+        ("POST", "/api/v1/pools/{name}/undrain", h.undrain_pool),
+        ("GET", "/api/v1/rigs", h.get_rigs),
+        ("GET", "/api/v1/events", h.get_events),
+        ("GET", "/api/v1/history", h.get_history),
+        ("GET", "/api/v1/rentals", h.get_rentals),
+        ("POST", "/api/v1/reload", h.reload_config),
+        ("GET", "/metrics", h.get_metrics),
+    )
+
+
+PROXY_HANDLERS = RestHandlers(
+    index=index, get_health=get_health, get_status=get_status, get_pools=get_pools,
+    get_pool=get_pool, patch_pool=patch_pool, drain_pool=drain_pool, undrain_pool=undrain_pool,
+    get_rigs=get_rigs, get_events=get_events, get_history=get_history, get_rentals=get_rentals,
+    reload_config=reload_config, get_metrics=get_metrics,
 )
 
 
-def add_api_routes(router: web.UrlDispatcher, handlers: dict[str, Any]) -> None:
-    for method, path, name in API_ROUTES:
-        router.add_route(method, path, handlers[name])
+def add_api_routes(router: web.UrlDispatcher, handlers: RestHandlers) -> None:
+    for method, path, handler in api_routes(handlers):
+        router.add_route(method, path, handler)
 
 
 async def serve(app: web.Application, listen: str, field: str) -> tuple[web.AppRunner, str, int]:

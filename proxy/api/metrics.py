@@ -1,6 +1,6 @@
 """Prometheus text exposition (format 0.0.4) for ``GET /metrics``, written by hand.
 
-No client library at run time: the numbers come from ``core.report`` views (the same ones
+No client library at run time: the numbers come from the core's read-only view (the same ones
 the REST API serves) plus each pool's since-start latency histogram.  Every sample carries
 ``instance``; label values are escaped (backslash, double quote, newline).  Nothing secret
 (pool passwords, the API token, URL credentials) is ever a label or a value.
@@ -12,9 +12,7 @@ import math
 import re
 from typing import Any
 
-from ..core.engine import ProxyCore
-from ..core.report import pools_view, status_view
-from ..core.stats import LATENCY_BUCKETS
+from ..core.view import CoreView
 from ..store.history import lost_without_timeouts
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -98,9 +96,9 @@ RENTAL_GAUGES = (
 )
 
 
-def render_metrics(core: ProxyCore, now: float, version: str, rental: Any = None) -> str:
-    status = status_view(core, now)
-    pools = pools_view(core, now)
+def render_metrics(view: CoreView, now: float, version: str, rental: Any = None) -> str:
+    status = view.status(now)
+    pools = view.pools(now)
     w = _Writer(status["instance"])
 
     w.metric("info", "gauge", "Proxy build information (always 1)", 1, version=version)
@@ -184,17 +182,14 @@ def render_metrics(core: ProxyCore, now: float, version: str, rental: Any = None
     w.family("share_latency_seconds", "histogram",
              "Time from forwarding a share to the pool's answer, since start")
     for p in pools:
-        state = core.pools.get(p["name"])
-        if state is None:
-            continue
-        hist = state.latency.total
+        bounds, counts, total, count = view.latency_histogram(p["name"])
         cumulative = 0
-        for i, count in enumerate(hist.counts):
-            cumulative += count
-            le = repr(float(LATENCY_BUCKETS[i])) if i < len(LATENCY_BUCKETS) else "+Inf"
+        for i, n in enumerate(counts):
+            cumulative += n
+            le = repr(float(bounds[i])) if i < len(bounds) else "+Inf"
             w.sample("share_latency_seconds_bucket", cumulative, pool=p["name"], le=le)
-        w.sample("share_latency_seconds_sum", float(hist.sum), pool=p["name"])
-        w.sample("share_latency_seconds_count", hist.count, pool=p["name"])
+        w.sample("share_latency_seconds_sum", total, pool=p["name"])
+        w.sample("share_latency_seconds_count", count, pool=p["name"])
     if rental is not None:
         values = rental.metrics()
         for name, key, help_text in RENTAL_GAUGES:

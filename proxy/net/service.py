@@ -9,6 +9,8 @@ from typing import Any
 
 from ..config import Config, ConfigError, load, parse_address
 from ..core.engine import ProxyCore
+from ..core.events import EventLog
+from ..core.view import CoreView
 from .client import Dialer
 from .server import RigProtocol
 
@@ -26,6 +28,8 @@ class ProxyService:
         self.resolver = resolver
         self.with_api = config.api.enabled if with_api is None else with_api
         self.core: ProxyCore | None = None
+        self.view: CoreView | None = None  # what the API, store, rental and demo read
+        self.events = EventLog()  # the event bus: the core publishes, the outer layers listen
         self.dialer: Dialer | None = None
         self.server: asyncio.Server | None = None
         self.api_runner: Any = None
@@ -41,7 +45,8 @@ class ProxyService:
         self.dialer = Dialer(loop, self.config.proxy.connect_timeout_s, self.resolver)
         now = time.monotonic()
         self.core = ProxyCore(self.config, self.dialer, now, wall_offset=time.time() - now,
-                              prefix_start=self.prefix_start)
+                              prefix_start=self.prefix_start, events=self.events)
+        self.view = CoreView(self.core)
         # the dial tasks the core started in __init__ run only after this line
         self.dialer.core = self.core
         host, port = parse_address(self.config.proxy.listen, "proxy.listen")
@@ -92,10 +97,7 @@ class ProxyService:
 
     def in_flight_shares(self) -> int:
         """Shares forwarded to a live pool connection and not answered yet."""
-        if self.core is None:
-            return 0
-        return sum(1 for pool in self.core.pools.values() for conn in pool.connections
-                   for pending in conn.pending.values() if pending.kind == "share")
+        return 0 if self.view is None else self.view.in_flight_shares()
 
     async def stop(self, drain_s: float = 0.0) -> None:
         """Stop accepting rigs, close them (behind a load balancer they reconnect to another
@@ -111,8 +113,7 @@ class ProxyService:
         if self.core is not None:
             # every submit a rig sent has been answered already (the proxy answers after its
             # own check); closing the rigs first means no new shares keep the drain open
-            for rig in list(self.core.rigs.values()):
-                self.core.close_rig(rig, "proxy shutting down", self.now())
+            self.core.close_all_rigs("proxy shutting down", self.now())
             if drain_s > 0:
                 await self._drain_in_flight(drain_s)
         if self._tick_task is not None:

@@ -74,10 +74,8 @@ class WindowedHashrate:
 
 
 def core_accepted_difficulty(service: Any) -> float:
-    core = service.core
-    if core is None:
-        return 0.0
-    return sum(p.counters.accepted_difficulty for p in core.pools.values())
+    view = service.view
+    return 0.0 if view is None else view.accepted_difficulty()
 
 
 def destination_for(config: Any, rig_port: int) -> tuple[Destination, bool]:
@@ -125,8 +123,7 @@ async def start_for_service(service: Any, provider: Any = None) -> BackfillContr
     )
 
     def sink(kind: str, reason: str, **fields: Any) -> None:
-        if service.core is not None:
-            service.core.events.emit(kind, time.time(), reason=reason, **fields)
+        service.events.emit(kind, time.time(), reason=reason, **fields)
 
     controller = BackfillController(
         rental,

@@ -23,7 +23,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from ..core.report import pools_view
+from ..core.events import EventLog
+from ..core.view import CoreView
 
 log = logging.getLogger("proxy.store")
 
@@ -201,11 +202,12 @@ class HistoryStore:
 class HistoryRecorder:
     """Samples the core into a HistoryStore on a schedule; all disk work on one thread."""
 
-    def __init__(self, core: Any, now: Callable[[], float], store: HistoryStore, *,
+    def __init__(self, view: CoreView, events: EventLog, now: Callable[[], float], store: HistoryStore, *,
                  interval_s: float = 60.0, flush_s: float = 1.0, batch_events: int = 500) -> None:
         if not interval_s > 0:
             raise ValueError("history sample interval must be > 0")
-        self.core = core
+        self.view = view
+        self.event_log = events
         self.now = now
         self.store = store
         self.interval_s = float(interval_s)
@@ -230,10 +232,10 @@ class HistoryRecorder:
         loop = asyncio.get_running_loop()
         # events the core emitted before we started (startup), then every new one: no await
         # between the two, so none is missed or doubled
-        self._events.extend(self.core.events.recent(len(self.core.events)))
-        self.core.events.listeners.append(self._on_event)
+        self._events.extend(self.event_log.recent(len(self.event_log)))
+        self.event_log.subscribe(self._on_event)
         now = self.now()
-        self._last_sample_wall = self.core.wall(now)
+        self._last_sample_wall = self.view.wall(now)
         self._schedule_next(now)
         await loop.run_in_executor(self._executor, self.store.open)
         self._task = loop.create_task(self._run(), name="history-recorder")
@@ -244,7 +246,7 @@ class HistoryRecorder:
             return
         self._closed = True
         try:
-            self.core.events.listeners.remove(self._on_event)
+            self.event_log.unsubscribe(self._on_event)
         except ValueError:
             pass
         self._stopping = True
@@ -270,7 +272,7 @@ class HistoryRecorder:
             self._wake.set()
 
     def _schedule_next(self, now: float) -> None:
-        wall = self.core.wall(now)
+        wall = self.view.wall(now)
         next_wall = (math.floor(wall / self.interval_s) + 1) * self.interval_s
         self._next_sample_at = now + (next_wall - wall)
 
@@ -303,13 +305,13 @@ class HistoryRecorder:
         The deltas go to the minute holding the middle of the sampled interval, so with a
         60 s interval (aligned to the wall clock) each row is exactly one minute's work."""
         now = self.now()
-        wall = self.core.wall(now)
+        wall = self.view.wall(now)
         middle = (self._last_sample_wall + wall) / 2 if self._last_sample_wall else wall
         minute = int(middle // 60) * 60
         self._last_sample_wall = wall
         rows = []
         seen = set()
-        for view in pools_view(self.core, now):
+        for view in self.view.pools(now):
             name = view["name"]
             seen.add(name)
             current = (view["accepted"], view["rejected_total"], view["timeouts"],
@@ -352,7 +354,7 @@ class HistoryRecorder:
         """Rows and events of the last ``minutes``, including events emitted a moment ago."""
         if not self._closed:
             await self.flush()
-        since = self.core.wall(self.now()) - minutes * 60
+        since = self.view.wall(self.now()) - minutes * 60
         loop = asyncio.get_running_loop()
         if self._closed:
             result = {"rows": [], "events": []}

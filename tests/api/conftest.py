@@ -179,10 +179,9 @@ class Api:
             return json.loads(body)
 
     def view(self, name: str) -> dict[str, Any]:
-        from proxy.core.report import pool_view
 
         assert self.svc is not None and self.svc.core is not None
-        return pool_view(self.svc.core, self.svc.core.pools[name], self.svc.now())
+        return self.svc.view.pool(name, self.svc.now())
 
     async def close(self) -> None:
         for rig in self.raw:

@@ -250,12 +250,12 @@ async def test_rentals_off_without_a_rental_section_and_dashboard_page(api):
 
 async def test_a_failing_handler_answers_500_json_and_the_api_keeps_serving(api, monkeypatch):
     await _two_pools(api)
-    import proxy.api.app as app_module
+    from proxy.core.view import CoreView
 
     def boom(*args, **kwargs):
         raise RuntimeError("kaboom")
 
-    monkeypatch.setattr(app_module, "status_view", boom)
+    monkeypatch.setattr(CoreView, "status", boom)
     err = await api.call("GET", "/api/v1/status", 500)
     assert "internal error" in err["error"] and "kaboom" not in err["error"]
     assert (await api.get("/api/v1/pools"))["pools"]

@@ -11,6 +11,7 @@ from proxy.api.metrics import escape_label, render_metrics
 from proxy.config import load_dict
 from proxy.core.engine import ProxyCore
 from proxy.core.stats import LATENCY_BUCKETS
+from proxy.core.view import CoreView
 from proxy.sim._wait import wait_until
 
 pytestmark = pytest.mark.timeout(60)
@@ -123,7 +124,7 @@ def test_label_values_are_escaped():
             pass
 
     core = ProxyCore(cfg, NoIO(), 100.0)
-    text = render_metrics(core, 101.0, "0.0.0")
+    text = render_metrics(CoreView(core), 101.0, "0.0.0")
     samples = [s for f in text_string_to_metric_families(text) for s in f.samples]
     assert samples and all(s.labels["instance"] == instance for s in samples)
     assert "\n2\"" not in text  # the raw newline never reaches the output

@@ -28,11 +28,11 @@ def test_rate_meter_follows_a_drop_and_ignores_a_lone_early_share():
 
 
 def test_large_farm_totals_are_built_by_the_tick_and_match_the_exact_sum(monkeypatch):
-    from proxy.core import report, rigstats
+    from proxy.core import rigstats, view
     from tests.core.harness import FakeRig, connect, make_core
 
     monkeypatch.setattr(rigstats, "EXACT_UP_TO", 10)
-    monkeypatch.setattr(report, "EXACT_UP_TO", 10)
+    monkeypatch.setattr(view, "EXACT_UP_TO", 10)
     monkeypatch.setattr(rigstats, "SLICE", 7)
     core, io, clock = make_core()
     for conn in list(io.dialed):
@@ -46,13 +46,13 @@ def test_large_farm_totals_are_built_by_the_tick_and_match_the_exact_sum(monkeyp
     expected_total, expected_working = rigstats.exact(core.rigs.values(), now)
     assert expected_working == 30 and expected_total > 0
     # before any pass the large-farm view has nothing yet; 30 rigs / 7 a tick = 5 ticks
-    assert report.status_view(core, now)["hashrate"] == 0.0
+    assert view.CoreView(core).status(now)["hashrate"] == 0.0
     for _ in range(5):
         core.tick(now)
-    status = report.status_view(core, now)
+    status = view.CoreView(core).status(now)
     assert status["hashrate"] == pytest.approx(expected_total)
     assert status["rigs_working"] == 30 and status["rigs_connected"] == 30
-    primary = next(v for v in report.pools_view(core, now) if v["name"] == "primary")
+    primary = next(v for v in view.CoreView(core).pools(now) if v["name"] == "primary")
     assert primary["hashrate"] == pytest.approx(expected_total)
     # a rig that leaves drops out at the next complete pass
     gone = next(iter(core.rigs.values()))
@@ -60,4 +60,4 @@ def test_large_farm_totals_are_built_by_the_tick_and_match_the_exact_sum(monkeyp
     core.close_rig(gone, "test", now)
     for _ in range(5):
         core.tick(now)
-    assert report.status_view(core, now)["hashrate"] == pytest.approx(expected_total - gone_rate)
+    assert view.CoreView(core).status(now)["hashrate"] == pytest.approx(expected_total - gone_rate)

@@ -56,9 +56,9 @@ def test_delivered_split_within_two_points(n_rigs):
         for pool in core.pools.values():
             for conn in pool.connections:
                 conn.last_job_at = clock.now  # the scripted pools stay fresh
-    from proxy.core.report import pools_view
+    from proxy.core.view import CoreView
 
-    views = {v["name"]: v for v in pools_view(core, clock.now)}
+    views = {v["name"]: v for v in CoreView(core).pools(clock.now)}
     assert views["a"]["goal_share"] == 0.7 and views["b"]["goal_share"] == 0.3
     assert abs(views["a"]["delivered_share"] - 0.7) <= 0.02
     a, b = core.pools["a"].split_work, core.pools["b"].split_work

@@ -76,7 +76,5 @@ async def farm():
 
 
 def pool_view(proxy: ProxyService, name: str) -> dict[str, Any]:
-    from proxy.core.report import pool_view as view
-
-    assert proxy.core is not None
-    return view(proxy.core, proxy.core.pools[name], proxy.now())
+    assert proxy.view is not None
+    return proxy.view.pool(name, proxy.now())

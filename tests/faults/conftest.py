@@ -22,7 +22,6 @@ from typing import Any
 import pytest
 
 from proxy.config import load_dict
-from proxy.core.report import pool_view
 from proxy.net.service import ProxyService
 from proxy.sim.pool import SimPool, SimPoolConfig
 from proxy.sim.rigs import RigFleet
@@ -226,9 +225,8 @@ class FaultFarm:
         return self.fleet
 
     def view(self, name: str) -> dict[str, Any]:
-        assert self.proxy is not None and self.proxy.core is not None
-        core = self.proxy.core
-        return pool_view(core, core.pools[name], self.proxy.now())
+        assert self.proxy is not None and self.proxy.view is not None
+        return self.proxy.view.pool(name, self.proxy.now())
 
     async def close(self) -> None:
         if self.fleet is not None:
