@@ -17,7 +17,7 @@ import contextlib
 import logging
 from typing import Any
 
-from proxy.core.engine import LOST_UNSENT
+from proxy.core.sharepath import LOST_UNSENT
 
 from .common import HarnessError, Processes, have_matplotlib, md_table, proxy_config
 from .poolproc import sim_pools_main

@@ -40,6 +40,9 @@ class ProxySection(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     max_line_bytes: int = 16384
     # a forwarded share unanswered this long marks the pool silent (and counts as a timeout)
     silent_timeout_s: float = 4.0
+    # a rig that subscribes before any pool is usable waits this long for its answer, so its
+    # extranonce layout fits the pool it will mine on (then it gets the proxy's layout)
+    layout_wait_s: float = 5.0
     # no new job from the pool for this long marks it stale
     max_job_age_s: float = 150.0
     # a recovered higher-priority pool must stay healthy this long before hashrate returns
@@ -209,7 +212,7 @@ def validate(config: Config) -> Config:
         raise ConfigError("proxy.max_line_bytes: must be at least 512")
     for name in ("silent_timeout_s", "max_job_age_s", "keepalive_s", "reconnect_min_s",
                  "reconnect_max_s", "connect_timeout_s", "health_window_s", "split_slice_s",
-                 "history_sample_s"):
+                 "history_sample_s", "layout_wait_s"):
         if not getattr(p, name) > 0:
             raise ConfigError(f"proxy.{name}: must be > 0")
     if p.failback_hold_s < 0:

@@ -1,7 +1,11 @@
-"""The decision log: every pool switch and health change with its reason.
+"""The decision log: typed events for every pool switch, health change and operator action.
 
-Kept in memory for the API and written as one structured log record each, so an
-operator can answer "why did the farm move at 03:12?" from either place.
+The core publishes typed records (msgspec Structs, one class per kind) so a field cannot be
+misspelt at one call site and silently missing from the history; the log keeps them as the
+JSON shape the API, the dashboard and the history store read (``seq``, ``time``, ``kind``
+and the event's fields), and writes each as one structured log record, so an operator can
+answer "why did the farm move at 03:12?" from either place.  The service owns the log (the
+event bus); outer layers subscribe to it and never append to the core.
 """
 
 from __future__ import annotations
@@ -9,32 +13,129 @@ from __future__ import annotations
 import json
 import logging
 from collections import deque
+from collections.abc import Callable
 from typing import Any
+
+import msgspec
 
 log = logging.getLogger("proxy.events")
 
 
+class CoreEvent(msgspec.Struct, kw_only=True, tag_field="kind", omit_defaults=True):
+    """Base of every event the core publishes; ``kind`` is the class's tag."""
+
+
+class PoolHealthChanged(CoreEvent, tag="pool_health"):
+    """A pool's health moved from one state to another: the only way health changes."""
+
+    pool: str
+    previous: str
+    state: str
+    reason: str
+
+
+class PoolSwitched(CoreEvent, tag="pool_switch"):
+    """The active group (the pools that get the hashrate) changed."""
+
+    from_pools: list[str]
+    to_pools: list[str]
+    reason: str
+    rigs_moved: int
+    note: str = ""
+    extranonce_changes: dict[str, int] = {}
+
+
+class PoolChanged(CoreEvent, tag="pool_changed"):
+    """An operator changed a pool's priority, weight or enabled flag."""
+
+    pool: str
+    changes: dict[str, dict[str, Any]]
+
+
+class PoolDrained(CoreEvent, tag="pool_drain"):
+    pool: str
+    rigs: int
+
+
+class PoolUndrained(CoreEvent, tag="pool_undrain"):
+    pool: str
+
+
+class ConfigReloaded(CoreEvent, tag="config_reloaded"):
+    added: list[str]
+    removed: list[str]
+    updated: list[str]
+
+
+class PoolNarrow(CoreEvent, tag="pool_narrow"):
+    """A pool's extranonce2 is too small for the proxy's layout: rigs cannot be folded onto it."""
+
+    pool: str
+    reason: str
+
+
+class PoolSetExtranonce(CoreEvent, tag="pool_set_extranonce"):
+    pool: str
+    extranonce1: str
+    extranonce2_size: int
+
+
+class PoolReconnectRequested(CoreEvent, tag="pool_reconnect_requested"):
+    pool: str
+    host: str
+    port: int
+
+
+class PoolMessage(CoreEvent, tag="pool_message"):
+    pool: str
+    message: str
+
+
+class RigsExtranonceChanged(CoreEvent, tag="rigs_extranonce_changed"):
+    """Rigs had to take another extranonce layout (set_extranonce or client.reconnect)."""
+
+    pool: str
+    reason: str
+    extranonce_changes: dict[str, int]
+
+
+Listener = Callable[[dict[str, Any]], None]
+
+
 class EventLog:
+    """The bus and its memory: recent events for the API, listeners for the history store."""
+
     def __init__(self, maxlen: int = 2000) -> None:
         self._events: deque[dict[str, Any]] = deque(maxlen=maxlen)
         self._seq = 0
-        self.listeners: list[Any] = []
+        self._listeners: list[Listener] = []
+
+    def publish(self, event: CoreEvent, wall_time: float) -> dict[str, Any]:
+        """Record a typed core event."""
+        fields = msgspec.to_builtins(event)
+        kind = fields.pop("kind")
+        return self.emit(kind, wall_time, **fields)
 
     def emit(self, kind: str, wall_time: float, **fields: Any) -> dict[str, Any]:
+        """Record an event of an outer layer (the rental controller's decisions)."""
         self._seq += 1
         event = {"seq": self._seq, "time": round(wall_time, 3), "kind": kind, **fields}
         self._events.append(event)
         log.info("%s %s", kind, json.dumps(event, default=str, sort_keys=True))
-        for listener in self.listeners:
+        for listener in self._listeners:
             listener(event)
         return event
 
-    def subscribe(self, listener: Any) -> None:
-        """Call ``listener(event)`` for every event from now on, in the emitter's call."""
-        self.listeners.append(listener)
+    def subscribe(self, listener: Listener) -> None:
+        """Call ``listener(event)`` for every event from now on, in the publisher's call."""
+        self._listeners.append(listener)
 
-    def unsubscribe(self, listener: Any) -> None:
-        self.listeners.remove(listener)
+    def unsubscribe(self, listener: Listener) -> None:
+        self._listeners.remove(listener)
+
+    @property
+    def listener_count(self) -> int:
+        return len(self._listeners)
 
     def recent(self, limit: int = 200, kind: str | None = None) -> list[dict[str, Any]]:
         items = [e for e in self._events if kind is None or e["kind"] == kind]

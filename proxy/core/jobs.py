@@ -4,18 +4,23 @@ For each upstream job the proxy rewrites ``coinb1' = coinb1 + pool_extranonce1 +
 a rig then builds ``coinb1' + prefix + extranonce2 + coinb2``, the very coinbase the pool
 expects for ``pool_extranonce2 = padding + prefix + extranonce2``.  The rewritten notify is
 the same bytes for every rig on that upstream connection, so it is encoded once.
+``JobBook`` finds a rig's job by the id the rig submits, for as long as it may be submitted.
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections import deque
 from typing import TYPE_CHECKING
 
 from ..stratum import messages, work
 from ..stratum.messages import Notify
 
 if TYPE_CHECKING:
-    from .upstream import UpstreamConnection
+    from .upstream import PoolConnection
+
+JOBS_KEPT = 8  # per connection: a rig may still submit to the last few jobs
+DEAD_JOB_GRACE_S = 30.0  # a closed connection's jobs stay known this long (shares: lost, not stale)
 
 
 class Job:
@@ -24,11 +29,11 @@ class Job:
     __slots__ = (
         "job_id", "upstream_job_id", "conn", "notify", "coinb1_down", "coinb1_state",
         "coinb2", "branch", "prevhash_header", "version", "nbits", "ntime", "padding",
-        "difficulty", "target", "rig_extranonce1", "extranonce2_size", "line", "_line_clean",
-        "_line_keepalive", "stale", "seen", "created",
+        "difficulty", "target", "rig_extranonce1", "extranonce2_size", "version_mask", "line",
+        "_line_clean", "_line_keepalive", "stale", "seen", "created",
     )
 
-    def __init__(self, job_id: str, conn: UpstreamConnection, notify: Notify, padding: bytes,
+    def __init__(self, job_id: str, conn: PoolConnection, notify: Notify, padding: bytes,
                  difficulty: float, now: float, rig_extranonce1: bytes | None = None,
                  extranonce2_size: int = 0) -> None:
         self.job_id = job_id
@@ -52,6 +57,9 @@ class Job:
         self.ntime = notify.ntime
         self.difficulty = difficulty
         self.target = work.difficulty_to_target(difficulty)
+        # the pool's version-rolling mask when the job was sent: a share is checked against
+        # the mask its rig had for this job, not the one a later switch gave it
+        self.version_mask = conn.version_mask
         self.line = self._encode(notify.clean_jobs)
         self._line_clean = self.line if notify.clean_jobs else b""
         self._line_keepalive = b"" if notify.clean_jobs else self.line
@@ -87,3 +95,64 @@ class Job:
             root = hashlib.sha256(hashlib.sha256(root + branch_hash).digest()).digest()
         header = work.build_header(version, self.prevhash_header, root, ntime, self.nbits, nonce)
         return hashlib.sha256(hashlib.sha256(header).digest()).digest()
+
+
+class JobBook:
+    """Every job a rig may still submit to, by the proxy job id it was sent with."""
+
+    __slots__ = ("prefix_size", "e2_size", "arrivals", "_by_id", "_next", "_expiring")
+
+    def __init__(self, prefix_size: int, e2_size: int) -> None:
+        self.prefix_size = prefix_size
+        self.e2_size = e2_size
+        self._by_id: dict[str, Job] = {}
+        self.arrivals: deque[tuple[float, PoolConnection]] = deque()  # for the stale-job timer
+        self._next = 1
+        self._expiring: deque[tuple[float, list[str]]] = deque()
+
+    def get(self, job_id: str) -> Job | None:
+        return self._by_id.get(job_id)
+
+    def __getitem__(self, job_id: str) -> Job:
+        return self._by_id[job_id]
+
+    def __contains__(self, job_id: str) -> bool:
+        return job_id in self._by_id
+
+    def add(self, conn: PoolConnection, notify: Notify, now: float) -> Job:
+        """Translate a pool's notify for the rigs on ``conn`` and make it the current job."""
+        job_id = f"{self._next:x}"
+        self._next += 1
+        if conn.passthrough:
+            job = Job(job_id, conn, notify, b"", conn.difficulty, now,
+                      rig_extranonce1=conn.extranonce1, extranonce2_size=conn.extranonce2_size)
+        else:
+            room = conn.extranonce2_size - self.e2_size - self.prefix_size
+            job = Job(job_id, conn, notify, bytes(room), conn.difficulty, now,
+                      extranonce2_size=self.e2_size)
+        if notify.clean_jobs:
+            for old in conn.jobs.values():
+                old.stale = True
+        conn.jobs[notify.job_id + "#" + job_id] = job
+        self._by_id[job_id] = job
+        while len(conn.jobs) > JOBS_KEPT:
+            old = conn.jobs.pop(next(iter(conn.jobs)))
+            self._by_id.pop(old.job_id, None)
+        conn.current_job = job
+        conn.last_job_at = now
+        self.arrivals.append((now, conn))
+        conn.pool.last_job_at = now
+        return job
+
+    def retire(self, conn: PoolConnection, now: float) -> None:
+        """A closed connection's jobs: shares for them are still answered (and counted lost
+        with the reason) for a grace period, never rejected as stale."""
+        self._expiring.append((now + DEAD_JOB_GRACE_S, [j.job_id for j in conn.jobs.values()]))
+
+    def expire(self, now: float) -> None:
+        while self._expiring and self._expiring[0][0] <= now:
+            for job_id in self._expiring.popleft()[1]:
+                self._by_id.pop(job_id, None)
+
+    def next_expiry(self) -> float | None:
+        return self._expiring[0][0] if self._expiring else None

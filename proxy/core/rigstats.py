@@ -52,7 +52,7 @@ class RigTotals:
             if conn is not None:
                 name = conn.pool.name
                 acc[name] = acc.get(name, 0.0) + rate
-                if conn.state == "ready":
+                if conn.ready:
                     self._acc_working += 1
         if not self._pending:
             self.hashrate, self.per_pool, self.working = self._acc_total, acc, self._acc_working
@@ -65,6 +65,6 @@ def exact(rigs: Iterable[Any], now: float) -> tuple[float, int]:
     for rig in rigs:
         total += rig.hashrate.rate(now)
         conn = rig.conn
-        if conn is not None and conn.state == "ready":
+        if conn is not None and conn.ready:
             working += 1
     return total, working

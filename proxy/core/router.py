@@ -11,19 +11,19 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from .downstream import RigSession
-    from .upstream import PoolState
+    from .pool import PoolState
+    from .rig import RigSession
 
 
 class Router:
+    """Routing decisions over pools and rigs it is shown; it never moves anything itself."""
+
     def __init__(self, failback_hold_s: float) -> None:
         self.failback_hold_s = failback_hold_s
 
     def settled(self, pool: PoolState, now: float) -> bool:
         """A pool that failed must stay healthy for the hold-down before it takes rigs back."""
-        if not pool.ever_failed or pool.rig_count():
-            return True
-        return pool.healthy_since is not None and now - pool.healthy_since >= self.failback_hold_s
+        return bool(pool.rig_count()) or pool.health.settled(now, self.failback_hold_s)
 
     def active_group(self, pools: Iterable[PoolState], now: float) -> list[PoolState]:
         usable = [p for p in pools if p.usable]
@@ -38,8 +38,8 @@ class Router:
     def hold_expires_at(self, pools: Iterable[PoolState], now: float) -> float | None:
         """When the next pool in hold-down becomes settled (so the engine re-evaluates once)."""
         times = [t for p in pools
-                 if p.usable and p.ever_failed and p.healthy_since is not None
-                 and (t := p.healthy_since + self.failback_hold_s) > now]
+                 if p.usable and p.health.ever_failed and p.health.healthy_since is not None
+                 and (t := p.health.healthy_since + self.failback_hold_s) > now]
         return min(times) if times else None
 
     @staticmethod

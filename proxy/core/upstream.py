@@ -1,82 +1,164 @@
-"""Pool side state: one configured pool, and each TCP connection we hold to it.
+"""One TCP connection to a pool, as a protocol state machine: bytes in, typed events out.
 
-A pool may have several connections: aggregation carries up to 256**L rigs on one (L =
-prefix bytes), more are recruited when prefixes collide, and with L = 0 every rig has its
-own.  Connection state is pure data plus request bookkeeping; the engine decides.
+The connection owns its side of Stratum: the handshake (configure, subscribe, authorize),
+the requests in flight with their ids, and what the pool told it (extranonce, difficulty,
+version mask).  It decides nothing about rigs or routing: it reports what happened as
+events, one at a time, so the coordinator acts on each before the next line is read (a
+notify must be stored before the connection turns ready; a failure stops the reading).
 """
 
 from __future__ import annotations
 
-from collections import Counter
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from enum import StrEnum
+import logging
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from enum import Enum
 from typing import TYPE_CHECKING, Any
 
-from ..config import PoolConfig
-from ..stratum import messages, work
-from ..stratum.framing import LineFramer
-from .stats import SlidingRatio, WindowedHistogram
+from .. import __version__
+from ..stratum import errors, messages, work
+from ..stratum.errors import StratumError, reason_from_error
+from ..stratum.framing import LineFramer, LineTooLong
+from ..stratum.messages import BadMessage, Message, Notify
 
 if TYPE_CHECKING:
-    from .downstream import RigSession
     from .jobs import Job
+    from .pool import PoolState
+    from .rig import RigSession
 
-# connection states
-DIALING = "dialing"
-HANDSHAKE = "handshake"  # TCP up, subscribe/authorize sent
-READY = "ready"  # subscribed, authorized, holding a job
-CLOSED = "closed"
+log = logging.getLogger("proxy.core")
 
-class PoolHealth(StrEnum):
-    HEALTHY = "healthy"
-    DEGRADED = "degraded"
-    DOWN = "down"
-    DISABLED = "disabled"
+UPSTREAM_CONFIGURE_MASK = 0xFFFFFFFF
+AGENT = f"stratum-proxy/{__version__}"
 
 
-HEALTHY, DEGRADED, DOWN, DISABLED = PoolHealth
+class ConnState(Enum):
+    DIALING = "dialing"  # the glue is connecting
+    HANDSHAKE = "handshake"  # TCP up; configure/subscribe/authorize sent
+    READY = "ready"  # subscribed, authorized, holding a job: can carry rigs
+    CLOSED = "closed"
 
-JOBS_KEPT = 8
+
+class RequestKind(Enum):
+    SHARE = "share"
+    SUBSCRIBE = "subscribe"
+    AUTHORIZE = "authorize"
+    CONFIGURE = "configure"
+    WORKER = "worker"  # a rig's own worker name, with forward_worker_names
 
 
 @dataclass(slots=True)
 class Pending:
     """An outstanding request to a pool; shares carry what accounting needs."""
 
-    kind: str  # "share", "subscribe", "authorize", "configure", "worker"
+    kind: RequestKind
     sent_at: float
     rig: RigSession | None = None
     difficulty: float = 0.0
     worker: str = ""
 
 
-class UpstreamConnection:
+# ------------------------------------------------------------------ events
+
+
+@dataclass(slots=True)
+class ShareAnswered:
+    pending: Pending
+    accepted: bool
+    reason: str  # the reject reason ("" when accepted)
+
+
+@dataclass(slots=True)
+class LateAnswer:
+    """An answer to an id with nothing pending (duplicate, unknown, after a timeout)."""
+
+
+@dataclass(slots=True)
+class ExtranonceSet:
+    extranonce1: bytes
+    extranonce2_size: int
+    by_pool: bool  # mining.set_extranonce (True) or the subscribe answer (False)
+
+
+@dataclass(slots=True)
+class JobReceived:
+    notify: Notify
+
+
+@dataclass(slots=True)
+class DifficultySet:
+    difficulty: float
+
+
+@dataclass(slots=True)
+class VersionMaskSet:
+    mask: int
+
+
+@dataclass(slots=True)
+class BecameReady:
+    """Subscribed, authorized and holding a job."""
+
+
+@dataclass(slots=True)
+class ReconnectAsked:
+    host: str
+    port: int
+
+
+@dataclass(slots=True)
+class PoolSaid:
+    text: str
+
+
+@dataclass(slots=True)
+class ProtocolFailure:
+    """The pool broke the protocol; the coordinator fails the pool with this reason."""
+
+    reason: str
+
+
+PoolEvent = (ShareAnswered | LateAnswer | ExtranonceSet | JobReceived | DifficultySet
+             | VersionMaskSet | BecameReady | ReconnectAsked | PoolSaid | ProtocolFailure)
+
+
+def _unconnected(data: bytes) -> None:
+    raise RuntimeError("upstream connection is not connected")
+
+
+def _unwatched(sent_at: float, conn: PoolConnection, msg_id: int) -> None:
+    pass
+
+
+class PoolConnection:
+    """The protocol state of one pool connection (see the module docstring)."""
+
     __slots__ = (
         "conn_id", "pool", "host", "port", "state", "send", "framer", "extranonce1",
         "extranonce2_size", "difficulty", "version_mask", "jobs", "current_job", "rigs",
-        "pending", "next_id", "last_rx", "last_job_at", "subscribed", "authorized",
-        "authorized_workers", "connected_at", "retiring", "replaces", "exclusive",
-        "close_reason", "passthrough", "extra_keepalive", "_diff_line", "_targets",
+        "pending", "shares_in_flight", "next_id", "last_rx", "last_job_at", "subscribed",
+        "authorized", "authorized_workers", "connected_at", "retiring", "replaces",
+        "replaced_by", "exclusive", "close_reason", "passthrough", "last_keepalive", "watch",
+        "_diff_line", "_targets",
     )
 
-    def __init__(self, conn_id: int, pool: PoolState, host: str, port: int,
-                 max_line: int) -> None:
+    def __init__(self, conn_id: int, pool: PoolState, host: str, port: int, max_line: int) -> None:
         self.conn_id = conn_id
         self.pool = pool
         self.host = host
         self.port = port
-        self.state = DIALING
+        self.state = ConnState.DIALING
         self.send: Callable[[bytes], None] = _unconnected
         self.framer = LineFramer(max_line)
         self.extranonce1 = b""
         self.extranonce2_size = 0
         self.difficulty = 1.0
         self.version_mask: int | None = None
-        self.jobs: dict[str, Job] = {}
+        self.jobs: dict[str, Job] = {}  # upstream job id + "#" + proxy job id, oldest first
         self.current_job: Job | None = None
-        self.rigs: dict[bytes, RigSession] = {}
-        self.pending: dict[int, Pending] = {}
+        self.rigs: dict[bytes, RigSession] = {}  # prefix -> rig (kept by the placement)
+        self.pending: dict[int, Pending] = {}  # in send order, so the oldest is first
+        self.shares_in_flight = 0
         self.next_id = 1
         self.last_rx = 0.0
         self.last_job_at = 0.0
@@ -85,45 +167,82 @@ class UpstreamConnection:
         self.authorized_workers: set[str] = set()
         self.connected_at = 0.0
         self.retiring = False  # being replaced (client.reconnect); rigs move when the new one is ready
-        self.replaces: UpstreamConnection | None = None
-        self.exclusive = False  # per-rig connection (prefix size 0)
+        self.replaces: PoolConnection | None = None
+        self.replaced_by: PoolConnection | None = None
+        self.exclusive = False  # one rig only (prefix size 0, or a pool too narrow for the fold)
         self.close_reason = ""
-        self.passthrough = False  # too narrow for the fold: one rig, the pool's extranonce1 as-is
-        self.extra_keepalive = 0.0
+        self.passthrough = False  # too narrow for the fold: the rig uses the pool's extranonce1
+        self.last_keepalive = 0.0
+        # told of every request sent (time, connection, id): the core's silence detector
+        self.watch: Callable[[float, PoolConnection, int], None] = _unwatched
         self._diff_line = (0.0, b"")
         self._targets: dict[float, int] = {}
 
+    # ------------------------------------------------------------------ state
+
     @property
     def alive(self) -> bool:
-        return self.state != CLOSED
+        return self.state is not ConnState.CLOSED
 
     @property
     def ready(self) -> bool:
-        return self.state == READY and not self.retiring
+        """Can take rigs now (a retiring connection hands its rigs to its replacement)."""
+        return self.state is ConnState.READY and not self.retiring
 
-    def room(self, rig_e2: int) -> int:
-        """Bytes of the pool's extranonce2 left for prefix + padding."""
-        return self.extranonce2_size - rig_e2
+    def connected(self, send: Callable[[bytes], None], password: str, now: float) -> None:
+        """TCP is up: send the whole handshake in one write (pools answer in any order)."""
+        self.send = send
+        self.state = ConnState.HANDSHAKE
+        self.connected_at = self.last_rx = now
+        user = self.pool.config.user
+        out = [
+            self._request(RequestKind.CONFIGURE, "mining.configure",
+                          [["version-rolling"],
+                           {"version-rolling.mask": f"{UPSTREAM_CONFIGURE_MASK:08x}",
+                            "version-rolling.min-bit-count": 2}], now),
+            self._request(RequestKind.SUBSCRIBE, "mining.subscribe", [AGENT], now),
+            self._request(RequestKind.AUTHORIZE, "mining.authorize", [user, password], now),
+        ]
+        out.extend(self._worker_request(name, password, now) for name in self.authorized_workers)
+        send(b"".join(out))
 
-    def difficulty_line(self) -> bytes:
-        """mining.set_difficulty for the current difficulty, encoded once for all rigs."""
-        if self._diff_line[0] != self.difficulty:
-            self._diff_line = (self.difficulty, messages.notification(
-                "mining.set_difficulty", [self.difficulty]))
-        return self._diff_line[1]
+    def close(self) -> int:
+        """Mark closed; returns the shares that were in flight (now lost)."""
+        self.state = ConnState.CLOSED
+        lost = self.shares_in_flight
+        self.pending.clear()
+        self.shares_in_flight = 0
+        return lost
 
-    def target_cache(self, difficulty: float) -> int:
-        target = self._targets.get(difficulty)
-        if target is None:
-            if len(self._targets) > 16:
-                self._targets.clear()
-            target = self._targets[difficulty] = work.difficulty_to_target(difficulty)
-        return target
+    # ------------------------------------------------------------------ requests out
 
-    def take_id(self) -> int:
+    def _request(self, kind: RequestKind, method: str, params: list, now: float,
+                 **extra: Any) -> bytes:
         msg_id = self.next_id
         self.next_id += 1
-        return msg_id
+        self.pending[msg_id] = Pending(kind, now, **extra)
+        self.watch(now, self, msg_id)
+        return messages.request(msg_id, method, params)
+
+    def _worker_request(self, name: str, password: str, now: float) -> bytes:
+        return self._request(RequestKind.WORKER, "mining.authorize", [name, password], now, worker=name)
+
+    def authorize_worker(self, name: str, password: str, now: float) -> None:
+        """Authorize a rig's own worker name on this connection, once."""
+        if name in self.authorized_workers or self.state is ConnState.CLOSED:
+            return
+        self.authorized_workers.add(name)
+        if self.state is not ConnState.DIALING:
+            self.send(self._worker_request(name, password, now))
+
+    def submit(self, params: list, rig: RigSession, difficulty: float, now: float) -> None:
+        """Forward a share; its answer comes back as ``ShareAnswered``."""
+        msg_id = self.next_id
+        self.next_id += 1
+        self.pending[msg_id] = Pending(RequestKind.SHARE, now, rig, difficulty)
+        self.shares_in_flight += 1
+        self.watch(now, self, msg_id)
+        self.send(messages.request(msg_id, "mining.submit", params))
 
     def oldest_pending(self) -> float | None:
         """Requests are added in send order (dicts keep it), so the oldest is the first: O(1)
@@ -132,92 +251,143 @@ class UpstreamConnection:
             return pending.sent_at
         return None
 
+    def expire_shares(self) -> int:
+        """Give up on every share in flight (the pool went silent); returns how many."""
+        count = self.shares_in_flight
+        if count:
+            self.pending = {k: p for k, p in self.pending.items() if p.kind is not RequestKind.SHARE}
+            self.shares_in_flight = 0
+        return count
+
+    # ------------------------------------------------------------------ bytes in
+
+    def receive(self, data: bytes, now: float) -> Iterator[PoolEvent]:
+        """Events for the lines in ``data``, one at a time; stops once the connection closes."""
+        self.last_rx = now
+        try:
+            lines = self.framer.feed(data)
+        except LineTooLong:
+            yield ProtocolFailure("pool sent an over-long line")
+            return
+        for line in lines:
+            if self.state is ConnState.CLOSED:
+                return
+            try:
+                msg = messages.decode(line)
+            except BadMessage as exc:
+                yield ProtocolFailure(f"pool sent garbage: {str(exc)[:120]}")
+                return
+            try:
+                if msg.method is None:
+                    yield from self._response(msg)
+                else:
+                    yield from self._method(msg)
+            except StratumError as exc:
+                yield ProtocolFailure(f"pool sent a bad {msg.method or 'response'}: {exc.message}")
+                return
+
+    def _response(self, msg: Message) -> Iterator[PoolEvent]:
+        pending = self.pending.pop(msg.id, None) if isinstance(msg.id, int) else None
+        if pending is None:
+            yield LateAnswer()
+            return
+        kind = pending.kind
+        if kind is RequestKind.SHARE:
+            self.shares_in_flight -= 1
+            accepted = msg.result is True and msg.error is None
+            yield ShareAnswered(pending, accepted, "" if accepted else reason_from_error(msg.error))
+        elif kind is RequestKind.SUBSCRIBE:
+            if msg.error is not None or msg.result is None:
+                raise StratumError(errors.OTHER, f"subscribe refused: {msg.error}")
+            result = messages.parse_subscribe_result(msg.result)
+            self.extranonce1 = result.extranonce1
+            self.extranonce2_size = result.extranonce2_size
+            self.subscribed = True
+            yield ExtranonceSet(result.extranonce1, result.extranonce2_size, by_pool=False)
+            yield from self._maybe_ready()
+        elif kind is RequestKind.AUTHORIZE:
+            if msg.result is not True:
+                raise StratumError(errors.UNAUTHORIZED, f"pool refused authorization of "
+                                                        f"{self.pool.config.user!r}: {msg.error}")
+            self.authorized = True
+            yield from self._maybe_ready()
+        elif kind is RequestKind.CONFIGURE:
+            result = msg.result if isinstance(msg.result, dict) else {}
+            if result.get("version-rolling") is True:
+                self.version_mask = messages.parse_version_mask(
+                    result.get("version-rolling.mask", "00000000"))
+            else:
+                self.version_mask = None
+        elif kind is RequestKind.WORKER and msg.result is not True:
+            log.warning("pool %s refused worker %s: %s", self.pool.name, pending.worker, msg.error)
+
+    def _maybe_ready(self) -> Iterator[PoolEvent]:
+        if (self.state is ConnState.HANDSHAKE and self.subscribed and self.authorized
+                and self.current_job is not None):
+            self.state = ConnState.READY
+            yield BecameReady()
+
+    def _method(self, msg: Message) -> Iterator[PoolEvent]:
+        method = msg.method
+        if method == "mining.notify":
+            if not self.subscribed:
+                raise StratumError(errors.OTHER, "notify before subscribe")
+            yield JobReceived(messages.parse_notify(msg.params))
+            # the coordinator stored the job (current_job) while we were suspended
+            yield from self._maybe_ready()
+        elif method == "mining.set_difficulty":
+            difficulty = messages.parse_difficulty(msg.params)
+            if difficulty != self.difficulty:
+                self.difficulty = difficulty
+                yield DifficultySet(difficulty)
+        elif method == "mining.set_extranonce":
+            result = messages.parse_set_extranonce(msg.params)
+            self.extranonce1 = result.extranonce1
+            self.extranonce2_size = result.extranonce2_size
+            yield ExtranonceSet(result.extranonce1, result.extranonce2_size, by_pool=True)
+        elif method == "mining.set_version_mask":
+            if not msg.params:
+                raise StratumError(errors.INVALID_PARAMS, "set_version_mask without a mask")
+            self.version_mask = messages.parse_version_mask(msg.params[0])
+            yield VersionMaskSet(self.version_mask)
+        elif method == "client.reconnect":
+            yield self._reconnect_target(msg.params or [])
+        elif method == "client.show_message":
+            yield PoolSaid(str((msg.params or [""])[0])[:500])
+        elif method == "client.get_version":
+            if msg.id is not None:
+                self.send(messages.response(msg.id, AGENT))
+        elif msg.id is not None:
+            self.send(messages.error_response(msg.id, errors.METHOD_NOT_FOUND))
+
+    def _reconnect_target(self, params: list) -> ReconnectAsked:
+        host = params[0] if len(params) > 0 and isinstance(params[0], str) and params[0] else self.host
+        port = self.port
+        if len(params) > 1:
+            try:
+                port = int(params[1])
+            except (TypeError, ValueError):
+                port = self.port
+        if not 0 < port < 65536:
+            port = self.port
+        return ReconnectAsked(host, port)
+
+    # ------------------------------------------------------------------ encoded once
+
+    def difficulty_line(self) -> bytes:
+        """mining.set_difficulty for the current difficulty, encoded once for all rigs."""
+        if self._diff_line[0] != self.difficulty:
+            self._diff_line = (self.difficulty, messages.notification(
+                "mining.set_difficulty", [self.difficulty]))
+        return self._diff_line[1]
+
+    def target_for(self, difficulty: float) -> int:
+        target = self._targets.get(difficulty)
+        if target is None:
+            if len(self._targets) > 16:
+                self._targets.clear()
+            target = self._targets[difficulty] = work.difficulty_to_target(difficulty)
+        return target
+
     def __repr__(self) -> str:
-        return f"<Upstream {self.pool.name}#{self.conn_id} {self.state} rigs={len(self.rigs)}>"
-
-
-def _unconnected(data: bytes) -> None:
-    raise RuntimeError("upstream connection is not connected")
-
-
-@dataclass(slots=True)
-class PoolCounters:
-    """Share accounting for one pool.  Every share owed to the pool (locally valid and
-    meeting its target) is counted in ``forwarded`` and ends as exactly one of
-    ``accepted``, ``rejected[reason]``, ``timeouts`` (no verdict in time) or ``lost[reason]``
-    (connection gone before a verdict, or before it could be written), or is still in
-    flight: forwarded == accepted + sum(rejected) + timeouts + sum(lost) + in flight."""
-
-    forwarded: int = 0
-    accepted: int = 0
-    accepted_difficulty: float = 0.0
-    rejected: Counter = field(default_factory=Counter)
-    timeouts: int = 0
-    lost: Counter = field(default_factory=Counter)  # reason -> count (never delivered)
-    late_answers: int = 0
-
-
-class PoolState:
-    """One [[pools]] entry: its config, connections, health and counters."""
-
-    def __init__(self, config: PoolConfig, order: int, health_window_s: float) -> None:
-        self.config = config
-        self.order = order  # position in the config file: tie-break within a priority
-        self.connections: list[UpstreamConnection] = []
-        self.health = DOWN
-        self.health_reason = "not connected yet"
-        self.last_error = ""
-        self.healthy_since: float | None = None
-        self.ever_failed = False
-        self.draining = False
-        self.next_dial_at = 0.0
-        self.backoff = 0.0
-        self.counters = PoolCounters()
-        self.latency = WindowedHistogram(health_window_s)
-        self.rejects = SlidingRatio(100)
-        self.timeouts = SlidingRatio(100)
-        self.narrow = ""  # why rigs cannot be folded onto this pool, if so
-        self.last_job_at = 0.0
-        self.extra: dict[str, Any] = {}
-        # work (sum of accepted share difficulty) delivered since the active group formed:
-        # the weighted split steers on this
-        self.split_work = 0.0
-
-    @property
-    def name(self) -> str:
-        return self.config.name
-
-    @property
-    def priority(self) -> int:
-        return self.config.priority
-
-    @property
-    def enabled(self) -> bool:
-        return self.config.enabled
-
-    def ready_connections(self) -> list[UpstreamConnection]:
-        return [c for c in self.connections if c.ready]
-
-    @property
-    def has_ready(self) -> bool:
-        return any(c.ready for c in self.connections)
-
-    @property
-    def usable(self) -> bool:
-        """Can take hashrate now: enabled, not draining, healthy and proven (holding a job)."""
-        return self.enabled and not self.draining and self.health == HEALTHY and self.has_ready
-
-    def rig_count(self) -> int:
-        return sum(len(c.rigs) for c in self.connections)
-
-    def rigs(self) -> list:
-        return [r for c in self.connections for r in c.rigs.values()]
-
-    def connection_count(self) -> int:
-        return len(self.connections)
-
-    def shares_in_flight(self) -> int:
-        return sum(1 for c in self.connections for p in c.pending.values() if p.kind == "share")
-
-    def __repr__(self) -> str:
-        return f"<Pool {self.name} {self.health} conns={len(self.connections)}>"
+        return f"<PoolConnection {self.pool.name}#{self.conn_id} {self.state.value} rigs={len(self.rigs)}>"

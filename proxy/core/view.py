@@ -154,8 +154,8 @@ class CoreView:
             "name": pool.name,
             "url": mask_url(pool.config.url),
             "user": pool.config.user,
-            "state": pool.health.value,
-            "reason": pool.health_reason,
+            "state": pool.health.state.value,
+            "reason": pool.health.reason,
             "last_error": pool.last_error,
             "priority": pool.config.priority,
             "weight": pool.config.weight,
@@ -236,7 +236,7 @@ class CoreView:
             "hashrate": hashrate,
             "active_pools": core.active_pools(),
             "counters": dict(core.totals),
-            "pools": {p.name: p.health.value for p in core.pools.values()},
+            "pools": {p.name: p.health.state.value for p in core.pools.values()},
         }
 
     def totals(self) -> dict[str, int]:

@@ -6,12 +6,13 @@ import asyncio
 import logging
 import socket
 import ssl
+from collections.abc import Callable
 from time import monotonic
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from ..core.engine import ProxyCore
-    from ..core.upstream import UpstreamConnection
+    from ..core.coordinator import ProxyCore
+    from ..core.upstream import PoolConnection
 
 log = logging.getLogger("proxy.net")
 
@@ -38,7 +39,7 @@ def describe_error(exc: BaseException | None) -> str:
 
 
 class PoolProtocol(asyncio.Protocol):
-    def __init__(self, core: ProxyCore, conn: UpstreamConnection,
+    def __init__(self, core: ProxyCore, conn: PoolConnection,
                  loop: asyncio.AbstractEventLoop, registry: dict[int, PoolProtocol]) -> None:
         self.core = core
         self.conn = conn
@@ -68,7 +69,8 @@ class PoolProtocol(asyncio.Protocol):
 
 
 class Dialer:
-    """Implements the core's CoreIO: dials pools and closes them on the core's request."""
+    """Implements the core's CoreIO: dials pools, closes them on the core's request, and
+    passes the core's timer requests to ``on_wake`` (the service's tick scheduler)."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, connect_timeout: float,
                  resolver: object | None = None) -> None:
@@ -79,13 +81,17 @@ class Dialer:
         self.protocols: dict[int, PoolProtocol] = {}
         self._tasks: set[asyncio.Task] = set()
         self._ssl_contexts: dict[tuple[str, bool], ssl.SSLContext] = {}
+        self.on_wake: Callable[[float], None] = lambda at: None
 
-    def dial(self, conn: UpstreamConnection) -> None:
+    def wake(self, at: float) -> None:
+        self.on_wake(at)
+
+    def dial(self, conn: PoolConnection) -> None:
         task = self.loop.create_task(self._dial(conn))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def close_pool(self, conn: UpstreamConnection) -> None:
+    def close_pool(self, conn: PoolConnection) -> None:
         proto = self.protocols.pop(conn.conn_id, None)
         if proto is not None and proto.transport is not None:
             proto.transport.abort()
@@ -101,7 +107,7 @@ class Dialer:
             self._ssl_contexts[key] = ctx
         return ctx
 
-    async def _dial(self, conn: UpstreamConnection) -> None:
+    async def _dial(self, conn: PoolConnection) -> None:
         core = self.core
         assert core is not None
         cfg = conn.pool.config
@@ -128,10 +134,10 @@ class Dialer:
                 reason = f"TLS handshake failed: {reason}"
             core.pool_closed(conn, reason, monotonic())
             return
-        if conn.state == "closed" or transport.is_closing():
+        if not conn.alive or transport.is_closing():
             # closed while dialing (shutdown, or the pool hung up at once)
             transport.abort()
-            if conn.state != "closed":
+            if conn.alive:
                 core.pool_closed(conn, "connection closed by pool", monotonic())
             return
         self.protocols[conn.conn_id] = proto

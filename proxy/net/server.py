@@ -9,8 +9,8 @@ from time import monotonic
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from ..core.downstream import RigSession
-    from ..core.engine import ProxyCore
+    from ..core.coordinator import ProxyCore
+    from ..core.rig import RigSession
 
 log = logging.getLogger("proxy.net")
 

@@ -8,7 +8,7 @@ import time
 from typing import Any
 
 from ..config import Config, ConfigError, load, parse_address
-from ..core.engine import ProxyCore
+from ..core.coordinator import ProxyCore
 from ..core.events import EventLog
 from ..core.view import CoreView
 from .client import Dialer
@@ -16,7 +16,10 @@ from .server import RigProtocol
 
 log = logging.getLogger("proxy.service")
 
-TICK_S = 0.05
+# the core says when it next needs to run; this caps the sleep (a deadline created between
+# two runs that the core did not announce through CoreIO.wake is then at most this late)
+TICK_CAP_S = 0.25
+MIN_TICK_S = 0.001
 DRAIN_POLL_S = 0.01
 
 
@@ -35,7 +38,9 @@ class ProxyService:
         self.api_runner: Any = None
         self.api_port = 0
         self.port = 0
-        self._tick_task: asyncio.Task | None = None
+        self._tick_handle: asyncio.TimerHandle | None = None
+        self._tick_at = 0.0
+        self._ticking = False
         self._stopped = asyncio.Event()
         self.stopping = False
         self.rental: Any = None  # proxy.rental.controller.BackfillController when [rental] is set
@@ -49,13 +54,15 @@ class ProxyService:
         self.view = CoreView(self.core)
         # the dial tasks the core started in __init__ run only after this line
         self.dialer.core = self.core
+        self.dialer.on_wake = self._wake
         host, port = parse_address(self.config.proxy.listen, "proxy.listen")
         core = self.core
         self.server = await loop.create_server(lambda: RigProtocol(core, loop), host, port,
                                                backlog=4096, reuse_address=True,
                                                reuse_port=self.config.proxy.reuse_port or None)
         self.port = self.server.sockets[0].getsockname()[1]
-        self._tick_task = loop.create_task(self._tick_loop())
+        self._ticking = True
+        self._schedule_tick(now)
         if self.with_api:
             from ..api.app import start_api
 
@@ -66,14 +73,29 @@ class ProxyService:
             self.rental = await start_for_service(self)
         log.info("listening for rigs on %s:%d", host, self.port)
 
-    async def _tick_loop(self) -> None:
+    def _schedule_tick(self, at: float) -> None:
+        """Run the core's timers at ``at`` (monotonic), or in TICK_CAP_S if sooner."""
+        if self._tick_handle is not None:
+            self._tick_handle.cancel()
+        now = time.monotonic()
+        delay = min(max(at - now, MIN_TICK_S), TICK_CAP_S)
+        self._tick_at = now + delay
+        self._tick_handle = asyncio.get_running_loop().call_later(delay, self._run_tick)
+
+    def _wake(self, at: float) -> None:
+        if at < self._tick_at and self._ticking:
+            self._schedule_tick(at)
+
+    def _run_tick(self) -> None:
+        self._tick_handle = None
         assert self.core is not None
-        while True:
-            await asyncio.sleep(TICK_S)
-            try:
-                self.core.tick(time.monotonic())
-            except Exception:
-                log.exception("tick failed")
+        next_at = time.monotonic() + TICK_CAP_S
+        try:
+            next_at = self.core.tick(time.monotonic())
+        except Exception:
+            log.exception("tick failed")
+        if self._ticking:
+            self._schedule_tick(next_at)
 
     def now(self) -> float:
         # uvloop's loop.time() has 1 ms resolution: too coarse for share latency
@@ -116,8 +138,10 @@ class ProxyService:
             self.core.close_all_rigs("proxy shutting down", self.now())
             if drain_s > 0:
                 await self._drain_in_flight(drain_s)
-        if self._tick_task is not None:
-            self._tick_task.cancel()
+        self._ticking = False
+        if self._tick_handle is not None:
+            self._tick_handle.cancel()
+            self._tick_handle = None
         if self.core is not None:
             self.core.shutdown(self.now())
         if self.api_runner is not None:

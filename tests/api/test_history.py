@@ -114,7 +114,7 @@ async def test_recorder_writes_rows_and_events_and_flushes_on_cleanup(api, tmp_p
     final = api.view("primary")["accepted"]
     await svc.api_runner.cleanup()  # stops the recorder: last sample + flush + close
     svc.api_runner = None
-    assert svc.core.events.listeners == []
+    assert svc.events.listener_count == 0
 
     store = HistoryStore(db).open()
     rows = store.query(since=0)["rows"]

@@ -9,7 +9,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from proxy.api.metrics import escape_label, render_metrics
 from proxy.config import load_dict
-from proxy.core.engine import ProxyCore
+from proxy.core.coordinator import ProxyCore
 from proxy.core.stats import LATENCY_BUCKETS
 from proxy.core.view import CoreView
 from proxy.sim._wait import wait_until

@@ -6,26 +6,30 @@ import json
 from typing import Any
 
 from proxy.config import load_dict
-from proxy.core.engine import ProxyCore
-from proxy.core.upstream import UpstreamConnection
+from proxy.core.coordinator import ProxyCore
+from proxy.core.upstream import PoolConnection
 
 
 class FakeIO:
     def __init__(self) -> None:
-        self.dialed: list[UpstreamConnection] = []
-        self.closed: list[UpstreamConnection] = []
+        self.dialed: list[PoolConnection] = []
+        self.closed: list[PoolConnection] = []
+        self.wakes: list[float] = []
 
-    def dial(self, conn: UpstreamConnection) -> None:
+    def dial(self, conn: PoolConnection) -> None:
         self.dialed.append(conn)
 
-    def close_pool(self, conn: UpstreamConnection) -> None:
+    def close_pool(self, conn: PoolConnection) -> None:
         self.closed.append(conn)
+
+    def wake(self, at: float) -> None:
+        self.wakes.append(at)
 
 
 class FakePoolLink:
     """The pool end of one upstream connection: reads what the core sent, answers."""
 
-    def __init__(self, core: ProxyCore, conn: UpstreamConnection, clock: Clock) -> None:
+    def __init__(self, core: ProxyCore, conn: PoolConnection, clock: Clock) -> None:
         self.core = core
         self.conn = conn
         self.clock = clock
@@ -132,7 +136,7 @@ def make_core(pools: list[dict] | None = None, **proxy: Any) -> tuple[ProxyCore,
     return core, io, clock
 
 
-def connect(core: ProxyCore, conn: UpstreamConnection, clock: Clock) -> FakePoolLink:
+def connect(core: ProxyCore, conn: PoolConnection, clock: Clock) -> FakePoolLink:
     link = FakePoolLink(core, conn, clock)
     core.pool_connected(conn, link.write, clock.now)
     return link

@@ -49,12 +49,12 @@ def test_delivered_split_within_two_points(n_rigs):
             _submit_one(core, rig, counter)
         # the pools answer every forwarded share
         for pool in core.pools.values():
-            for conn in pool.connections:
+            for conn in list(pool.connections.values()):
                 for msg_id in list(conn.pending):
                     core.pool_data(conn, b'{"id":%d,"result":true,"error":null}\n' % msg_id, clock.now)
         core.tick(clock.now)
         for pool in core.pools.values():
-            for conn in pool.connections:
+            for conn in list(pool.connections.values()):
                 conn.last_job_at = clock.now  # the scripted pools stay fresh
     from proxy.core.view import CoreView
 

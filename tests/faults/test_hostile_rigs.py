@@ -292,7 +292,7 @@ async def _other_rigs_work(ctx: Ctx) -> None:
     # another rig's worker name
     await thief.expect_error(thief.submit(["rig.0001", *share[1:]]), {errors.UNAUTHORIZED})
     # a job of another upstream connection (the backup's), and a job id never issued
-    backup_job = next(c.current_job.job_id for c in ctx.core.pools["backup"].connections
+    backup_job = next(c.current_job.job_id for c in ctx.core.pools["backup"].connections.values()
                       if c.current_job is not None)
     await thief.expect_error(thief.submit([thief.worker, backup_job, *share[2:]]),
                              {errors.JOB_NOT_FOUND})

@@ -28,7 +28,7 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from proxy.core.upstream import CLOSED, DIALING
+from proxy.core.upstream import ConnState, RequestKind
 from proxy.stratum import messages
 from proxy.stratum.framing import LineFramer, LineTooLong
 
@@ -49,7 +49,7 @@ WORKER = "farm.rig1"
 
 def _pending(machine: SessionMachine) -> bool:
     """Answer rules only run when some pool holds shares to answer."""
-    return any(p.kind == "share" for link in machine._live_links()
+    return any(p.kind is RequestKind.SHARE for link in machine._live_links()
                for p in link.conn.pending.values())
 
 # What the examples reached, summed over a run: the test fails if the machine never got deep
@@ -96,7 +96,7 @@ class SessionMachine(RuleBasedStateMachine):
         self.answered_upstream[conn.conn_id] = set()
 
     def _live_links(self) -> list[FakePoolLink]:
-        return [link for link in self.links.values() if link.conn.state != CLOSED]
+        return [link for link in self.links.values() if link.conn.state is not ConnState.CLOSED]
 
     def _send(self, t: Tracked, obj: dict[str, Any]) -> None:
         line = json.dumps(obj).encode() + b"\n"
@@ -252,7 +252,7 @@ class SessionMachine(RuleBasedStateMachine):
                 if req["id"] in done and verdict != "duplicate":
                     continue
                 done.add(req["id"])
-                if link.conn.state == CLOSED:
+                if link.conn.state is ConnState.CLOSED:
                     break  # an earlier answer made the core drop this pool
                 if verdict == "accept" or verdict == "duplicate":
                     link.feed({"id": req["id"], "result": True, "error": None})
@@ -278,7 +278,7 @@ class SessionMachine(RuleBasedStateMachine):
     @rule(up=st.booleans())
     def redials_complete(self, up: bool) -> None:
         for conn in list(self.io.dialed):
-            if conn.state == DIALING:
+            if conn.state is ConnState.DIALING:
                 if up:
                     self._bring_up(conn)
                 else:
@@ -306,9 +306,17 @@ class SessionMachine(RuleBasedStateMachine):
             internal = [m for m in t.rig.received
                         if m.get("error") and m["error"][1] == "internal error"]
             assert internal == [], internal
+            held = t.rig.session.subscribe_held
             for msg_id, method in t.expect_one.items():
                 if t.rig.closed:
                     assert answers[msg_id] <= 1, (msg_id, method)
+                elif msg_id == held:
+                    # a subscribe waits (layout_wait_s at most) until its extranonce layout
+                    # is known: a pool usable, or the rig's own connection to a narrow one
+                    assert answers[msg_id] == 0 and method == "mining.subscribe"
+                    assert t.rig.session in self.core.handshake.held
+                    assert self.core.handshake.held[t.rig.session] <= (
+                        self.clock.now + self.core.settings.layout_wait_s)
                 else:
                     assert answers[msg_id] == 1, (msg_id, method, t.rig.received[-3:])
             for msg_id in t.at_most_one:
@@ -325,7 +333,7 @@ class SessionMachine(RuleBasedStateMachine):
             s = t.rig.session
             assert s.closed == t.rig.closed
             if s.conn is not None:
-                assert s.conn.state != CLOSED and s.conn.rigs.get(s.prefix) is s
+                assert s.conn.state is not ConnState.CLOSED and s.conn.rigs.get(s.prefix) is s
         prefixes = [r.prefix for r in core.rigs.values() if r.subscribed]
         assert len(prefixes) == len(set(prefixes))  # unique proxy-wide while they last
 
@@ -340,8 +348,9 @@ class SessionMachine(RuleBasedStateMachine):
         forwarded = 0
         for pool in core.pools.values():
             c = pool.counters
-            in_flight = sum(1 for conn in pool.connections for p in conn.pending.values()
-                            if p.kind == "share")
+            in_flight = sum(1 for conn in pool.connections.values() for p in conn.pending.values()
+                            if p.kind is RequestKind.SHARE)
+            assert pool.shares_in_flight() == in_flight
             assert c.forwarded == (c.accepted + sum(c.rejected.values()) + c.timeouts
                                    + sum(c.lost.values()) + in_flight), (pool.name, c, in_flight)
             forwarded += c.forwarded

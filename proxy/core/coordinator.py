@@ -1,0 +1,318 @@
+"""The coordinator: wires rig sessions, pool connections, placement, health and routing.
+
+Sans-I/O: the glue feeds bytes and transport events in (with ``now`` from its clock), the
+core writes through the ``send`` callables the glue attached, asks the glue to dial or close
+pool connections through ``CoreIO``, and says when it next needs to run (``tick`` returns
+it; ``CoreIO.wake`` moves it earlier).  Decisions live in the modules it wires: ``rig`` and
+``upstream`` (the two protocols), ``handshake``, ``sharepath`` and ``shares`` (a share's
+way), ``placement`` and ``handover`` (moving rigs), ``health`` and ``router`` (where the
+hashrate goes), ``upstreams`` (the pool side), ``control`` (operators), ``timers``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from ..config import Config
+from .events import CoreEvent, EventLog, PoolSwitched
+from .extranonce import PrefixAllocator
+from .handover import RECONNECT, hand_over
+from .handshake import Handshake
+from .health import PoolHealth, soft_failure
+from .jobs import JobBook
+from .placement import Placement
+from .pool import PoolState
+from .rig import (
+    AuthorizeRequest,
+    BadLine,
+    ConfigureRequest,
+    RateLimited,
+    RigPolicy,
+    RigSession,
+    RigState,
+    SubmitRequest,
+    SubscribeRequest,
+    Violation,
+)
+from .rigstats import RigTotals
+from .router import Router
+from .sharepath import ShareDesk
+from .timers import Timers
+from .upstream import PoolConnection
+from .upstreams import Upstreams
+
+log = logging.getLogger("proxy.core")
+
+
+class CoreIO(Protocol):
+    """What the core asks of the I/O shell."""
+
+    def dial(self, conn: PoolConnection) -> None:
+        """Open a connection to conn.host:conn.port; report via pool_connected/pool_closed."""
+
+    def close_pool(self, conn: PoolConnection) -> None:
+        """Close the transport; the core has already accounted for the connection."""
+
+    def wake(self, at: float) -> None:
+        """Call ``tick`` no later than ``at`` (a deadline earlier than the last one given)."""
+
+
+class ProxyCore:
+    """One proxy's decisions.  Entry points: ``rig_*`` and ``pool_*`` for transport events,
+    ``tick`` for time, ``set_pool``/``drain``/``undrain``/``apply_config`` for operators."""
+
+    def __init__(self, config: Config, io: CoreIO, now: float, wall_offset: float = 0.0,
+                 prefix_start: int = 0, events: EventLog | None = None) -> None:
+        self.config = config
+        self.settings = s = config.proxy
+        self.io = io
+        self.wall_offset = wall_offset
+        self.started_at = now
+        self.e2_size = s.extranonce2_size
+        self.prefixes = PrefixAllocator(s.extranonce_prefix_size, prefix_start)
+        self.router = Router(s.failback_hold_s)
+        self.events = events if events is not None else EventLog()
+        self.pools = {p.name: PoolState(p, i, s.health_window_s) for i, p in enumerate(config.pools)}
+        self.rigs: dict[int, RigSession] = {}
+        self.totals: Counter[str] = Counter({k: 0 for k in (
+            "submits", "accepted", "rejected", "forwarded", "below_pool_target", "rigs_connected_total",
+            "rigs_disconnected", "bad_lines", "pool_switches", "split_moves", "rigs_refused",
+            "rigs_timed_out", "rate_limited")})
+        self.jobs = JobBook(s.extranonce_prefix_size, s.extranonce2_size)
+        self.placement = Placement()
+        self.shares = ShareDesk(s, self.jobs, self.totals)
+        self.handshake = Handshake(self)
+        self.upstreams = Upstreams(self)
+        self.timers = Timers(self, now)
+        self.rig_totals = RigTotals()  # hashrate sums for large farms, built by tick()
+        self._policy = RigPolicy(s.max_requests_per_s, s.allowed_workers, s.max_line_bytes)
+        self._next_rig_id = 1
+        self._active_names: tuple[str, ...] = ()
+        self._layout_moves: Counter[str] = Counter()
+        from .control import Operator  # control needs PoolState and this class: imported late
+
+        self.operator = Operator(self)
+        self.upstreams.maintain(now)
+
+    # ------------------------------------------------------------------ shared services
+
+    def wall(self, now: float) -> float:
+        return now + self.wall_offset
+
+    def publish(self, event: CoreEvent, now: float) -> None:
+        self.events.publish(event, self.wall(now))
+
+    def set_health(self, pool: PoolState, state: PoolHealth, reason: str, now: float) -> None:
+        event = pool.health.transition(state, reason, now)
+        if event is not None:
+            self.publish(event, now)
+
+    def active_pools(self) -> list[str]:
+        return list(self._active_names)
+
+    def group(self) -> list[PoolState]:
+        return [self.pools[n] for n in self._active_names if n in self.pools]
+
+    # ------------------------------------------------------------------ rig side
+
+    def rig_connected(self, peer: str, send: Callable[[bytes], None], close: Callable[[], None],
+                      now: float) -> RigSession:
+        rig = RigSession(self._next_rig_id, peer, send, close, self._policy, now)
+        self._next_rig_id += 1
+        self.rigs[rig.rig_id] = rig
+        self.totals["rigs_connected_total"] += 1
+        refusal = self.timers.admit(rig, len(self.rigs), now)
+        if refusal:
+            self.totals["rigs_refused"] += 1
+            self.close_rig(rig, refusal, now)
+        return rig
+
+    def rig_data(self, rig: RigSession, data: bytes, now: float) -> None:
+        if rig.closed:
+            return
+        for request in rig.receive(data, now):
+            kind = type(request)
+            try:
+                if kind is SubmitRequest:
+                    self.shares.submit(rig, request.msg, now)
+                elif kind is SubscribeRequest:
+                    self.handshake.subscribe(rig, request, now)
+                elif kind is AuthorizeRequest:
+                    self.handshake.authorize(rig, request, now)
+                elif kind is ConfigureRequest:
+                    self.handshake.configure(rig, request)
+                elif kind is RateLimited:
+                    self.totals["rate_limited"] += 1
+                elif kind is BadLine:
+                    self.totals["bad_lines"] += 1
+                elif kind is Violation:
+                    self.totals["bad_lines"] += request.bad_line
+                    self.close_rig(rig, request.reason, now)
+                    return
+            except Exception as exc:  # a bug (or a refused request) costs one answer, never the process
+                self._request_failed(rig, request, exc)
+
+    def _request_failed(self, rig: RigSession, request: Any, exc: Exception) -> None:
+        from ..stratum import errors
+        from ..stratum.errors import StratumError
+
+        msg = request.msg
+        if isinstance(exc, StratumError):
+            rig.reply_error(msg.id, exc.code, exc.message)
+            return
+        log.exception("error handling %r from rig %s", msg.method, rig.rig_id)
+        if type(request) is SubmitRequest:  # answered as a reject, so counted as one
+            rig.rejected[errors.OTHER] += 1
+            self.totals["rejected"] += 1
+        rig.reply_error(msg.id, errors.OTHER, "internal error")
+
+    def rig_closed(self, rig: RigSession, now: float) -> None:
+        """The rig's transport is gone (or we closed it): release everything it held."""
+        if rig.closed:
+            return
+        rig.to(RigState.CLOSED)
+        self.totals["rigs_disconnected"] += 1
+        self.rigs.pop(rig.rig_id, None)
+        self.timers.release(rig)
+        self.handshake.forget(rig)
+        conn = self.placement.gone(rig)
+        if conn is not None:
+            self.upstreams.retire_idle(conn, now, even_if_last=conn.exclusive)
+        if rig.has_prefix:
+            self.prefixes.release(rig.prefix)
+
+    def close_rig(self, rig: RigSession, reason: str, now: float) -> None:
+        log.info("closing rig %s (%s): %s", rig.rig_id, rig.peer, reason)
+        try:
+            rig.close()
+        finally:
+            self.rig_closed(rig, now)
+
+    def close_all_rigs(self, reason: str, now: float) -> None:
+        for rig in list(self.rigs.values()):
+            self.close_rig(rig, reason, now)
+
+    # ------------------------------------------------------------------ moving rigs
+
+    def place(self, rig: RigSession, pool: PoolState, now: float) -> None:
+        """Put the rig on a connection of ``pool``; it sees only difficulty, mask and a job."""
+        placement = self.placement
+        old = rig.conn
+        conn = placement.connection_for(pool, rig) or self.upstreams.dial(pool, now)
+        placement.detach(rig)
+        placement.attach(rig, conn)
+        if self.settings.forward_worker_names:
+            suffix = rig.worker.rsplit(".", 1)[-1] if rig.worker else f"rig{rig.rig_id}"
+            rig.upstream_worker = f"{pool.config.user}.{suffix}"
+            conn.authorize_worker(rig.upstream_worker, pool.config.password, now)
+        if conn.ready and conn.current_job is not None:
+            self._hand_over(rig, conn, now)
+        if old is not None and not old.rigs:
+            self.upstreams.retire_idle(old, now)
+
+    def _hand_over(self, rig: RigSession, conn: PoolConnection, now: float) -> None:
+        change = hand_over(rig, conn, self.e2_size, now)
+        if change is not None:
+            self._layout_moves[change] += 1
+            if change == RECONNECT:
+                self.placement.gone(rig)
+
+    def hand_over_all(self, conn: PoolConnection, now: float) -> dict[str, int]:
+        """A connection just became ready: its rigs get its work; the layout changes it took."""
+        self._layout_moves.clear()
+        for rig in list(conn.rigs.values()):
+            self._hand_over(rig, conn, now)
+        moves = dict(self._layout_moves)
+        self._layout_moves.clear()
+        return moves
+
+    # ------------------------------------------------------------------ pool side
+
+    def pool_connected(self, conn: PoolConnection, send: Callable[[bytes], None], now: float) -> None:
+        self.upstreams.connected(conn, send, now)
+
+    def pool_data(self, conn: PoolConnection, data: bytes, now: float) -> None:
+        self.upstreams.data(conn, data, now)
+
+    def pool_closed(self, conn: PoolConnection, reason: str, now: float) -> None:
+        """The transport closed or the dial failed (the glue's report)."""
+        self.upstreams.closed(conn, reason, now)
+
+    def check_soft_health(self, pool: PoolState, now: float) -> None:
+        """Degrade a healthy pool that rejects, times out or answers slowly."""
+        if pool.health.state is PoolHealth.HEALTHY:
+            reason = soft_failure(pool, self.settings, now)
+            if reason is not None:
+                self.set_health(pool, PoolHealth.DEGRADED, reason, now)
+                self.timers.due(now + self.settings.health_window_s)
+                self.reroute(now, f"{pool.name}: {reason}", force=True)
+
+    # ------------------------------------------------------------------ routing
+
+    def reroute(self, now: float, reason: str, force: bool = False) -> None:
+        """Recompute the active group; move rigs if it changed (or if forced, or if some
+        rig waits on no connection)."""
+        group = self.router.active_group(self.pools.values(), now)
+        names = tuple(p.name for p in group)
+        hold_check_at = self.timers.hold_check_at = self.router.hold_expires_at(self.pools.values(), now)
+        if hold_check_at is not None:
+            self.timers.due(hold_check_at)
+        waiting = bool(group) and bool(self.placement.unplaced)
+        if names == self._active_names and not force and not waiting:
+            return
+        previous = self._active_names
+        self._active_names = names
+        if names != previous:
+            for pool in self.pools.values():
+                pool.split_work = 0.0
+            if len(names) > 1:
+                self.timers.due(self.timers.next_split_at)
+        if not group:
+            if previous:
+                self.totals["pool_switches"] += 1
+                self.publish(PoolSwitched(from_pools=list(previous), to_pools=[], reason=reason,
+                                          rigs_moved=0, note="no usable pool: rigs keep their "
+                                          "connections and last job"), now)
+            return
+        self.handshake.release(now)
+        rigs = [r for r in self.rigs.values() if r.placeable]
+        self._layout_moves.clear()
+        plan = self.router.plan(rigs, group)
+        for rig_id, pool in plan.items():
+            rig = self.rigs.get(rig_id)
+            if rig is not None and rig.placeable:
+                self.place(rig, pool, now)
+        if names != previous:
+            self.totals["pool_switches"] += 1
+            self.publish(PoolSwitched(
+                from_pools=list(previous), to_pools=list(names),
+                reason=reason if previous else "startup: first pool ready", rigs_moved=len(plan),
+                extranonce_changes=dict(self._layout_moves)), now)
+        self.upstreams.maintain(now)
+
+    # ------------------------------------------------------------------ time and operators
+
+    def tick(self, now: float) -> float:
+        """Run what is due; returns when the core next needs to run."""
+        return self.timers.run(now)
+
+    def set_pool(self, name: str, now: float, *, priority: int | None = None,
+                 weight: float | None = None, enabled: bool | None = None) -> None:
+        self.operator.set_pool(name, now, priority=priority, weight=weight, enabled=enabled)
+
+    def drain(self, name: str, now: float) -> None:
+        self.operator.drain(name, now)
+
+    def undrain(self, name: str, now: float) -> None:
+        self.operator.undrain(name, now)
+
+    def apply_config(self, config: Config, now: float) -> dict[str, list[str]]:
+        return self.operator.apply_config(config, now)
+
+    def shutdown(self, now: float) -> None:
+        for pool in self.pools.values():
+            for conn in list(pool.connections.values()):
+                self.upstreams.close(conn, "proxy shutting down", now)

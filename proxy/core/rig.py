@@ -1,0 +1,344 @@
+"""One rig's connection, as a protocol state machine: bytes in, typed requests out.
+
+The session owns the rig's side of Stratum: line framing, the request-rate bucket, decoding,
+the handshake and the answers that need nothing but the session (extranonce.subscribe,
+suggest_difficulty, get_version, unknown methods, malformed lines).  What needs the farm
+(subscribe's layout, authorize, configure's mask, submit) comes out as a typed request for
+the coordinator, one at a time, so each is handled before the next line is read.
+
+Firmware pipelines configure/subscribe/authorize in one write and in any order, so the
+handshake is two flags inside the HANDSHAKE state; the lifecycle itself is explicit.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from enum import Enum
+from fnmatch import fnmatchcase
+from typing import TYPE_CHECKING, Any
+
+from .. import __version__
+from ..stratum import errors, messages
+from ..stratum.errors import StratumError
+from ..stratum.framing import LineFramer, LineTooLong
+from ..stratum.messages import BadMessage, Message
+from .stats import RateMeter
+
+if TYPE_CHECKING:
+    from .jobs import Job
+    from .pool import PoolState
+    from .upstream import PoolConnection
+
+RECENT_CONNS = 3  # connections a rig may still submit old jobs to after it moved
+RATE_BURST = 4.0  # seconds' worth of requests a rig may send at once
+RATE_LIMIT_CLOSE_AFTER = 1000  # requests dropped for flooding before the rig is closed
+RATE_LIMITED_ERROR = messages.error_response(None, errors.OTHER, "rate limited: too many requests")
+
+
+class RigState(Enum):
+    HANDSHAKE = "handshake"  # until both subscribed (answered) and authorized
+    ACTIVE = "active"  # mining, or waiting on keepalive work for a pool to come back
+    LEAVING = "leaving"  # sent client.reconnect: waiting for it to come back fresh
+    CLOSED = "closed"
+
+
+_NEXT_STATES = {
+    RigState.HANDSHAKE: {RigState.ACTIVE, RigState.LEAVING, RigState.CLOSED},
+    RigState.ACTIVE: {RigState.LEAVING, RigState.CLOSED},
+    RigState.LEAVING: {RigState.CLOSED},
+    RigState.CLOSED: set(),
+}
+
+
+@dataclass(slots=True)
+class SubscribeRequest:
+    msg: Message
+
+
+@dataclass(slots=True)
+class AuthorizeRequest:
+    msg: Message
+    first: bool  # the rig's first worker: it may now be placed
+
+
+@dataclass(slots=True)
+class ConfigureRequest:
+    msg: Message
+    requested_mask: int | None  # None: no version-rolling extension asked for
+
+
+@dataclass(slots=True)
+class SubmitRequest:
+    msg: Message
+
+
+@dataclass(slots=True)
+class Violation:
+    """The rig broke framing or flooded: the coordinator closes it with this reason."""
+
+    reason: str
+    bad_line: bool = True  # False for a flood (counted as rate limited instead)
+
+
+@dataclass(slots=True)
+class BadLine:
+    """A malformed request with an id: answered with a parse error, the rig stays."""
+
+
+@dataclass(slots=True)
+class RateLimited:
+    """A request dropped by the rate limit."""
+
+
+RigRequest = (SubscribeRequest | AuthorizeRequest | ConfigureRequest | SubmitRequest | Violation
+              | BadLine | RateLimited)
+
+
+class RigPolicy:
+    """The settings every session applies alone (one object shared by all sessions)."""
+
+    __slots__ = ("max_requests_per_s", "allowed_workers", "max_line")
+
+    def __init__(self, max_requests_per_s: float, allowed_workers: list[str], max_line: int) -> None:
+        self.max_requests_per_s = max_requests_per_s
+        self.allowed_workers = allowed_workers
+        self.max_line = max_line
+
+
+class RigSession:
+    """The state of one rig connection (see the module docstring)."""
+
+    __slots__ = (
+        "rig_id", "peer", "address", "send", "close", "policy", "framer", "state", "subscribed",
+        "subscribe_held", "user_agent", "workers", "extranonce_subscribed", "prefix", "has_prefix",
+        "extranonce1", "extranonce2_size", "requested_mask", "version_mask", "difficulty",
+        "suggested_difficulty", "conn", "pool", "recent_conns", "connected_at", "last_share_at",
+        "accepted", "rejected", "accepted_difficulty", "hashrate", "last_sent_job",
+        "upstream_worker", "last_work_at", "tokens", "tokens_at", "rate_limited",
+    )
+
+    def __init__(self, rig_id: int, peer: str, send: Callable[[bytes], None],
+                 close: Callable[[], None], policy: RigPolicy, now: float) -> None:
+        self.rig_id = rig_id
+        self.peer = peer
+        self.address = peer.rsplit(":", 1)[0]
+        self.send = send
+        self.close = close
+        self.policy = policy
+        self.framer = LineFramer(policy.max_line)
+        self.state = RigState.HANDSHAKE
+        self.subscribed = False  # the subscribe answer was sent (its layout is fixed)
+        self.subscribe_held: Any = None  # subscribe id held until the layout is known
+        self.user_agent = ""
+        self.workers: list[str] = []
+        self.extranonce_subscribed = False
+        self.prefix = b""
+        self.has_prefix = False  # allocated at the first subscribe, released at close
+        # the layout the rig uses now: its prefix and the proxy's size, or a too-narrow
+        # pool's own extranonce after mining.set_extranonce
+        self.extranonce1 = b""
+        self.extranonce2_size = 0
+        self.requested_mask: int | None = None  # None: the rig did not ask for version rolling
+        self.version_mask = 0
+        self.difficulty: float | None = None
+        self.suggested_difficulty: float | None = None
+        self.conn: PoolConnection | None = None  # kept by the placement
+        self.pool: PoolState | None = None
+        self.recent_conns: list[PoolConnection] = []
+        self.connected_at = now
+        self.last_share_at = 0.0
+        self.accepted = 0
+        self.rejected: Counter = Counter()
+        self.accepted_difficulty = 0.0
+        self.hashrate = RateMeter(start=now)
+        self.last_sent_job: Job | None = None
+        self.upstream_worker = ""
+        self.last_work_at = 0.0
+        self.tokens = policy.max_requests_per_s * RATE_BURST
+        self.tokens_at = now
+        self.rate_limited = 0
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def to(self, state: RigState) -> None:
+        """The one place the lifecycle moves; an impossible move is a bug, said loudly."""
+        if state is not self.state:
+            if state not in _NEXT_STATES[self.state]:
+                raise RuntimeError(f"rig {self.rig_id}: {self.state.value} -> {state.value}")
+            self.state = state
+
+    @property
+    def closed(self) -> bool:
+        return self.state is RigState.CLOSED
+
+    @property
+    def authorized(self) -> bool:
+        return bool(self.workers)
+
+    @property
+    def placeable(self) -> bool:
+        """Subscribed and authorized, not leaving: the router may give it a pool."""
+        return self.state is RigState.ACTIVE
+
+    @property
+    def worker(self) -> str:
+        return self.workers[0] if self.workers else ""
+
+    @property
+    def pool_name(self) -> str | None:
+        return self.pool.name if self.pool is not None and self.conn is not None else None
+
+    def may_submit_to(self, conn: PoolConnection) -> bool:
+        return conn is self.conn or conn in self.recent_conns
+
+    def _handshake_done(self) -> None:
+        if self.state is RigState.HANDSHAKE and self.subscribed and self.authorized:
+            self.to(RigState.ACTIVE)
+
+    # ------------------------------------------------------------------ answers
+
+    def reply(self, msg: Message, result: Any) -> None:
+        if msg.id is not None:
+            self.send(messages.response(msg.id, result))
+
+    def reply_error(self, msg_id: Any, code: int, message: str) -> None:
+        if msg_id is not None:
+            self.send(messages.error_response(msg_id, code, message))
+
+    def answer_subscribe(self, msg_id: Any, extranonce1: bytes, extranonce2_size: int) -> None:
+        """Answer (a held or a fresh) subscribe with the layout the rig keeps for its life."""
+        self.subscribe_held = None
+        self.extranonce1 = extranonce1
+        self.extranonce2_size = extranonce2_size
+        self.subscribed = True
+        sid = f"{self.rig_id:08x}"
+        self.send(messages.response(msg_id, [[["mining.set_difficulty", sid], ["mining.notify", sid]],
+                                             extranonce1.hex(), extranonce2_size]))
+        self._handshake_done()
+
+    def set_extranonce(self, extranonce1: bytes, extranonce2_size: int) -> None:
+        self.extranonce1 = extranonce1
+        self.extranonce2_size = extranonce2_size
+        self.send(messages.notification("mining.set_extranonce", [extranonce1.hex(), extranonce2_size]))
+
+    def ask_to_reconnect(self) -> None:
+        """Last resort for a layout the rig cannot take: it comes back as a new session."""
+        self.to(RigState.LEAVING)
+        self.send(messages.notification("client.reconnect", []))
+
+    def set_version_mask(self, mask: int) -> None:
+        if mask != self.version_mask:
+            self.version_mask = mask
+            self.send(messages.notification("mining.set_version_mask", [f"{mask:08x}"]))
+
+    # ------------------------------------------------------------------ bytes in
+
+    def receive(self, data: bytes, now: float) -> Iterator[RigRequest]:
+        """The rig's requests in ``data`` that need the coordinator, one at a time."""
+        try:
+            lines = self.framer.feed(data)
+        except LineTooLong as exc:
+            yield Violation(str(exc))
+            return
+        if not lines:
+            return
+        rate = self.policy.max_requests_per_s
+        self.tokens = min(rate * RATE_BURST, self.tokens + (now - self.tokens_at) * rate)
+        self.tokens_at = now
+        for line in lines:
+            if self.state is RigState.CLOSED:
+                return
+            if self.tokens < 1.0:
+                # a flood costs the flooder only: refuse, and close a rig that keeps on
+                self.rate_limited += 1
+                yield RateLimited()
+                if self.rate_limited > RATE_LIMIT_CLOSE_AFTER:
+                    yield Violation("request flood", bad_line=False)
+                    return
+                if self.rate_limited % 100 == 1:  # say why, without decoding what we refuse
+                    self.send(RATE_LIMITED_ERROR)
+                continue
+            self.tokens -= 1.0
+            try:
+                msg = messages.decode(line)
+            except BadMessage as exc:
+                if exc.msg_id is None:
+                    yield Violation(f"garbage: {exc}")
+                    return
+                self.reply_error(exc.msg_id, errors.PARSE_ERROR, str(exc)[:200])
+                yield BadLine()
+                continue
+            try:
+                request = self._request(msg)
+            except StratumError as exc:
+                self.reply_error(msg.id, exc.code, exc.message)
+                continue
+            if request is not None:
+                yield request
+
+    def _request(self, msg: Message) -> RigRequest | None:
+        method = msg.method
+        if method == "mining.submit":
+            return SubmitRequest(msg)
+        if method == "mining.subscribe":
+            if not self.subscribed and self.subscribe_held is None and msg.params \
+                    and isinstance(msg.params[0], str):
+                self.user_agent = msg.params[0][:128]
+            return SubscribeRequest(msg)
+        if method == "mining.authorize":
+            return self._authorize(msg)
+        if method == "mining.configure":
+            return self._configure(msg)
+        if method == "mining.extranonce.subscribe":
+            self.extranonce_subscribed = True
+            self.reply(msg, True)
+        elif method in ("mining.suggest_difficulty", "mining.suggest_target"):
+            if method == "mining.suggest_difficulty" and msg.params:
+                try:
+                    self.suggested_difficulty = messages.parse_difficulty(msg.params)
+                except StratumError:
+                    raise StratumError(errors.INVALID_PARAMS,
+                                       "difficulty must be a positive number") from None
+            self.reply(msg, True)
+        elif method is None:
+            pass  # a response from the rig (e.g. to client.get_version): nothing to do
+        elif method == "client.get_version":
+            self.reply(msg, f"stratum-proxy/{__version__}")
+        else:
+            raise StratumError(errors.METHOD_NOT_FOUND, f"unknown method {method[:64]!r}")
+        return None
+
+    def _authorize(self, msg: Message) -> AuthorizeRequest:
+        params = msg.params or []
+        if not params or not isinstance(params[0], str) or not params[0] or len(params[0]) > 256:
+            raise StratumError(errors.UNAUTHORIZED, "worker name must be a non-empty string")
+        worker = params[0]
+        allowed = self.policy.allowed_workers
+        if allowed and not any(fnmatchcase(worker, pattern) for pattern in allowed):
+            raise StratumError(errors.UNAUTHORIZED, f"worker {worker[:64]!r} is not allowed here")
+        first = not self.workers
+        if worker not in self.workers:
+            self.workers.append(worker)
+        self.reply(msg, True)
+        self._handshake_done()
+        return AuthorizeRequest(msg, first)
+
+    def _configure(self, msg: Message) -> ConfigureRequest:
+        params = msg.params or []
+        if len(params) < 1 or not isinstance(params[0], list):
+            raise StratumError(errors.INVALID_PARAMS, "mining.configure takes [extensions, options]")
+        options = params[1] if len(params) > 1 and isinstance(params[1], dict) else {}
+        requested = None
+        if "version-rolling" in params[0]:
+            try:
+                requested = messages.parse_version_mask(options.get("version-rolling.mask", "ffffffff"))
+            except StratumError:
+                raise StratumError(errors.INVALID_PARAMS,
+                                   "version-rolling.mask must be 8 hex digits") from None
+            self.requested_mask = requested
+        return ConfigureRequest(msg, requested)
+
+    def __repr__(self) -> str:
+        return f"<Rig {self.rig_id} {self.worker or '-'} @{self.peer} {self.state.value}>"

@@ -1,0 +1,136 @@
+"""The share path: a rig's submit, checked, answered, forwarded, and the pool's verdict
+accounted.
+
+A locally valid share is answered to the rig at once (it never waits on a slow pool, and
+never sees a pool's trouble as its own rejects); if it meets the pool's target it is
+forwarded first, one write sooner, and the pool's verdict is timed and counted against the
+pool.  Every share owed to a pool ends as exactly one of accepted, rejected, timed out or
+lost (see ``PoolCounters``).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from ..stratum import errors, messages
+from ..stratum.errors import StratumError
+from ..stratum.messages import Message
+from .shares import check_share
+from .stats import HASHES_PER_DIFF1
+from .upstream import ConnState
+
+if TYPE_CHECKING:
+    from ..config import ProxySection
+    from .jobs import Job, JobBook
+    from .rig import RigSession
+    from .upstream import PoolConnection, ShareAnswered
+
+# lost[] reason of a share owed to a pool whose connection was gone before it could be written
+LOST_UNSENT = "not sent: pool connection closed"
+
+
+class ShareDesk:
+    """Submits in, answers out; keeps the farm's share totals."""
+
+    __slots__ = ("settings", "jobs", "totals")
+
+    def __init__(self, settings: ProxySection, jobs: JobBook, totals: dict[str, int]) -> None:
+        self.settings = settings
+        self.jobs = jobs
+        self.totals = totals
+
+    def submit(self, rig: RigSession, msg: Message, now: float) -> None:
+        """Check and answer one mining.submit; a bad share is answered with its error."""
+        totals = self.totals
+        totals["submits"] += 1
+        try:
+            self._accept(rig, msg, now)
+        except StratumError as exc:
+            rig.rejected[exc.code] += 1
+            totals["rejected"] += 1
+            rig.reply_error(msg.id, exc.code, exc.message)
+
+    def _accept(self, rig: RigSession, msg: Message, now: float) -> None:
+        if not rig.subscribed:
+            raise StratumError(errors.NOT_SUBSCRIBED)
+        sub = messages.parse_submit(msg.params)
+        if sub.worker not in rig.workers:
+            raise StratumError(errors.UNAUTHORIZED)
+        job = self.jobs.get(sub.job_id)
+        if job is None or not rig.may_submit_to(job.conn):
+            raise StratumError(errors.JOB_NOT_FOUND)
+        conn = job.conn
+        rig_target = None
+        if rig.difficulty is not None and rig.difficulty != job.difficulty:
+            # set_difficulty between jobs applies to work the rig makes afterwards
+            rig_target = conn.target_for(rig.difficulty)
+        verdict = check_share(job, rig, sub, self.settings.ntime_window_s,
+                              conn.target_for(conn.difficulty), rig_target)
+        key = verdict.duplicate_key
+        if key in job.seen:
+            raise StratumError(errors.DUPLICATE)
+        job.seen.add(key)
+        if verdict.forward:  # forward first: the pool gets it one write sooner
+            self._forward(rig, job, msg, sub.version_bits is not None, now)
+        else:
+            self.totals["below_pool_target"] += 1
+        rig.send(messages.true_response(msg.id))
+        rig.accepted += 1
+        rig.last_share_at = now
+        difficulty = verdict.difficulty
+        rig.accepted_difficulty += difficulty
+        rig.hashrate.add(difficulty * HASHES_PER_DIFF1, now)
+        self.totals["accepted"] += 1
+        conn.pool.split_work += difficulty
+
+    def _forward(self, rig: RigSession, job: Job, msg: Message, rolled: bool, now: float) -> None:
+        conn = job.conn
+        counters = conn.pool.counters
+        # Counted as forwarded even when the connection is already gone: "forwarded" is every
+        # share the proxy owed this pool, and each one ends as exactly one of accepted,
+        # rejected[reason], timeouts or lost[reason] (or is still in flight).
+        counters.forwarded += 1
+        self.totals["forwarded"] += 1
+        if conn.state is not ConnState.READY:
+            counters.lost[LOST_UNSENT] += 1
+            return
+        params = msg.params
+        assert params is not None
+        pool_e2 = (job.padding.hex() + rig.prefix.hex() + params[2] if job.rig_extranonce1 is None
+                   else params[2])
+        out = [self._upstream_user(conn, rig), job.upstream_job_id, pool_e2, params[3], params[4]]
+        if rolled and conn.version_mask is not None:
+            out.append(params[5])
+        conn.submit(out, rig, job.difficulty, now)
+
+    def _upstream_user(self, conn: PoolConnection, rig: RigSession) -> str:
+        if not self.settings.forward_worker_names:
+            return conn.pool.config.user
+        return rig.upstream_worker or conn.pool.config.user
+
+    @staticmethod
+    def answered(conn: PoolConnection, answer: ShareAnswered, now: float) -> bool:
+        """Account the pool's verdict; True when it was a reject (health may need a look)."""
+        pool = conn.pool
+        counters = pool.counters
+        pool.latency.observe(now - answer.pending.sent_at, now)
+        pool.timeouts.record(False)
+        if answer.accepted:
+            counters.accepted += 1
+            counters.accepted_difficulty += answer.pending.difficulty
+            pool.rejects.record(False)
+            return False
+        counters.rejected[answer.reason] += 1
+        pool.rejects.record(True)
+        return True
+
+    @staticmethod
+    def timed_out(conn: PoolConnection) -> int:
+        """The pool went silent: its shares in flight are counted once, as timeouts (not
+        again as lost when the connection goes)."""
+        pool = conn.pool
+        shares = conn.expire_shares()
+        pool.counters.timeouts += shares
+        for _ in range(min(shares, 100)):
+            pool.timeouts.record(True)
+        return shares

@@ -1,0 +1,82 @@
+"""The share check, as a pure function: a job, the rig's view of it and a submit in, a
+verdict out.  No counters, no sockets: it is tested alone on real mainnet blocks, and the
+share path (``sharepath``) does the bookkeeping around it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+from ..stratum import errors
+from ..stratum.errors import StratumError
+from ..stratum.messages import Submit
+
+if TYPE_CHECKING:
+    from .jobs import Job
+
+LOW64 = (1 << 64) - 1
+
+
+class RigTerms(Protocol):
+    """What the share check needs to know of the rig that submits (a RigSession has it)."""
+
+    @property
+    def prefix(self) -> bytes: ...  # the rig's extranonce1 prefix under the fold
+
+    @property
+    def requested_mask(self) -> int | None: ...  # asked-for version mask; None: never configured
+
+
+@dataclass(slots=True, frozen=True)
+class ShareVerdict:
+    """A share that passed: its hash value and whether it meets the pool's target."""
+
+    value: int
+    forward: bool
+    difficulty: float  # credited to the rig: the job's difficulty
+
+    @property
+    def duplicate_key(self) -> int:
+        # low bits: random even for hashes that meet a high difficulty
+        return self.value & LOW64
+
+
+def mask_for_job(job: Job, requested_mask: int | None) -> int:
+    """The version bits the rig may roll on this job: what it asked for, within the pool's
+    mask when the job was sent.  A rig that never sent mining.configure but rolls anyway
+    (some firmware does) may use the pool's mask."""
+    pool_mask = job.version_mask or 0
+    if requested_mask is None:
+        return pool_mask
+    return requested_mask & pool_mask
+
+
+def check_share(job: Job, rig: RigTerms, submit: Submit, ntime_window_s: int,
+                pool_target: int, rig_target: int | None) -> ShareVerdict:
+    """Raise StratumError for a share the rig must be told is bad; else the verdict.
+
+    ``pool_target`` is the pool connection's target now (a share meeting it, or the job's own
+    target, is owed to the pool); ``rig_target`` is the target of the rig's current
+    difficulty when it differs from the job's (work made after a set_difficulty).
+    """
+    if job.stale:
+        raise StratumError(errors.JOB_NOT_FOUND)
+    if len(submit.extranonce2) != job.extranonce2_size:
+        raise StratumError(errors.OTHER, f"extranonce2 must be {job.extranonce2_size} bytes")
+    if not job.ntime <= submit.ntime <= job.ntime + ntime_window_s:
+        raise StratumError(errors.OTHER, "ntime out of range")
+    version = job.version
+    bits = submit.version_bits
+    if bits is not None:
+        mask = mask_for_job(job, rig.requested_mask)
+        if bits & ~mask & (job.version ^ bits):
+            raise StratumError(errors.OTHER, "version bits outside the negotiated mask")
+        version = (job.version & ~mask & 0xFFFFFFFF) | (bits & mask)
+    ext1 = rig.prefix if job.rig_extranonce1 is None else job.rig_extranonce1
+    digest = job.header_hash(ext1, submit.extranonce2, submit.ntime, submit.nonce, version)
+    value = int.from_bytes(digest, "little")
+    target = job.target if rig_target is None else max(job.target, rig_target)
+    if value > target:
+        raise StratumError(errors.LOW_DIFFICULTY)
+    return ShareVerdict(value, value <= pool_target or value <= job.target, job.difficulty)
