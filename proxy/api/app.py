@@ -301,7 +301,7 @@ async def patch_pool(request: web.Request) -> web.Response:
     _pool_or_404(view, name)
     changes = validate_patch(await json_object(request))
     svc = _service(request)
-    svc.core.set_pool(name, svc.now(), **changes)
+    svc.core.operator.set_pool(name, svc.now(), **changes)
     log.info("API: pool %s changed: %s", name, changes)
     return json_response(public_pool(view.pool(name, svc.now())))
 
@@ -313,9 +313,9 @@ async def _drain_action(request: web.Request, drain: bool) -> web.Response:
     _pool_or_404(view, name)
     svc = _service(request)
     if drain:
-        svc.core.drain(name, svc.now())
+        svc.core.operator.drain(name, svc.now())
     else:
-        svc.core.undrain(name, svc.now())
+        svc.core.operator.undrain(name, svc.now())
     log.info("API: pool %s %s", name, "drained" if drain else "undrained")
     return json_response(public_pool(view.pool(name, svc.now())))
 

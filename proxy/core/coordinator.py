@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Protocol
 
 from ..config import Config
 from .events import CoreEvent, EventLog, PoolSwitched
@@ -62,7 +62,7 @@ class CoreIO(Protocol):
 
 class ProxyCore:
     """One proxy's decisions.  Entry points: ``rig_*`` and ``pool_*`` for transport events,
-    ``tick`` for time, ``set_pool``/``drain``/``undrain``/``apply_config`` for operators."""
+    ``tick`` for time; ``operator`` takes operators' changes; ``view`` (``CoreView``) reads."""
 
     def __init__(self, config: Config, io: CoreIO, now: float, wall_offset: float = 0.0,
                  prefix_start: int = 0, events: EventLog | None = None) -> None:
@@ -153,21 +153,8 @@ class ProxyCore:
                     self.close_rig(rig, request.reason, now)
                     return
             except Exception as exc:  # a bug (or a refused request) costs one answer, never the process
-                self._request_failed(rig, request, exc)
-
-    def _request_failed(self, rig: RigSession, request: Any, exc: Exception) -> None:
-        from ..stratum import errors
-        from ..stratum.errors import StratumError
-
-        msg = request.msg
-        if isinstance(exc, StratumError):
-            rig.reply_error(msg.id, exc.code, exc.message)
-            return
-        log.exception("error handling %r from rig %s", msg.method, rig.rig_id)
-        if type(request) is SubmitRequest:  # answered as a reject, so counted as one
-            rig.rejected[errors.OTHER] += 1
-            self.totals["rejected"] += 1
-        rig.reply_error(msg.id, errors.OTHER, "internal error")
+                if rig.request_failed(request, exc):
+                    self.totals["rejected"] += 1
 
     def rig_closed(self, rig: RigSession, now: float) -> None:
         """The rig's transport is gone (or we closed it): release everything it held."""
@@ -298,19 +285,6 @@ class ProxyCore:
     def tick(self, now: float) -> float:
         """Run what is due; returns when the core next needs to run."""
         return self.timers.run(now)
-
-    def set_pool(self, name: str, now: float, *, priority: int | None = None,
-                 weight: float | None = None, enabled: bool | None = None) -> None:
-        self.operator.set_pool(name, now, priority=priority, weight=weight, enabled=enabled)
-
-    def drain(self, name: str, now: float) -> None:
-        self.operator.drain(name, now)
-
-    def undrain(self, name: str, now: float) -> None:
-        self.operator.undrain(name, now)
-
-    def apply_config(self, config: Config, now: float) -> dict[str, list[str]]:
-        return self.operator.apply_config(config, now)
 
     def shutdown(self, now: float) -> None:
         for pool in self.pools.values():

@@ -12,6 +12,7 @@ handshake is two flags inside the HANDSHAKE state; the lifecycle itself is expli
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -30,6 +31,8 @@ if TYPE_CHECKING:
     from .jobs import Job
     from .pool import PoolState
     from .upstream import PoolConnection
+
+log = logging.getLogger("proxy.core")
 
 RECENT_CONNS = 3  # connections a rig may still submit old jobs to after it moved
 RATE_BURST = 4.0  # seconds' worth of requests a rig may send at once
@@ -206,6 +209,20 @@ class RigSession:
     def reply_error(self, msg_id: Any, code: int, message: str) -> None:
         if msg_id is not None:
             self.send(messages.error_response(msg_id, code, message))
+
+    def request_failed(self, request: RigRequest, exc: Exception) -> bool:
+        """Answer a request whose handling raised; True when it counts as a rejected share.
+        A StratumError is the refusal meant for the rig; anything else is a bug, logged."""
+        msg = request.msg  # type: ignore[union-attr]  # only requests with a message raise
+        if isinstance(exc, StratumError):
+            self.reply_error(msg.id, exc.code, exc.message)
+            return False
+        log.exception("error handling %r from rig %s", msg.method, self.rig_id)
+        self.reply_error(msg.id, errors.OTHER, "internal error")
+        if type(request) is SubmitRequest:  # answered as a reject, so counted as one
+            self.rejected[errors.OTHER] += 1
+            return True
+        return False
 
     def answer_subscribe(self, msg_id: Any, extranonce1: bytes, extranonce2_size: int) -> None:
         """Answer (a held or a fresh) subscribe with the layout the rig keeps for its life."""

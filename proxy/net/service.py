@@ -110,7 +110,7 @@ class ProxyService:
         if new.proxy.listen != self.config.proxy.listen:
             log.warning("proxy.listen changes need a restart; keeping %s", self.config.proxy.listen)
         assert self.core is not None
-        result = self.core.apply_config(new, self.now())
+        result = self.core.operator.apply_config(new, self.now())
         self.config.pools = new.pools
         if new.api.token != self.config.api.token:
             self.config.api.token = new.api.token  # takes effect on the next API write

@@ -88,7 +88,7 @@ def test_a_share_is_checked_against_the_mask_its_job_was_sent_with():
     old_job_id = rig.notifications("mining.notify")[-1][0]
     old_job = core.jobs[old_job_id]
     # the operator moves the farm to the backup; the primary stays up and drains
-    core.drain("primary", clock.now)
+    core.operator.drain("primary", clock.now)
     assert rig.notifications("mining.set_version_mask")[-1] == ["00ffe000"]
     # a share the rig found on the primary's job with a bit the primary allows (0x10000000)
     # but the backup does not
