@@ -39,7 +39,19 @@ class ProxySection(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     forward_worker_names: bool = False
     max_line_bytes: int = 16384
     # a forwarded share unanswered this long marks the pool silent (and counts as a timeout)
-    silent_timeout_s: float = 4.0
+    # "auto": a pool is suspect (rigs move, its connection stays) when a request waits
+    # longer than silent_p99_multiple x its own recent p99 answer latency, between
+    # silent_floor_s and silent_ceiling_s; silent (down) at silent_ceiling_s.
+    # A number: one fixed window, silent (down) after it, no suspicion.
+    silent_timeout_s: float | Literal["auto"] = "auto"
+    silent_floor_s: float = 0.5
+    silent_ceiling_s: float = 4.0
+    silent_p99_multiple: float = 4.0
+    # a suspect pool that answers after all gets the rigs back after this (not failback_hold_s)
+    suspect_hold_s: float = 5.0
+    # suspected this many times within suspect_window_s: degraded (sits out health_window_s)
+    suspect_limit: int = 3
+    suspect_window_s: float = 600.0
     # a rig that subscribes before any pool is usable waits this long for its answer, so its
     # extranonce layout fits the pool it will mine on (then it gets the proxy's layout)
     layout_wait_s: float = 5.0
@@ -210,9 +222,17 @@ def validate(config: Config) -> Config:
         raise ConfigError("proxy.auth_timeout_s and proxy.max_requests_per_s: must be > 0")
     if p.max_line_bytes < 512:
         raise ConfigError("proxy.max_line_bytes: must be at least 512")
-    for name in ("silent_timeout_s", "max_job_age_s", "keepalive_s", "reconnect_min_s",
+    if p.silent_timeout_s != "auto" and not (
+            isinstance(p.silent_timeout_s, (int, float)) and p.silent_timeout_s > 0):
+        raise ConfigError('proxy.silent_timeout_s: must be "auto" or a number of seconds > 0')
+    if not 0 < p.silent_floor_s <= p.silent_ceiling_s:
+        raise ConfigError("proxy.silent_floor_s: must be > 0 and <= proxy.silent_ceiling_s")
+    if p.suspect_limit < 1:
+        raise ConfigError("proxy.suspect_limit: must be >= 1")
+    for name in ("max_job_age_s", "keepalive_s", "reconnect_min_s",
                  "reconnect_max_s", "connect_timeout_s", "health_window_s", "split_slice_s",
-                 "history_sample_s", "layout_wait_s"):
+                 "history_sample_s", "layout_wait_s", "silent_p99_multiple", "suspect_hold_s",
+                 "suspect_window_s"):
         if not getattr(p, name) > 0:
             raise ConfigError(f"proxy.{name}: must be > 0")
     if p.failback_hold_s < 0:

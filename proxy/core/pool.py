@@ -6,7 +6,7 @@ scan the others), and the pool keeps its own rig count so routing never sums ove
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -55,6 +55,11 @@ class PoolState:
         self.narrow = ""  # why rigs cannot be folded onto this pool, if so
         self.last_job_at = 0.0
         self.rig_total = 0  # rigs on this pool's connections, kept by the placement
+        # requests in flight to this pool, in send order (sent, connection, id): silence
+        self.requests: deque[tuple[float, PoolConnection, int]] = deque()
+        self.job_intervals: deque[float] = deque(maxlen=16)  # its own pace, for suspicion
+        self.suspect_after = 0.0  # the silence bound now in force (see health.silent_bound)
+        self.suspect_reason = ""
         # work (sum of accepted share difficulty) delivered since the active group formed:
         # the weighted split steers on this
         self.split_work = 0.0
