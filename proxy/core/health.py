@@ -19,6 +19,8 @@ if TYPE_CHECKING:
 
 
 class PoolHealth(StrEnum):
+    """A pool's health: only HEALTHY pools get hashrate; each comment says when a pool is in that state."""
+
     HEALTHY = "healthy"  # connected, subscribed, authorized, holding a job, within limits
     DEGRADED = "degraded"  # up but rejecting, timing out or slow: no hashrate for a window
     DOWN = "down"  # no usable connection (refused, reset, silent, stale, not yet up)
