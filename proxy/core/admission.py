@@ -12,6 +12,8 @@ if TYPE_CHECKING:
 
 
 class Admission:
+    """Refuses rigs over the connection limits and times out those that never finish their handshake."""
+
     __slots__ = ("settings", "per_address", "auth_deadlines")
 
     def __init__(self, settings: ProxySection) -> None:
@@ -32,6 +34,7 @@ class Admission:
         return ""
 
     def release(self, rig: RigSession) -> None:
+        """Give back the rig's per-address slot; call once when its connection closes."""
         left = self.per_address.get(rig.address, 1) - 1
         if left > 0:
             self.per_address[rig.address] = left
@@ -48,4 +51,5 @@ class Admission:
         return late
 
     def next_deadline(self) -> float | None:
+        """The earliest handshake deadline still queued, so the timers know when to wake; None if none."""
         return self.auth_deadlines[0][0] if self.auth_deadlines else None

@@ -32,6 +32,8 @@ class Operator:
 
     def set_pool(self, name: str, now: float, *, priority: int | None = None,
                  weight: float | None = None, enabled: bool | None = None) -> None:
+        """Change a pool's priority, weight or enabled flag; publishes ``PoolChanged`` and
+        reroutes (forced on a weight change so the split is redone)."""
         core = self.core
         pool = core.pools[name]
         cfg = pool.config
@@ -63,6 +65,7 @@ class Operator:
                      force="weight" in changes)
 
     def drain(self, name: str, now: float) -> None:
+        """Move every rig off the pool without disabling it (it stays enabled, its health unchanged)."""
         core = self.core
         pool = core.pools[name]
         pool.draining = True
@@ -70,6 +73,8 @@ class Operator:
         core.reroute(now, f"operator drained {name}", force=True)
 
     def undrain(self, name: str, now: float) -> None:
+        """Let a drained pool take rigs again; the forced reroute moves rigs back if it is in
+        the active group."""
         core = self.core
         core.pools[name].draining = False
         core.publish(PoolUndrained(pool=name), now)

@@ -100,26 +100,32 @@ class ProxyCore:
     # ------------------------------------------------------------------ shared services
 
     def wall(self, now: float) -> float:
+        """Wall-clock time for a monotonic ``now``: events carry wall time, the core runs on monotonic."""
         return now + self.wall_offset
 
     def publish(self, event: CoreEvent, now: float) -> None:
+        """Record an event in the decision log, stamped with wall time."""
         self.events.publish(event, self.wall(now))
 
     def set_health(self, pool: PoolState, state: PoolHealth, reason: str, now: float) -> None:
+        """The one way a pool's health changes: publishes the event when the state or reason changed."""
         event = pool.health.transition(state, reason, now)
         if event is not None:
             self.publish(event, now)
 
     def active_pools(self) -> list[str]:
+        """Names of the pools that get the hashrate now (a copy, safe to keep)."""
         return list(self._active_names)
 
     def group(self) -> list[PoolState]:
+        """The active group as pool objects, skipping any pool removed from the config since."""
         return [self.pools[n] for n in self._active_names if n in self.pools]
 
     # ------------------------------------------------------------------ rig side
 
     def rig_connected(self, peer: str, send: Callable[[bytes], None], close: Callable[[], None],
                       now: float) -> RigSession:
+        """A rig's transport is up: a session for it, or closed at once if admission refuses it."""
         rig = RigSession(self._next_rig_id, peer, send, close, self._policy, now)
         self._next_rig_id += 1
         self.rigs[rig.rig_id] = rig
@@ -131,6 +137,8 @@ class ProxyCore:
         return rig
 
     def rig_data(self, rig: RigSession, data: bytes, now: float) -> None:
+        """Feed bytes from a rig; each request is handled before the next is read, and a failing
+        one costs an error answer, never the process."""
         if rig.closed:
             return
         for request in rig.receive(data, now):
@@ -172,6 +180,7 @@ class ProxyCore:
             self.prefixes.release(rig.prefix)
 
     def close_rig(self, rig: RigSession, reason: str, now: float) -> None:
+        """Close the rig's transport and release what it held, even if closing the transport fails."""
         log.info("closing rig %s (%s): %s", rig.rig_id, rig.peer, reason)
         try:
             rig.close()
@@ -179,6 +188,7 @@ class ProxyCore:
             self.rig_closed(rig, now)
 
     def close_all_rigs(self, reason: str, now: float) -> None:
+        """Close every rig (shutdown, after the drain period); each one is released as by ``close_rig``."""
         for rig in list(self.rigs.values()):
             self.close_rig(rig, reason, now)
 
@@ -219,9 +229,11 @@ class ProxyCore:
     # ------------------------------------------------------------------ pool side
 
     def pool_connected(self, conn: PoolConnection, send: Callable[[bytes], None], now: float) -> None:
+        """The glue's report that a dialed connection's TCP is up: it sends the pool handshake."""
         self.upstreams.connected(conn, send, now)
 
     def pool_data(self, conn: PoolConnection, data: bytes, now: float) -> None:
+        """Feed bytes from a pool connection; a protocol failure fails the pool, not the process."""
         self.upstreams.data(conn, data, now)
 
     def pool_closed(self, conn: PoolConnection, reason: str, now: float) -> None:
@@ -287,6 +299,7 @@ class ProxyCore:
         return self.timers.run(now)
 
     def shutdown(self, now: float) -> None:
+        """Close every pool connection (after the rigs are gone); shares still in flight are counted lost."""
         for pool in self.pools.values():
             for conn in list(pool.connections.values()):
                 self.upstreams.close(conn, "proxy shutting down", now)

@@ -53,15 +53,22 @@ class PoolChanged(CoreEvent, tag="pool_changed"):
 
 
 class PoolDrained(CoreEvent, tag="pool_drain"):
+    """An operator drained a pool: its ``rigs`` are being moved to the other pools."""
+
     pool: str
     rigs: int
 
 
 class PoolUndrained(CoreEvent, tag="pool_undrain"):
+    """An operator let a drained pool take rigs again."""
+
     pool: str
 
 
 class ConfigReloaded(CoreEvent, tag="config_reloaded"):
+    """A live config reload was applied: the pools added, removed and updated (rigs moved, none
+    disconnected)."""
+
     added: list[str]
     removed: list[str]
     updated: list[str]
@@ -75,18 +82,24 @@ class PoolNarrow(CoreEvent, tag="pool_narrow"):
 
 
 class PoolSetExtranonce(CoreEvent, tag="pool_set_extranonce"):
+    """The pool sent mining.set_extranonce: the new layout may make it too narrow for the fold."""
+
     pool: str
     extranonce1: str
     extranonce2_size: int
 
 
 class PoolReconnectRequested(CoreEvent, tag="pool_reconnect_requested"):
+    """The pool sent client.reconnect: a replacement connection is dialed to ``host``:``port``."""
+
     pool: str
     host: str
     port: int
 
 
 class PoolMessage(CoreEvent, tag="pool_message"):
+    """The pool sent client.show_message: its text, kept for the operator."""
+
     pool: str
     message: str
 
@@ -131,13 +144,16 @@ class EventLog:
         self._listeners.append(listener)
 
     def unsubscribe(self, listener: Listener) -> None:
+        """Stop calling a listener given to ``subscribe`` (a closing history store); ValueError if unknown."""
         self._listeners.remove(listener)
 
     @property
     def listener_count(self) -> int:
+        """How many listeners are subscribed (to check that outer layers let go)."""
         return len(self._listeners)
 
     def recent(self, limit: int = 200, kind: str | None = None) -> list[dict[str, Any]]:
+        """The last ``limit`` events kept in memory, oldest first, optionally only of one ``kind``."""
         items = [e for e in self._events if kind is None or e["kind"] == kind]
         return items[-limit:]
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 
 class PrefixAllocator:
+    """Hands out the per-rig extranonce1 prefixes that let many rigs share one pool connection."""
+
     __slots__ = ("size", "_space", "_next", "_free", "_in_use", "_start")
 
     def __init__(self, size: int, start: int = 0) -> None:
@@ -28,6 +30,8 @@ class PrefixAllocator:
         return self._space if self.size else 1
 
     def allocate(self) -> bytes:
+        """A prefix for a new rig: freed ones first, then unused ones, then shared round-robin
+        once the space is exhausted."""
         if self.size == 0:
             return b""
         if self._free:
@@ -43,6 +47,7 @@ class PrefixAllocator:
         return value.to_bytes(self.size, "big")
 
     def release(self, prefix: bytes) -> None:
+        """Return a rig's prefix when it closes; it is reused only once no rig holds it."""
         if self.size == 0:
             return
         value = int.from_bytes(prefix, "big")
@@ -56,4 +61,5 @@ class PrefixAllocator:
 
     @property
     def in_use(self) -> int:
+        """Prefixes held by rigs, counting a shared one once per holder."""
         return sum(self._in_use.values())

@@ -64,6 +64,7 @@ def fan_out_job(conn: PoolConnection) -> None:
 
 
 def fan_out_difficulty(conn: PoolConnection) -> None:
+    """The pool changed difficulty: tell every rig on the connection that is not on it yet (encoded once)."""
     line = conn.difficulty_line()
     difficulty = conn.difficulty
     for rig in conn.rigs.values():
@@ -73,6 +74,8 @@ def fan_out_difficulty(conn: PoolConnection) -> None:
 
 
 def fan_out_version_mask(conn: PoolConnection) -> None:
+    """The pool changed its version mask: each rig that asked for version rolling gets its mask
+    within the new one."""
     mask = conn.version_mask or 0
     for rig in conn.rigs.values():
         if rig.requested_mask is not None:

@@ -34,6 +34,8 @@ class Handshake:
         self.held: dict[RigSession, float] = {}  # rigs whose subscribe answer waits, by deadline
 
     def subscribe(self, rig: RigSession, request: SubscribeRequest, now: float) -> None:
+        """Answer a subscribe now if a pool is usable, else hold it until one is (or its
+        deadline); a repeat gets the same layout."""
         core = self.core
         msg = request.msg
         if rig.subscribe_held is not None:
@@ -87,9 +89,11 @@ class Handshake:
                 self._answer(rig, group, now)
 
     def next_deadline(self) -> float | None:
+        """When the earliest held subscribe must be answered anyway; None if none is held."""
         return min(self.held.values()) if self.held else None
 
     def authorize(self, rig: RigSession, request: AuthorizeRequest, now: float) -> None:
+        """A rig's first authorized worker may complete its handshake: place it if it is now active."""
         if request.first:
             self._maybe_place(rig, now)
 
@@ -102,6 +106,7 @@ class Handshake:
                 core.place(rig, pool, now)
 
     def configure(self, rig: RigSession, request: ConfigureRequest) -> None:
+        """Answer mining.configure: version rolling within the pool's mask, every other extension refused."""
         params = request.msg.params or []
         result: dict[str, Any] = {}
         for ext in params[0]:
@@ -128,4 +133,5 @@ class Handshake:
         return DEFAULT_VERSION_MASK
 
     def forget(self, rig: RigSession) -> None:
+        """Drop a closed rig's held subscribe so it is never answered."""
         self.held.pop(rig, None)

@@ -21,6 +21,8 @@ if TYPE_CHECKING:
 
 
 class PoolHealth(StrEnum):
+    """A pool's health: only HEALTHY pools get hashrate; each comment says when a pool is in that state."""
+
     HEALTHY = "healthy"  # connected, subscribed, authorized, holding a job, within limits
     SUSPECT = "suspect"  # quieter than its own latency or job pace allows: rigs moved, link kept
     DEGRADED = "degraded"  # up but rejecting, timing out or slow: no hashrate for a window

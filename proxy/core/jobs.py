@@ -88,6 +88,7 @@ class Job:
 
     def header_hash(self, prefix: bytes, extranonce2: bytes, ntime: int, nonce: int,
                     version: int) -> bytes:
+        """The block header hash of a share, from the coinb1' midstate: the share check's one hash."""
         h = self.coinb1_state.copy()
         h.update(prefix + extranonce2 + self.coinb2)
         root = hashlib.sha256(h.digest()).digest()
@@ -111,6 +112,8 @@ class JobBook:
         self._expiring: deque[tuple[float, list[str]]] = deque()
 
     def get(self, job_id: str) -> Job | None:
+        """The job a rig submitted to; None if never issued or no longer kept (pushed out by
+        newer jobs, or its closed connection's grace is over)."""
         return self._by_id.get(job_id)
 
     def __getitem__(self, job_id: str) -> Job:
@@ -150,9 +153,11 @@ class JobBook:
         self._expiring.append((now + DEAD_JOB_GRACE_S, [j.job_id for j in conn.jobs.values()]))
 
     def expire(self, now: float) -> None:
+        """Forget closed connections' jobs whose grace period is over; the timers call it."""
         while self._expiring and self._expiring[0][0] <= now:
             for job_id in self._expiring.popleft()[1]:
                 self._by_id.pop(job_id, None)
 
     def next_expiry(self) -> float | None:
+        """When the next retired jobs are forgotten, so the timers can wake then; None if none."""
         return self._expiring[0][0] if self._expiring else None

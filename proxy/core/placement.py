@@ -33,6 +33,7 @@ class ConnectionIndex:
         self.live = 0  # alive and not retiring
 
     def forget(self, conn: PoolConnection) -> None:
+        """Take ``conn`` out of every bucket (it is closing or about to be refiled)."""
         self.idle_ready.pop(conn.conn_id, None)
         self.idle_waiting.pop(conn.conn_id, None)
         self.shared.pop(conn.conn_id, None)
@@ -58,6 +59,7 @@ class Placement:
         self.unplaced: set[RigSession] = set()  # active rigs on no connection
 
     def index(self, pool: PoolState) -> ConnectionIndex:
+        """The pool's connection index, created on first use."""
         index = self.indexes.get(pool.name)
         if index is None:
             index = self.indexes[pool.name] = ConnectionIndex()
@@ -66,6 +68,7 @@ class Placement:
     # ------------------------------------------------------------------ connections
 
     def added(self, conn: PoolConnection) -> None:
+        """A connection was dialed: the pool owns it and the index files it."""
         conn.pool.connections[conn.conn_id] = conn
         index = self.index(conn.pool)
         index.live += 1
@@ -76,6 +79,7 @@ class Placement:
         self.index(conn.pool).file(conn)
 
     def retiring(self, conn: PoolConnection) -> None:
+        """The connection is being replaced: it takes no new rigs and no longer counts as live."""
         conn.retiring = True
         index = self.index(conn.pool)
         index.live -= 1
@@ -125,6 +129,7 @@ class Placement:
     # ------------------------------------------------------------------ rigs
 
     def attach(self, rig: RigSession, conn: PoolConnection) -> None:
+        """Put the rig on ``conn`` (call ``detach`` first if it is on another one)."""
         conn.rigs[rig.prefix] = rig
         rig.conn = conn
         rig.pool = conn.pool

@@ -66,25 +66,31 @@ class PoolState:
 
     @property
     def name(self) -> str:
+        """The pool's name from the config: the key everywhere (API, events, routing)."""
         return self.config.name
 
     @property
     def priority(self) -> int:
+        """Lower is preferred; the active group is the usable pools of the best priority."""
         return self.config.priority
 
     @property
     def enabled(self) -> bool:
+        """False when the operator or the config disabled the pool."""
         return self.config.enabled
 
     @property
     def health_state(self) -> PoolHealth:
+        """The pool's current health state."""
         return self.health.state
 
     @property
     def health_reason(self) -> str:
+        """Why the pool is in its current health state."""
         return self.health.reason
 
     def ready_connections(self) -> list[PoolConnection]:
+        """Every ready connection; a list of all of them, so not for the hot path."""
         return [c for c in self.connections.values() if c.ready]
 
     def first_ready(self) -> PoolConnection | None:
@@ -96,6 +102,7 @@ class PoolState:
 
     @property
     def has_ready(self) -> bool:
+        """True when at least one connection can take rigs now."""
         return self.first_ready() is not None
 
     @property
@@ -105,15 +112,19 @@ class PoolState:
                 and self.has_ready)
 
     def rig_count(self) -> int:
+        """Rigs on this pool's connections, without summing over them."""
         return self.rig_total
 
     def rigs(self) -> list[RigSession]:
+        """Every rig on this pool's connections (a scan: for views, not routing)."""
         return [r for c in self.connections.values() for r in c.rigs.values()]
 
     def connection_count(self) -> int:
+        """Connections of this pool in any state, dialing included."""
         return len(self.connections)
 
     def shares_in_flight(self) -> int:
+        """Shares forwarded on this pool's connections and not yet answered."""
         return sum(c.shares_in_flight for c in self.connections.values())
 
     def __repr__(self) -> str:

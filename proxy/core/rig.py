@@ -41,6 +41,9 @@ RATE_LIMITED_ERROR = messages.error_response(None, errors.OTHER, "rate limited: 
 
 
 class RigState(Enum):
+    """A rig's lifecycle, forward only and only through ``RigSession.to``; each comment says
+    when a rig is in that state."""
+
     HANDSHAKE = "handshake"  # until both subscribed (answered) and authorized
     ACTIVE = "active"  # mining, or waiting on keepalive work for a pool to come back
     LEAVING = "leaving"  # sent client.reconnect: waiting for it to come back fresh
@@ -57,23 +60,31 @@ _NEXT_STATES = {
 
 @dataclass(slots=True)
 class SubscribeRequest:
+    """mining.subscribe: the answer fixes the rig's extranonce layout, so the coordinator gives it."""
+
     msg: Message
 
 
 @dataclass(slots=True)
 class AuthorizeRequest:
+    """mining.authorize of an allowed worker, already answered by the session."""
+
     msg: Message
     first: bool  # the rig's first worker: it may now be placed
 
 
 @dataclass(slots=True)
 class ConfigureRequest:
+    """mining.configure: the version mask depends on the pool, so the coordinator answers it."""
+
     msg: Message
     requested_mask: int | None  # None: no version-rolling extension asked for
 
 
 @dataclass(slots=True)
 class SubmitRequest:
+    """mining.submit: the share path checks it and answers."""
+
     msg: Message
 
 
@@ -174,10 +185,12 @@ class RigSession:
 
     @property
     def closed(self) -> bool:
+        """True once the session is closed: its data is ignored and it holds nothing."""
         return self.state is RigState.CLOSED
 
     @property
     def authorized(self) -> bool:
+        """True once at least one worker was authorized."""
         return bool(self.workers)
 
     @property
@@ -187,13 +200,16 @@ class RigSession:
 
     @property
     def worker(self) -> str:
+        """The first authorized worker name ("" before authorize): the name the rig is shown by."""
         return self.workers[0] if self.workers else ""
 
     @property
     def pool_name(self) -> str | None:
+        """The pool the rig mines on now; None while it is on no connection."""
         return self.pool.name if self.pool is not None and self.conn is not None else None
 
     def may_submit_to(self, conn: PoolConnection) -> bool:
+        """True for the rig's connection or one it recently left: shares for jobs sent there still count."""
         return conn is self.conn or conn in self.recent_conns
 
     def _handshake_done(self) -> None:
@@ -203,10 +219,12 @@ class RigSession:
     # ------------------------------------------------------------------ answers
 
     def reply(self, msg: Message, result: Any) -> None:
+        """Answer a request; a notification (no id) gets no answer."""
         if msg.id is not None:
             self.send(messages.response(msg.id, result))
 
     def reply_error(self, msg_id: Any, code: int, message: str) -> None:
+        """Answer a request with a Stratum error; a notification (no id) gets none."""
         if msg_id is not None:
             self.send(messages.error_response(msg_id, code, message))
 
@@ -236,6 +254,7 @@ class RigSession:
         self._handshake_done()
 
     def set_extranonce(self, extranonce1: bytes, extranonce2_size: int) -> None:
+        """Give the rig a new layout by mining.set_extranonce; only for a rig that subscribed to it."""
         self.extranonce1 = extranonce1
         self.extranonce2_size = extranonce2_size
         self.send(messages.notification("mining.set_extranonce", [extranonce1.hex(), extranonce2_size]))
@@ -246,6 +265,7 @@ class RigSession:
         self.send(messages.notification("client.reconnect", []))
 
     def set_version_mask(self, mask: int) -> None:
+        """Send mining.set_version_mask, only when the mask changed."""
         if mask != self.version_mask:
             self.version_mask = mask
             self.send(messages.notification("mining.set_version_mask", [f"{mask:08x}"]))

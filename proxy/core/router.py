@@ -26,6 +26,7 @@ class Router:
         return bool(pool.rig_count()) or pool.health.settled(now, self.failback_hold_s)
 
     def active_group(self, pools: Iterable[PoolState], now: float) -> list[PoolState]:
+        """The usable pools of the best priority, preferring settled ones; empty if none is usable."""
         usable = [p for p in pools if p.usable]
         if not usable:
             return []

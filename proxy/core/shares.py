@@ -22,10 +22,12 @@ class RigTerms(Protocol):
     """What the share check needs to know of the rig that submits (a RigSession has it)."""
 
     @property
-    def prefix(self) -> bytes: ...  # the rig's extranonce1 prefix under the fold
+    def prefix(self) -> bytes:  # the rig's extranonce1 prefix under the fold
+        """The extranonce1 prefix that goes into the coinbase (unless the job is pass-through)."""
 
     @property
-    def requested_mask(self) -> int | None: ...  # asked-for version mask; None: never configured
+    def requested_mask(self) -> int | None:  # asked-for version mask; None: never configured
+        """The version mask the rig asked for; None: it never sent mining.configure."""
 
 
 @dataclass(slots=True, frozen=True)
@@ -38,6 +40,7 @@ class ShareVerdict:
 
     @property
     def duplicate_key(self) -> int:
+        """Key to spot a resubmitted share: the low 64 bits of the hash, random even for hard shares."""
         # low bits: random even for hashes that meet a high difficulty
         return self.value & LOW64
 

@@ -28,6 +28,7 @@ class Histogram:
         self.max = 0.0
 
     def observe(self, value: float) -> None:
+        """Count one value; no allocation, so it is safe on the share path."""
         self.counts[bisect.bisect_left(LATENCY_BUCKETS, value)] += 1
         self.sum += value
         self.count += 1
@@ -35,6 +36,7 @@ class Histogram:
             self.max = value
 
     def merge(self, other: Histogram) -> None:
+        """Add another histogram's counts into this one (to build a window from its slots)."""
         for i, c in enumerate(other.counts):
             self.counts[i] += c
         self.sum += other.sum
@@ -42,6 +44,7 @@ class Histogram:
         self.max = max(self.max, other.max)
 
     def reset(self) -> None:
+        """Zero the counts in place, so a ring slot is reused without allocating."""
         for i in range(len(self.counts)):
             self.counts[i] = 0
         self.sum = 0.0
@@ -87,12 +90,14 @@ class WindowedHistogram:
         self._slot_start += steps * self._slot_len
 
     def observe(self, value: float, now: float) -> None:
+        """Count a value in the current slot and in the since-start total."""
         if now - self._slot_start >= self._slot_len:
             self._advance(now)
         self._ring[self._idx].observe(value)
         self.total.observe(value)
 
     def window(self, now: float) -> Histogram:
+        """A new histogram of the last ``window_s`` seconds (slots older than that are dropped first)."""
         self._advance(now)
         merged = Histogram()
         for h in self._ring:
@@ -116,12 +121,14 @@ class RateMeter:
         self._start = start
 
     def add(self, amount: float, now: float) -> None:
+        """Credit ``amount`` (a share's difficulty) at ``now``; older credit decays with ``tau``."""
         if self._last:
             self._value *= math.exp(-(now - self._last) / self.tau) if now > self._last else 1.0
         self._last = now
         self._value += amount / self.tau
 
     def rate(self, now: float) -> float:
+        """The decayed rate per second at ``now``, corrected for the meter's age; 0.0 before any add."""
         if not self._last:
             return 0.0
         value = self._value * math.exp(-max(0.0, now - self._last) / self.tau)
@@ -145,6 +152,7 @@ class SlidingRatio:
         self._bad = 0
 
     def record(self, bad: bool) -> None:
+        """Record one answer; the oldest falls out once ``size`` are held."""
         old = self._ring[self._pos]
         if self._filled == len(self._ring):
             self._bad -= old
@@ -155,13 +163,16 @@ class SlidingRatio:
         self._pos = (self._pos + 1) % len(self._ring)
 
     def clear(self) -> None:
+        """Forget every answer, so a recovered pool is judged afresh."""
         self._ring[:] = bytes(len(self._ring))
         self._pos = self._filled = self._bad = 0
 
     @property
     def samples(self) -> int:
+        """Answers held (at most ``size``): the health checks need enough before judging."""
         return self._filled
 
     @property
     def ratio(self) -> float:
+        """Share of bad answers among those held; 0.0 with none."""
         return self._bad / self._filled if self._filled else 0.0

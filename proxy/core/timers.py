@@ -56,17 +56,20 @@ class Timers:
             self.core.io.wake(at)
 
     def admit(self, rig: RigSession, rigs_now: int, now: float) -> str:
+        """Admit a new rig (see ``Admission.admit``) and wake for its handshake deadline."""
         refusal = self.admission.admit(rig, rigs_now, now)
         if not refusal:
             self.due(now + self.core.settings.auth_timeout_s)
         return refusal
 
     def release(self, rig: RigSession) -> None:
+        """A rig closed: give back its admission slot."""
         self.admission.release(rig)
 
     # ------------------------------------------------------------------ running
 
     def run(self, now: float) -> float:
+        """Run everything due at ``now`` (``ProxyCore.tick``); returns when to run next."""
         core = self.core
         s = core.settings
         self._silent(now)

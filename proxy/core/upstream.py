@@ -33,6 +33,9 @@ AGENT = f"stratum-proxy/{__version__}"
 
 
 class ConnState(Enum):
+    """A pool connection's lifecycle, DIALING -> HANDSHAKE -> READY, closed from any state; rigs
+    get work only from a READY one."""
+
     DIALING = "dialing"  # the glue is connecting
     HANDSHAKE = "handshake"  # TCP up; configure/subscribe/authorize sent
     READY = "ready"  # subscribed, authorized, holding a job: can carry rigs
@@ -40,6 +43,8 @@ class ConnState(Enum):
 
 
 class RequestKind(Enum):
+    """What a pending request to a pool was for, so its answer is handled right."""
+
     SHARE = "share"
     SUBSCRIBE = "subscribe"
     AUTHORIZE = "authorize"
@@ -63,6 +68,8 @@ class Pending:
 
 @dataclass(slots=True)
 class ShareAnswered:
+    """The pool answered a forwarded share; ``pending`` says which rig and difficulty it was."""
+
     pending: Pending
     accepted: bool
     reason: str  # the reject reason ("" when accepted)
@@ -75,6 +82,8 @@ class LateAnswer:
 
 @dataclass(slots=True)
 class ExtranonceSet:
+    """The pool gave its extranonce layout: it decides whether rigs can be folded onto it."""
+
     extranonce1: bytes
     extranonce2_size: int
     by_pool: bool  # mining.set_extranonce (True) or the subscribe answer (False)
@@ -82,16 +91,22 @@ class ExtranonceSet:
 
 @dataclass(slots=True)
 class JobReceived:
+    """The pool sent mining.notify: the coordinator stores it before the connection may turn ready."""
+
     notify: Notify
 
 
 @dataclass(slots=True)
 class DifficultySet:
+    """The pool changed its difficulty (only sent when it differs from the current one)."""
+
     difficulty: float
 
 
 @dataclass(slots=True)
 class VersionMaskSet:
+    """The pool sent mining.set_version_mask: the rigs' masks must follow."""
+
     mask: int
 
 
@@ -102,12 +117,17 @@ class BecameReady:
 
 @dataclass(slots=True)
 class ReconnectAsked:
+    """The pool sent client.reconnect: where to dial the replacement (this connection's host or
+    port where the pool gave none valid)."""
+
     host: str
     port: int
 
 
 @dataclass(slots=True)
 class PoolSaid:
+    """The pool sent client.show_message: its text (cut to 500 characters)."""
+
     text: str
 
 
@@ -182,6 +202,7 @@ class PoolConnection:
 
     @property
     def alive(self) -> bool:
+        """True until the connection is closed (dialing and handshake count as alive)."""
         return self.state is not ConnState.CLOSED
 
     @property
@@ -382,6 +403,8 @@ class PoolConnection:
         return self._diff_line[1]
 
     def target_for(self, difficulty: float) -> int:
+        """The share target for a difficulty, cached since every share needs it (the small cache
+        is cleared when full)."""
         target = self._targets.get(difficulty)
         if target is None:
             if len(self._targets) > 16:

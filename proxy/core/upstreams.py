@@ -52,6 +52,8 @@ class Upstreams:
     # ------------------------------------------------------------------ opening
 
     def dial(self, pool: PoolState, now: float, host: str = "", port: int = 0) -> PoolConnection:
+        """Open a connection to the pool (or to a client.reconnect target); rigs may be attached
+        at once and get work when it is ready."""
         core = self.core
         cfg_host, cfg_port = pool.config.endpoint
         conn = PoolConnection(self._next_conn_id, pool, host or cfg_host, port or cfg_port,
@@ -85,6 +87,7 @@ class Upstreams:
         return not better or pool.rig_count() > 0
 
     def connected(self, conn: PoolConnection, send: Callable[[bytes], None], now: float) -> None:
+        """TCP is up: send the pool handshake, unless the connection was closed meanwhile."""
         if conn.state is ConnState.CLOSED:
             return
         conn.connected(send, conn.pool.config.password, now)
@@ -92,6 +95,7 @@ class Upstreams:
     # ------------------------------------------------------------------ bytes in
 
     def data(self, conn: PoolConnection, data: bytes, now: float) -> None:
+        """Act on each event in the pool's bytes; a protocol failure or a bug fails the pool."""
         if conn.state is ConnState.CLOSED:
             return
         try:

@@ -73,6 +73,7 @@ def _rig_matches(rig: RigSession, needle: str) -> bool:
 
 
 def rig_view(rig: RigSession, now: float) -> dict[str, Any]:
+    """One rig as the API shows it (plain data; ``extranonce1`` is its proxy prefix)."""
     return {
         "id": rig.rig_id,
         "worker": rig.worker,
@@ -103,6 +104,7 @@ class CoreView:
 
     @property
     def instance(self) -> str:
+        """The name this proxy instance reports itself by (the config's ``instance``)."""
         return self._core.settings.instance
 
     def wall(self, now: float) -> float:
@@ -112,12 +114,15 @@ class CoreView:
     # ------------------------------------------------------------------ pools
 
     def active_pools(self) -> list[str]:
+        """Names of the pools that get the hashrate now."""
         return self._core.active_pools()
 
     def pool_names(self) -> list[str]:
+        """Every configured pool's name, in config order."""
         return list(self._core.pools)
 
     def has_pool(self, name: str) -> bool:
+        """True for a configured pool name (the API checks before answering 404)."""
         return name in self._core.pools
 
     def _pool(self, name: str) -> PoolState:
@@ -214,6 +219,7 @@ class CoreView:
         return sum(p.shares_in_flight() for p in self._core.pools.values())
 
     def ready_connections(self) -> int:
+        """Pool connections able to carry rigs now, over all pools."""
         return sum(len(p.ready_connections()) for p in self._core.pools.values())
 
     def accepted_difficulty(self) -> float:
@@ -223,6 +229,7 @@ class CoreView:
     # ------------------------------------------------------------------ farm
 
     def status(self, now: float) -> dict[str, Any]:
+        """The farm at a glance: uptime, rigs, hashrate, active pools, counters and pool states."""
         core = self._core
         if len(core.rigs) <= EXACT_UP_TO:
             hashrate, working = exact(core.rigs.values(), now)
@@ -240,14 +247,17 @@ class CoreView:
         }
 
     def totals(self) -> dict[str, int]:
+        """The core's counters since start (submits, accepted, switches, ...), as a copy."""
         return dict(self._core.totals)
 
     # ------------------------------------------------------------------ rigs
 
     def rig_count(self) -> int:
+        """Rigs connected now, in any state."""
         return len(self._core.rigs)
 
     def rig(self, rig_id: int, now: float) -> dict[str, Any] | None:
+        """One rig's view by id, or None if no such rig is connected."""
         rig = self._core.rigs.get(rig_id)
         return None if rig is None else rig_view(rig, now)
 
