@@ -49,8 +49,15 @@ def describe(config: Config) -> str:
                  "connection per rig, and is reported in status and events")
     if p.extranonce2_size < 4:
         lines.append("  warning: extranonce2_size < 4; some firmware wants at least 4")
-    lines.append(f"failover: silent after {p.silent_timeout_s:g}s without an answer, stale after "
-                 f"{p.max_job_age_s:g}s without a job; failback hold-down {p.failback_hold_s:g}s")
+    if p.silent_timeout_s == "auto":
+        silence = (f"suspect when a request waits over {p.silent_p99_multiple:g} x the pool's p99 "
+                   f"latency (between {p.silent_floor_s:g}s and {p.silent_ceiling_s:g}s) or no job "
+                   f"comes for 3 x its pace; rigs return {p.suspect_hold_s:g}s after it answers; "
+                   f"silent (down) after {p.silent_ceiling_s:g}s")
+    else:
+        silence = f"silent after {p.silent_timeout_s:g}s without an answer"
+    lines.append(f"failover: {silence}; stale after {p.max_job_age_s:g}s without a job; "
+                 f"failback hold-down {p.failback_hold_s:g}s")
     lines.append(f"api: {config.api.listen}" + ("" if config.api.enabled else " (disabled)")
                  + ("" if config.api.token else " (no token: writes refused)"))
     if config.rental is not None:

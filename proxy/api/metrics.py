@@ -33,7 +33,7 @@ TOTALS: dict[str, tuple[str, str]] = {
     "split_moves": ("split_moves_total", "Rigs moved to keep a weighted split on target"),
 }
 
-POOL_STATES = ("healthy", "degraded", "down", "disabled")
+POOL_STATES = ("healthy", "suspect", "degraded", "down", "disabled")
 
 
 def escape_label(value: object) -> str:

@@ -21,7 +21,7 @@ from .events import CoreEvent, EventLog, PoolSwitched
 from .extranonce import PrefixAllocator
 from .handover import RECONNECT, hand_over
 from .handshake import Handshake
-from .health import PoolHealth, soft_failure
+from .health import PoolHealth
 from .jobs import JobBook
 from .placement import Placement
 from .pool import PoolState
@@ -40,6 +40,7 @@ from .rig import (
 from .rigstats import RigTotals
 from .router import Router
 from .sharepath import ShareDesk
+from .silence import SilenceWatch
 from .timers import Timers
 from .upstream import PoolConnection
 from .upstreams import Upstreams
@@ -87,6 +88,7 @@ class ProxyCore:
         self.handshake = Handshake(self)
         self.upstreams = Upstreams(self)
         self.timers = Timers(self, now)
+        self.silence = SilenceWatch(self)
         self.rig_totals = RigTotals()  # hashrate sums for large farms, built by tick()
         self._policy = RigPolicy(s.max_requests_per_s, s.allowed_workers, s.max_line_bytes)
         self._next_rig_id = 1
@@ -239,15 +241,6 @@ class ProxyCore:
     def pool_closed(self, conn: PoolConnection, reason: str, now: float) -> None:
         """The transport closed or the dial failed (the glue's report)."""
         self.upstreams.closed(conn, reason, now)
-
-    def check_soft_health(self, pool: PoolState, now: float) -> None:
-        """Degrade a healthy pool that rejects, times out or answers slowly."""
-        if pool.health.state is PoolHealth.HEALTHY:
-            reason = soft_failure(pool, self.settings, now)
-            if reason is not None:
-                self.set_health(pool, PoolHealth.DEGRADED, reason, now)
-                self.timers.due(now + self.settings.health_window_s)
-                self.reroute(now, f"{pool.name}: {reason}", force=True)
 
     # ------------------------------------------------------------------ routing
 

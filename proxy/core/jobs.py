@@ -142,6 +142,8 @@ class JobBook:
             old = conn.jobs.pop(next(iter(conn.jobs)))
             self._by_id.pop(old.job_id, None)
         conn.current_job = job
+        if conn.last_job_at:
+            conn.pool.job_intervals.append(now - conn.last_job_at)
         conn.last_job_at = now
         self.arrivals.append((now, conn))
         conn.pool.last_job_at = now

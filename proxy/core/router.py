@@ -40,7 +40,7 @@ class Router:
         """When the next pool in hold-down becomes settled (so the engine re-evaluates once)."""
         times = [t for p in pools
                  if p.usable and p.health.ever_failed and p.health.healthy_since is not None
-                 and (t := p.health.healthy_since + self.failback_hold_s) > now]
+                 and (t := p.health.healthy_since + p.health.hold_for(self.failback_hold_s)) > now]
         return min(times) if times else None
 
     @staticmethod

@@ -22,8 +22,9 @@ from .upstream import ConnState
 if TYPE_CHECKING:
     from ..config import ProxySection
     from .jobs import Job, JobBook
+    from .pool_events import ShareAnswered
     from .rig import RigSession
-    from .upstream import PoolConnection, ShareAnswered
+    from .upstream import PoolConnection
 
 # lost[] reason of a share owed to a pool whose connection was gone before it could be written
 LOST_UNSENT = "not sent: pool connection closed"

@@ -10,20 +10,17 @@ window, redials after backoff, the weighted split's slices and the keepalive sca
 
 from __future__ import annotations
 
-from collections import deque
 from typing import TYPE_CHECKING
 
 from .admission import Admission
 from .handover import keep_alive
 from .health import PoolHealth
 from .rigstats import EXACT_UP_TO
-from .sharepath import ShareDesk
 from .upstream import ConnState
 
 if TYPE_CHECKING:
     from .coordinator import ProxyCore
     from .rig import RigSession
-    from .upstream import PoolConnection
 
 KEEPALIVE_SCAN_S = 1.0
 LARGE_FARM_TICK_S = 0.05  # the hashrate sums of a large farm are built a slice per tick
@@ -36,18 +33,12 @@ class Timers:
     def __init__(self, core: ProxyCore, now: float) -> None:
         self.core = core
         self.admission = Admission(core.settings)
-        self.requests: deque[tuple[float, PoolConnection, int]] = deque()  # (sent, conn, id)
         self.hold_check_at: float | None = None
         self.next_split_at = now
         self.last_keepalive = now
         self.armed_at = now  # when the glue will call tick next
 
     # ------------------------------------------------------------------ registration
-
-    def watch(self, sent_at: float, conn: PoolConnection, msg_id: int) -> None:
-        """A request went to a pool: it is silent if this one is still unanswered later."""
-        self.requests.append((sent_at, conn, msg_id))
-        self.due(sent_at + self.core.settings.silent_timeout_s)
 
     def due(self, at: float) -> None:
         """Something must run at ``at``: wake the glue earlier if it would sleep past it."""
@@ -72,7 +63,7 @@ class Timers:
         """Run everything due at ``now`` (``ProxyCore.tick``); returns when to run next."""
         core = self.core
         s = core.settings
-        self._silent(now)
+        core.silence.check(now)
         self._stale(now)
         for pool in list(core.pools.values()):
             health = pool.health
@@ -82,7 +73,7 @@ class Timers:
                 core.set_health(pool, PoolHealth.HEALTHY, "degradation window over: on probation", now)
                 core.reroute(now, f"{pool.name} recovered")
             elif s.latency_slo_ms > 0:
-                core.check_soft_health(pool, now)
+                core.upstreams.check_soft_health(pool, now)
         for rig in self.admission.overdue(now):
             core.totals["rigs_timed_out"] += 1
             core.close_rig(rig, f"not subscribed and authorized within {s.auth_timeout_s:g}s", now)
@@ -105,15 +96,6 @@ class Timers:
         core.rig_totals.advance(core.rigs.values(), len(core.rigs), now)
         self.armed_at = self.next_run(now)
         return self.armed_at
-
-    def _silent(self, now: float) -> None:
-        timeout = self.core.settings.silent_timeout_s
-        requests = self.requests
-        while requests and now - requests[0][0] > timeout:
-            _, conn, msg_id = requests.popleft()
-            if conn.alive and msg_id in conn.pending:
-                ShareDesk.timed_out(conn)
-                self.core.upstreams.fail(conn, f"silent: no answer for {timeout:g}s", now)
 
     def _stale(self, now: float) -> None:
         max_age = self.core.settings.max_job_age_s
@@ -138,11 +120,10 @@ class Timers:
         core = self.core
         s = core.settings
         times = [self.last_keepalive + KEEPALIVE_SCAN_S]
-        if self.requests:
-            times.append(self.requests[0][0] + s.silent_timeout_s)
         if core.jobs.arrivals:
             times.append(core.jobs.arrivals[0][0] + s.max_job_age_s)
-        for deadline in (self.admission.next_deadline(), core.handshake.next_deadline(),
+        for deadline in (core.silence.next_deadline(), self.admission.next_deadline(),
+                         core.handshake.next_deadline(),
                          core.jobs.next_expiry(), self.hold_check_at):
             if deadline is not None:
                 times.append(deadline)

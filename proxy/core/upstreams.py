@@ -16,22 +16,22 @@ from typing import TYPE_CHECKING
 
 from .events import PoolMessage, PoolNarrow, PoolReconnectRequested, PoolSetExtranonce, RigsExtranonceChanged
 from .handover import fan_out_difficulty, fan_out_job, fan_out_version_mask
-from .health import PoolHealth
-from .sharepath import ShareDesk
-from .upstream import (
+from .health import PoolHealth, soft_failure
+from .pool_events import (
     BecameReady,
-    ConnState,
     DifficultySet,
     ExtranonceSet,
     JobReceived,
     LateAnswer,
-    PoolConnection,
     PoolSaid,
     ProtocolFailure,
     ReconnectAsked,
     ShareAnswered,
     VersionMaskSet,
 )
+from .sharepath import ShareDesk
+from .silence import ANSWERS, JOBS
+from .upstream import ConnState, PoolConnection
 
 if TYPE_CHECKING:
     from .coordinator import ProxyCore
@@ -60,7 +60,7 @@ class Upstreams:
                               core.settings.max_line_bytes)
         self._next_conn_id += 1
         conn.exclusive = core.prefixes.size == 0 or bool(pool.narrow)
-        conn.watch = core.timers.watch
+        conn.watch = core.silence.watch
         core.placement.added(conn)
         core.io.dial(conn)
         return conn
@@ -102,7 +102,11 @@ class Upstreams:
             for event in conn.receive(data, now):
                 if type(event) is ShareAnswered:
                     if ShareDesk.answered(conn, event, now):
-                        self.core.check_soft_health(conn.pool, now)
+                        self.check_soft_health(conn.pool, now)
+                    if conn.pool.health.state is PoolHealth.SUSPECT:
+                        waited = now - event.pending.sent_at
+                        self.core.silence.heard(conn.pool, ANSWERS, f"a share answered after "
+                                                                   f"{waited:.2f} s", now)
                 elif type(event) is ProtocolFailure:
                     self.fail(conn, event.reason, now)
                     return
@@ -117,6 +121,8 @@ class Upstreams:
         pool = conn.pool
         if type(event) is JobReceived:
             core.jobs.add(conn, event.notify, now)
+            if pool.health.state is PoolHealth.SUSPECT:
+                core.silence.heard(pool, JOBS, "a new job arrived", now)
             if conn.state is ConnState.READY:
                 fan_out_job(conn)
         elif type(event) is BecameReady:
@@ -185,9 +191,18 @@ class Upstreams:
             core.publish(RigsExtranonceChanged(
                 pool=pool.name, reason=pool.narrow or "back onto the proxy's extranonce layout",
                 extranonce_changes=moves), now)
-        if pool.enabled and pool.health.state is not PoolHealth.HEALTHY:
+        if pool.enabled and pool.health.state is PoolHealth.DOWN:
             core.set_health(pool, PoolHealth.HEALTHY, "connected, subscribed, authorized, job received", now)
         core.reroute(now, f"{pool.name} is up")
+
+    def check_soft_health(self, pool: PoolState, now: float) -> None:
+        """Degrade a healthy pool that rejects, times out or answers slowly."""
+        if pool.health.state is PoolHealth.HEALTHY:
+            reason = soft_failure(pool, self.core.settings, now)
+            if reason is not None:
+                self.core.set_health(pool, PoolHealth.DEGRADED, reason, now)
+                self.core.timers.due(now + self.core.settings.health_window_s)
+                self.core.reroute(now, f"{pool.name}: {reason}", force=True)
 
     # ------------------------------------------------------------------ closing
 

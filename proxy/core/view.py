@@ -207,6 +207,9 @@ class CoreView:
                 "count": total.count,
             },
             "last_job_age_s": round(now - pool.last_job_at, 3) if pool.last_job_at else None,
+            # silence: a request waiting longer than this makes the pool suspect, and why
+            "suspect_after_s": round(pool.suspect_after, 3) if pool.suspect_after else None,
+            "suspect_bound": pool.suspect_reason,
         }
 
     def latency_histogram(self, name: str) -> tuple[tuple[float, ...], list[int], float, int]:
