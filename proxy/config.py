@@ -39,6 +39,10 @@ class ProxySection(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     forward_worker_names: bool = False
     max_line_bytes: int = 16384
     # a forwarded share unanswered this long marks the pool silent (and counts as a timeout)
+    # per-rig difficulty: each rig aims at one share this often (never above the pool's)
+    rig_share_interval_s: float = 5.0
+    rig_min_difficulty: float = 0.0  # floor for every rig (0: none; rigs may ask for their own)
+    rig_max_difficulty: float = 0.0  # ceiling (0: only the pool's difficulty)
     # "auto": a pool is suspect (rigs move, its connection stays) when a request waits
     # longer than silent_p99_multiple x its own recent p99 answer latency, between
     # silent_floor_s and silent_ceiling_s; silent (down) at silent_ceiling_s.
@@ -227,12 +231,15 @@ def validate(config: Config) -> Config:
         raise ConfigError('proxy.silent_timeout_s: must be "auto" or a number of seconds > 0')
     if not 0 < p.silent_floor_s <= p.silent_ceiling_s:
         raise ConfigError("proxy.silent_floor_s: must be > 0 and <= proxy.silent_ceiling_s")
+    if p.rig_min_difficulty < 0 or p.rig_max_difficulty < 0 or (
+            p.rig_max_difficulty and p.rig_min_difficulty > p.rig_max_difficulty):
+        raise ConfigError("proxy.rig_min_difficulty / rig_max_difficulty: must be >= 0, min <= max")
     if p.suspect_limit < 1:
         raise ConfigError("proxy.suspect_limit: must be >= 1")
     for name in ("max_job_age_s", "keepalive_s", "reconnect_min_s",
                  "reconnect_max_s", "connect_timeout_s", "health_window_s", "split_slice_s",
                  "history_sample_s", "layout_wait_s", "silent_p99_multiple", "suspect_hold_s",
-                 "suspect_window_s"):
+                 "suspect_window_s", "rig_share_interval_s"):
         if not getattr(p, name) > 0:
             raise ConfigError(f"proxy.{name}: must be > 0")
     if p.failback_hold_s < 0:

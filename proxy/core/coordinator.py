@@ -19,7 +19,7 @@ from typing import Protocol
 from ..config import Config
 from .events import CoreEvent, EventLog, PoolSwitched
 from .extranonce import PrefixAllocator
-from .handover import RECONNECT, hand_over
+from .handover import Mover
 from .handshake import Handshake
 from .health import PoolHealth
 from .jobs import JobBook
@@ -38,12 +38,14 @@ from .rig import (
     Violation,
 )
 from .rigstats import RigTotals
+from .rigwatch import RigWatch
 from .router import Router
 from .sharepath import ShareDesk
 from .silence import SilenceWatch
 from .timers import Timers
 from .upstream import PoolConnection
 from .upstreams import Upstreams
+from .vardiff import Vardiff
 
 log = logging.getLogger("proxy.core")
 
@@ -84,16 +86,18 @@ class ProxyCore:
             "rigs_timed_out", "rate_limited")})
         self.jobs = JobBook(s.extranonce_prefix_size, s.extranonce2_size)
         self.placement = Placement()
-        self.shares = ShareDesk(s, self.jobs, self.totals)
+        self.vardiff = Vardiff(s)
+        self.shares = ShareDesk(s, self.jobs, self.totals, self.vardiff)
         self.handshake = Handshake(self)
         self.upstreams = Upstreams(self)
         self.timers = Timers(self, now)
         self.silence = SilenceWatch(self)
+        self.rigwatch = RigWatch(self, now)
+        self.mover = Mover(self)
         self.rig_totals = RigTotals()  # hashrate sums for large farms, built by tick()
         self._policy = RigPolicy(s.max_requests_per_s, s.allowed_workers, s.max_line_bytes)
         self._next_rig_id = 1
         self._active_names: tuple[str, ...] = ()
-        self._layout_moves: Counter[str] = Counter()
         from .control import Operator  # control needs PoolState and this class: imported late
 
         self.operator = Operator(self)
@@ -175,6 +179,7 @@ class ProxyCore:
         self.rigs.pop(rig.rig_id, None)
         self.timers.release(rig)
         self.handshake.forget(rig)
+        self.vardiff.forget(rig)
         conn = self.placement.gone(rig)
         if conn is not None:
             self.upstreams.retire_idle(conn, now, even_if_last=conn.exclusive)
@@ -194,39 +199,9 @@ class ProxyCore:
         for rig in list(self.rigs.values()):
             self.close_rig(rig, reason, now)
 
-    # ------------------------------------------------------------------ moving rigs
-
     def place(self, rig: RigSession, pool: PoolState, now: float) -> None:
-        """Put the rig on a connection of ``pool``; it sees only difficulty, mask and a job."""
-        placement = self.placement
-        old = rig.conn
-        conn = placement.connection_for(pool, rig) or self.upstreams.dial(pool, now)
-        placement.detach(rig)
-        placement.attach(rig, conn)
-        if self.settings.forward_worker_names:
-            suffix = rig.worker.rsplit(".", 1)[-1] if rig.worker else f"rig{rig.rig_id}"
-            rig.upstream_worker = f"{pool.config.user}.{suffix}"
-            conn.authorize_worker(rig.upstream_worker, pool.config.password, now)
-        if conn.ready and conn.current_job is not None:
-            self._hand_over(rig, conn, now)
-        if old is not None and not old.rigs:
-            self.upstreams.retire_idle(old, now)
-
-    def _hand_over(self, rig: RigSession, conn: PoolConnection, now: float) -> None:
-        change = hand_over(rig, conn, self.e2_size, now)
-        if change is not None:
-            self._layout_moves[change] += 1
-            if change == RECONNECT:
-                self.placement.gone(rig)
-
-    def hand_over_all(self, conn: PoolConnection, now: float) -> dict[str, int]:
-        """A connection just became ready: its rigs get its work; the layout changes it took."""
-        self._layout_moves.clear()
-        for rig in list(conn.rigs.values()):
-            self._hand_over(rig, conn, now)
-        moves = dict(self._layout_moves)
-        self._layout_moves.clear()
-        return moves
+        """Put the rig on a connection of ``pool`` (see ``Mover.place``)."""
+        self.mover.place(rig, pool, now)
 
     # ------------------------------------------------------------------ pool side
 
@@ -271,7 +246,7 @@ class ProxyCore:
             return
         self.handshake.release(now)
         rigs = [r for r in self.rigs.values() if r.placeable]
-        self._layout_moves.clear()
+        self.mover.layout_moves.clear()
         plan = self.router.plan(rigs, group)
         for rig_id, pool in plan.items():
             rig = self.rigs.get(rig_id)
@@ -282,7 +257,7 @@ class ProxyCore:
             self.publish(PoolSwitched(
                 from_pools=list(previous), to_pools=list(names),
                 reason=reason if previous else "startup: first pool ready", rigs_moved=len(plan),
-                extranonce_changes=dict(self._layout_moves)), now)
+                extranonce_changes=dict(self.mover.layout_moves)), now)
         self.upstreams.maintain(now)
 
     # ------------------------------------------------------------------ time and operators

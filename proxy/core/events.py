@@ -112,6 +112,23 @@ class RigsExtranonceChanged(CoreEvent, tag="rigs_extranonce_changed"):
     extranonce_changes: dict[str, int]
 
 
+class RigsStalled(CoreEvent, tag="rigs_stalled"):
+    """Rigs that sent no share for several of their share intervals (one event per pass
+    over the rigs, however many): their hashrate is about to be missing."""
+
+    count: int
+    workers: list[str]  # the first few
+    hashrate: float  # what they delivered before they went quiet (H/s)
+    reason: str
+
+
+class RigsResumed(CoreEvent, tag="rigs_resumed"):
+    """Stalled rigs that are sending shares again."""
+
+    count: int
+    workers: list[str]
+
+
 Listener = Callable[[dict[str, Any]], None]
 
 

@@ -9,11 +9,17 @@ a rig that subscribed to it, else by ``client.reconnect``; both are counted and 
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import TYPE_CHECKING
 
+from .vardiff import set_difficulty_line
+
 if TYPE_CHECKING:
+    from .coordinator import ProxyCore
+    from .pool import PoolState
     from .rig import RigSession
     from .upstream import PoolConnection
+    from .vardiff import Vardiff
 
 SET_EXTRANONCE = "set_extranonce"
 RECONNECT = "client.reconnect"
@@ -26,7 +32,8 @@ def layout_on(conn: PoolConnection, rig: RigSession, e2_size: int) -> tuple[byte
     return rig.prefix, e2_size
 
 
-def hand_over(rig: RigSession, conn: PoolConnection, e2_size: int, now: float) -> str | None:
+def hand_over(rig: RigSession, conn: PoolConnection, e2_size: int, vardiff: Vardiff,
+              now: float) -> str | None:
     """Send the rig the work of ``conn`` (ready, with a job).  Returns the layout change it
     needed (``SET_EXTRANONCE`` or ``RECONNECT``), or None; after ``RECONNECT`` the rig is
     leaving and was sent no work."""
@@ -42,9 +49,12 @@ def hand_over(rig: RigSession, conn: PoolConnection, e2_size: int, now: float) -
             return RECONNECT
         rig.set_extranonce(*want)
         change = SET_EXTRANONCE
-    if rig.difficulty != conn.difficulty:
-        rig.send(conn.difficulty_line())
-        rig.difficulty = conn.difficulty
+    # a switch leaves the rig's own difficulty alone unless the new pool's is lower
+    difficulty = (vardiff.start(rig, conn.difficulty) if rig.difficulty is None
+                  else vardiff.capped(rig, conn.difficulty))
+    if difficulty is not None:
+        vardiff.apply(rig, difficulty, now)
+        rig.send(set_difficulty_line(difficulty))
     if rig.requested_mask is not None:
         rig.set_version_mask(rig.requested_mask & (conn.version_mask or 0))
     rig.send(job.line_clean)
@@ -63,14 +73,23 @@ def fan_out_job(conn: PoolConnection) -> None:
         rig.last_sent_job = job
 
 
-def fan_out_difficulty(conn: PoolConnection) -> None:
-    """The pool changed difficulty: tell every rig on the connection that is not on it yet (encoded once)."""
-    line = conn.difficulty_line()
-    difficulty = conn.difficulty
+def fan_out_difficulty(conn: PoolConnection, vardiff: Vardiff, now: float) -> None:
+    """The pool changed difficulty: rigs above it come down to it (the pool would not credit
+    their work at more); rigs below keep their own, and their vardiff may now go higher."""
     for rig in conn.rigs.values():
-        if rig.difficulty != difficulty:
-            rig.difficulty = difficulty
-            rig.send(line)
+        difficulty = vardiff.capped(rig, conn.difficulty)
+        if difficulty is not None:
+            retarget(rig, difficulty, vardiff, now)
+
+
+def retarget(rig: RigSession, difficulty: float, vardiff: Vardiff, now: float) -> None:
+    """Give the rig a new difficulty: set_difficulty, then its current job again (firmware
+    applies a new difficulty from the next notify; clean_jobs=false, its work goes on)."""
+    vardiff.apply(rig, difficulty, now)
+    rig.send(set_difficulty_line(difficulty))
+    job = rig.last_sent_job
+    if job is not None:
+        rig.send(job.line_keepalive)
 
 
 def fan_out_version_mask(conn: PoolConnection) -> None:
@@ -98,3 +117,47 @@ def keep_alive(conns: list[PoolConnection], orphans: set[RigSession], interval: 
         if rig.last_sent_job is not None and now - rig.last_work_at >= interval:
             rig.last_work_at = now
             rig.send(rig.last_sent_job.line_keepalive)
+
+
+class Mover:
+    """Moves rigs between connections for one core, counting the layout changes it needed
+    (the switch event reports them)."""
+
+    __slots__ = ("core", "layout_moves")
+
+    def __init__(self, core: ProxyCore) -> None:
+        self.core = core
+        self.layout_moves: Counter[str] = Counter()
+
+    def place(self, rig: RigSession, pool: PoolState, now: float) -> None:
+        """Put the rig on a connection of ``pool``; it sees only difficulty, mask and a job."""
+        core = self.core
+        placement = core.placement
+        old = rig.conn
+        conn = placement.connection_for(pool, rig) or core.upstreams.dial(pool, now)
+        placement.detach(rig)
+        placement.attach(rig, conn)
+        if core.settings.forward_worker_names:
+            suffix = rig.worker.rsplit(".", 1)[-1] if rig.worker else f"rig{rig.rig_id}"
+            rig.upstream_worker = f"{pool.config.user}.{suffix}"
+            conn.authorize_worker(rig.upstream_worker, pool.config.password, now)
+        if conn.ready and conn.current_job is not None:
+            self._hand_over(rig, conn, now)
+        if old is not None and not old.rigs:
+            core.upstreams.retire_idle(old, now)
+
+    def _hand_over(self, rig: RigSession, conn: PoolConnection, now: float) -> None:
+        change = hand_over(rig, conn, self.core.e2_size, self.core.vardiff, now)
+        if change is not None:
+            self.layout_moves[change] += 1
+            if change == RECONNECT:
+                self.core.placement.gone(rig)
+
+    def hand_over_all(self, conn: PoolConnection, now: float) -> dict[str, int]:
+        """A connection just became ready: its rigs get its work; the layout changes it took."""
+        self.layout_moves.clear()
+        for rig in list(conn.rigs.values()):
+            self._hand_over(rig, conn, now)
+        moves = dict(self.layout_moves)
+        self.layout_moves.clear()
+        return moves

@@ -109,11 +109,22 @@ class Handshake:
         """Answer mining.configure: version rolling within the pool's mask, every other extension refused."""
         params = request.msg.params or []
         result: dict[str, Any] = {}
+        options = params[1] if len(params) > 1 and isinstance(params[1], dict) else {}
         for ext in params[0]:
             if ext == "version-rolling" and request.requested_mask is not None:
                 rig.version_mask = request.requested_mask & self._pool_mask(rig)
                 result["version-rolling"] = True
                 result["version-rolling.mask"] = f"{rig.version_mask:08x}"
+            elif ext == "minimum-difficulty":
+                # honoured: a floor of the rig's own difficulty (never above the pool's)
+                value = options.get("minimum-difficulty.value")
+                ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
+                if ok:
+                    rig.vardiff.minimum = float(value)
+                result["minimum-difficulty"] = ok
+            elif ext == "subscribe-extranonce":
+                rig.extranonce_subscribed = True  # as mining.extranonce.subscribe
+                result["subscribe-extranonce"] = True
             elif isinstance(ext, str):
                 result[ext[:64]] = False
         rig.reply(request.msg, result)

@@ -26,6 +26,7 @@ from ..stratum.errors import StratumError
 from ..stratum.framing import LineFramer, LineTooLong
 from ..stratum.messages import BadMessage, Message
 from .stats import RateMeter
+from .vardiff import RigDifficulty
 
 if TYPE_CHECKING:
     from .jobs import Job
@@ -130,7 +131,8 @@ class RigSession:
         "extranonce1", "extranonce2_size", "requested_mask", "version_mask", "difficulty",
         "suggested_difficulty", "conn", "pool", "recent_conns", "connected_at", "last_share_at",
         "accepted", "rejected", "accepted_difficulty", "hashrate", "last_sent_job",
-        "upstream_worker", "last_work_at", "tokens", "tokens_at", "rate_limited",
+        "upstream_worker", "last_work_at", "tokens", "tokens_at", "rate_limited", "vardiff",
+        "stalled",
     )
 
     def __init__(self, rig_id: int, peer: str, send: Callable[[bytes], None],
@@ -173,6 +175,8 @@ class RigSession:
         self.tokens = policy.max_requests_per_s * RATE_BURST
         self.tokens_at = now
         self.rate_limited = 0
+        self.vardiff = RigDifficulty(now)
+        self.stalled = False  # no share for several intervals (reported, feeds the backfill)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -335,6 +339,7 @@ class RigSession:
             if method == "mining.suggest_difficulty" and msg.params:
                 try:
                     self.suggested_difficulty = messages.parse_difficulty(msg.params)
+                    self.vardiff.minimum = self.suggested_difficulty
                 except StratumError:
                     raise StratumError(errors.INVALID_PARAMS,
                                        "difficulty must be a positive number") from None

@@ -15,9 +15,11 @@ from typing import TYPE_CHECKING
 from ..stratum import errors, messages
 from ..stratum.errors import StratumError
 from ..stratum.messages import Message
+from .handover import retarget
 from .shares import check_share
 from .stats import HASHES_PER_DIFF1
 from .upstream import ConnState
+from .vardiff import Vardiff, target_for
 
 if TYPE_CHECKING:
     from ..config import ProxySection
@@ -33,12 +35,14 @@ LOST_UNSENT = "not sent: pool connection closed"
 class ShareDesk:
     """Submits in, answers out; keeps the farm's share totals."""
 
-    __slots__ = ("settings", "jobs", "totals")
+    __slots__ = ("settings", "jobs", "totals", "vardiff")
 
-    def __init__(self, settings: ProxySection, jobs: JobBook, totals: dict[str, int]) -> None:
+    def __init__(self, settings: ProxySection, jobs: JobBook, totals: dict[str, int],
+                 vardiff: Vardiff) -> None:
         self.settings = settings
         self.jobs = jobs
         self.totals = totals
+        self.vardiff = vardiff
 
     def submit(self, rig: RigSession, msg: Message, now: float) -> None:
         """Check and answer one mining.submit; a bad share is answered with its error."""
@@ -61,12 +65,14 @@ class ShareDesk:
         if job is None or not rig.may_submit_to(job.conn):
             raise StratumError(errors.JOB_NOT_FOUND)
         conn = job.conn
-        rig_target = None
-        if rig.difficulty is not None and rig.difficulty != job.difficulty:
-            # set_difficulty between jobs applies to work the rig makes afterwards
-            rig_target = conn.target_for(rig.difficulty)
+        vardiff = self.vardiff
+        rig_target = previous_target = None
+        if rig.difficulty is not None:
+            # the rig's own difficulty, and the one before it while firmware catches up
+            rig_target, previous_target = vardiff.targets(rig, now)
+        easiest = rig_target if previous_target is None else max(rig_target or 0, previous_target)
         verdict = check_share(job, rig, sub, self.settings.ntime_window_s,
-                              conn.target_for(conn.difficulty), rig_target)
+                              target_for(conn.difficulty), easiest)
         key = verdict.duplicate_key
         if key in job.seen:
             raise StratumError(errors.DUPLICATE)
@@ -76,13 +82,21 @@ class ShareDesk:
         else:
             self.totals["below_pool_target"] += 1
         rig.send(messages.true_response(msg.id))
+        # credited at the difficulty the share met: the rig's, or its previous one in grace
+        if rig_target is not None and verdict.value <= rig_target:
+            credit = rig.difficulty or verdict.difficulty
+        else:
+            credit = rig.vardiff.previous or verdict.difficulty
         rig.accepted += 1
         rig.last_share_at = now
-        difficulty = verdict.difficulty
-        rig.accepted_difficulty += difficulty
-        rig.hashrate.add(difficulty * HASHES_PER_DIFF1, now)
+        rig.accepted_difficulty += credit
+        rig.hashrate.add(credit * HASHES_PER_DIFF1, now)
         self.totals["accepted"] += 1
-        conn.pool.split_work += difficulty
+        conn.pool.split_work += credit
+        on = rig.conn or conn
+        new = vardiff.after_share(rig, on.difficulty, now)
+        if new is not None:
+            retarget(rig, new, vardiff, now)
 
     def _forward(self, rig: RigSession, job: Job, msg: Message, rolled: bool, now: float) -> None:
         conn = job.conn

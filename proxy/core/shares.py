@@ -36,7 +36,7 @@ class ShareVerdict:
 
     value: int
     forward: bool
-    difficulty: float  # credited to the rig: the job's difficulty
+    difficulty: float  # the job's (pool's) difficulty: what the pool credits if forwarded
 
     @property
     def duplicate_key(self) -> int:

@@ -94,6 +94,7 @@ class Timers:
                      if c.state is ConnState.READY]
             keep_alive(conns, core.placement.unplaced, s.keepalive_s, now)
         core.rig_totals.advance(core.rigs.values(), len(core.rigs), now)
+        core.rigwatch.step(now)
         self.armed_at = self.next_run(now)
         return self.armed_at
 
@@ -120,6 +121,8 @@ class Timers:
         core = self.core
         s = core.settings
         times = [self.last_keepalive + KEEPALIVE_SCAN_S]
+        if core.rigs:
+            times.append(core.rigwatch.next_step_at)
         if core.jobs.arrivals:
             times.append(core.jobs.arrivals[0][0] + s.max_job_age_s)
         for deadline in (core.silence.next_deadline(), self.admission.next_deadline(),

@@ -129,7 +129,7 @@ class Upstreams:
             self._ready(conn, now)
         elif type(event) is DifficultySet:
             if conn.state is ConnState.READY:
-                fan_out_difficulty(conn)
+                fan_out_difficulty(conn, core.vardiff, now)
         elif type(event) is ExtranonceSet:
             self._extranonce(conn, event, now)
         elif type(event) is VersionMaskSet:
@@ -185,7 +185,7 @@ class Upstreams:
             for rig in list(old.rigs.values()):
                 core.place(rig, pool, now)
             self.close(old, "replaced after client.reconnect", now)
-        moves = core.hand_over_all(conn, now)
+        moves = core.mover.hand_over_all(conn, now)
         if moves:
             # rigs that waited for this connection needed the pool's own extranonce
             core.publish(RigsExtranonceChanged(

@@ -40,7 +40,8 @@ def test_reset_moves_every_rig_with_only_difficulty_and_notify():
     for rig, n in zip(rigs, before):
         new = rig.received[n:]
         methods = [m["method"] for m in new]
-        assert methods == ["mining.set_difficulty", "mining.notify"], methods
+        # the backup's difficulty is higher: the rig keeps its own (issue 14), only the job moves
+        assert methods == ["mining.notify"], methods
         assert new[-1]["params"][8] is True  # clean_jobs
         assert new[-1]["params"][2].endswith("bbbbbbbb0000")
         assert not rig.closed
