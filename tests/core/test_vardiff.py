@@ -1,0 +1,129 @@
+"""Per-rig difficulty (issue 14) on the injected clock: 40 rigs of different hashrates on one
+pool connection whose (vardiff) difficulty is set for their aggregate."""
+
+from __future__ import annotations
+
+import math
+import random
+import statistics
+
+from proxy.core.vardiff import pow2_floor, target_for
+
+from .harness import FakeRig, connect, make_core, make_notify
+
+HASHES = 2**32
+STEP = 0.1
+
+
+def _poisson(rng: random.Random, lam: float) -> int:
+    threshold, k, p = math.exp(-lam), 0, 1.0
+    while True:
+        p *= rng.random()
+        if p <= threshold:
+            return k
+        k += 1
+
+
+class Miner:
+    """A rig hashing at a true rate: shares at its target arrive as a Poisson process, and
+    each is a real hash found by search, so whether it also meets the pool's target is
+    decided by the hash, as in a real rig."""
+
+    def __init__(self, core, clock, rng, index: int, hashrate: float) -> None:
+        self.rig = FakeRig(core, clock, peer=f"10.0.{index // 200}.{index % 200}:4000")
+        self.rig.setup(mask=None)
+        self.core = core
+        self.rng = rng
+        self.hashrate = hashrate
+        self.counter = 0
+        self.pool_shares = 0  # shares this rig found that meet the pool's target
+        self.read = 0
+        self.difficulty: float | None = None
+        self.job_id: str | None = None
+        self.accepted = 0
+
+    def _read(self) -> None:
+        """What the proxy sent since the last look: difficulty, job, answers."""
+        for msg in self.rig.received[self.read:]:
+            method = msg.get("method")
+            if method == "mining.set_difficulty":
+                self.difficulty = msg["params"][0]
+            elif method == "mining.notify":
+                self.job_id = msg["params"][0]
+            elif method is None and msg.get("result") is True:
+                self.accepted += 1
+        self.read = len(self.rig.received)
+
+    def work(self, dt: float) -> None:
+        rig = self.rig
+        self._read()
+        if self.difficulty is None or self.job_id is None:
+            return
+        difficulty = self.difficulty
+        job_id = self.job_id
+        job = self.core.jobs[job_id]
+        for _ in range(_poisson(self.rng, self.hashrate * dt / (difficulty * HASHES))):
+            target = target_for(difficulty)
+            while True:
+                self.counter += 1
+                e2 = self.counter.to_bytes(4, "big")
+                digest = job.header_hash(rig.session.prefix, e2, job.ntime, 0, job.version)
+                value = int.from_bytes(digest, "little")
+                if value <= target:
+                    break
+            self.pool_shares += value <= target_for(job.conn.difficulty)
+            rig.request("mining.submit", ["farm.rig1", job_id, e2.hex(), f"{job.ntime:08x}", "00000000"])
+
+
+def test_forty_rigs_get_their_own_difficulty_below_the_pools():
+    interval = 1.0
+    core, io, clock = make_core(rig_share_interval_s=interval)
+    rng = random.Random(20261207)
+    # rigs of four sizes; each would share every `interval` at its ideal difficulty
+    ideal = [2.0**-29 * (1 + i % 4) for i in range(40)]
+    pool_difficulty = pow2_floor(sum(ideal) * interval / 2)  # the pool's vardiff: a share per 2 s
+    link = connect(core, io.dialed[0], clock)
+    link.handshake(extranonce1="aaaaaaaa", e2_size=8, difficulty=pool_difficulty)
+    connect(core, io.dialed[1], clock).handshake(extranonce1="bbbbbbbb", e2_size=8)
+    miners = [Miner(core, clock, rng, i, d * HASHES / interval) for i, d in enumerate(ideal)]
+    conn = link.conn
+    answered: list[list[float]] = [[] for _ in miners]
+    seen = [0] * len(miners)
+    measured_from = clock.now + 60.0  # a minute to converge from the pool's difficulty
+    end = clock.now + 360.0
+    answered_upstream, jobs, next_job = 0, 1, clock.now + 30.0
+    while clock.now < end:
+        clock.advance(STEP)
+        for i, m in enumerate(miners):
+            m.work(STEP)
+            m._read()
+            n = m.accepted
+            if n > seen[i] and clock.now >= measured_from:
+                answered[i].extend([clock.now] * (n - seen[i]))
+            seen[i] = n
+            assert m.rig.session.difficulty <= conn.difficulty
+        submits = link.requests("mining.submit")
+        for req in submits[answered_upstream:]:  # the pool accepts what it is sent
+            link.feed({"id": req["id"], "result": True, "error": None})
+        answered_upstream = len(submits)
+        if clock.now >= next_job:  # and sends a new job every 30 s, as pools do
+            next_job += 30.0
+            jobs += 1
+            link.feed({"id": None, "method": "mining.notify", "params": make_notify(f"p{jobs}", clean=False)})
+        core.tick(clock.now)
+    rig_difficulties = [m.rig.session.difficulty for m in miners]
+    assert max(rig_difficulties) <= conn.difficulty
+    assert statistics.median(rig_difficulties) <= conn.difficulty / 4
+    assert all(math.log2(d).is_integer() for d in rig_difficulties)  # powers of two
+    for i, m in enumerate(miners):
+        shares = len(answered[i])
+        assert 0.5 * 300 / interval <= shares <= 2.0 * 300 / interval, (i, shares)
+        assert sum(m.rig.session.rejected.values()) == 0
+    # the pool receives exactly the shares that meet its difficulty, each once
+    pool = core.pools["primary"]
+    assert pool.counters.forwarded == sum(m.pool_shares for m in miners) > 0
+    assert len(link.requests("mining.submit")) == pool.counters.forwarded
+    # each rig's hashrate, as the API reports it, within 20% of its true rate
+    for m in miners:
+        view = core.rigs[m.rig.session.rig_id]
+        assert abs(view.hashrate.rate(clock.now) / m.hashrate - 1) < 0.20, (m.hashrate, view.hashrate.rate(clock.now))
