@@ -902,14 +902,19 @@ class BackfillController:
             "last_decision": self.last_decision,
         }
 
-    def metrics(self) -> dict[str, float]:
-        """Numbers for /metrics (floats: Prometheus has no decimals)."""
+    def metrics(self) -> dict[str, float | None]:
+        """Numbers for /metrics (floats: Prometheus has no decimals; None: no sample)."""
         spent_total = float(self.ledger.spent_total()) if self.ledger is not None else 0.0
         budget_left = float(max(self.budget_left(), Decimal(0))) if self.ledger is not None else 0.0
+        order = self.order
         return {
-            "ordered_hashrate": self.order.limit_hs if self.order is not None else 0.0,
-            "delivered_hashrate": self.order.delivered_hs if self.order is not None else 0.0,
+            "ordered_hashrate": order.limit_hs if order is not None else 0.0,
+            "delivered_hashrate": order.delivered_hs if order is not None else 0.0,
+            "order_price_btc": float(order.price) if order is not None else None,
+            "max_price_btc": float(self.config.max_price_btc),
+            "farm_hashrate": self.delivered_hs,
             "spent_btc_total": spent_total,
+            "budget_btc": float(self.config.daily_budget),
             "budget_left_btc": budget_left,
             "target_hashrate": float(self.config.target_hs),
         }

@@ -32,7 +32,7 @@ def to_toml(data: dict[str, Any]) -> str:
         return json.dumps(str(v))
 
     out: list[str] = []
-    for section in ("proxy", "api"):
+    for section in ("proxy", "api", "rental"):
         if section in data:
             out.append(f"[{section}]")
             out.extend(f"{k} = {scalar(v)}" for k, v in data[section].items())
@@ -124,13 +124,16 @@ class Api:
                 "user": f"farm.{name}", "password": POOL_PASSWORD, "priority": priority, **extra}
 
     async def start(self, token: str = TOKEN, history_db: str = "", history_interval: float = 0.1,
-                    instance: str = "test-proxy", **proxy: Any) -> ProxyService:
+                    instance: str = "test-proxy", rental: dict[str, Any] | None = None,
+                    **proxy: Any) -> ProxyService:
         self.data = {
             "proxy": {"listen": "127.0.0.1:0", "instance": instance, "history_db": history_db,
                       "failback_hold_s": 60.0, **proxy},
             "api": {"listen": "127.0.0.1:0", "token": token},
             "pools": [self.pool_entry(name, i) for i, name in enumerate(self.pools)],
         }
+        if rental is not None:
+            self.data["rental"] = rental
         self.config_path.write_text(to_toml(self.data))
         cfg = load_dict(self.data, str(self.config_path))
         svc = ProxyService(cfg)
