@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-test
 
-.PHONY: demo test lint bench run clean system-deps
+.PHONY: demo test lint bench run clean system-deps screenshot
 
 # Debian packages the tests use: Chromium for the dashboard tests (driven through Playwright,
 # no browser download), HAProxy for the many-instances tests, Prometheus (promtool and a real
@@ -37,6 +37,11 @@ system-deps:
 	    $(SUDO) apt-get install -y --no-install-recommends $$missing; } || \
 	  echo "WARNING: could not install $$missing; the tests that need them will fail"; \
 	  case " $$missing " in *" prometheus "*) $(SUDO) sh .ci/quiet-prometheus;; esac; fi
+
+# the README's picture of the dashboard during a failover, as the dashboard test takes it
+screenshot: $(STAMP) system-deps
+	$(PY) -m pytest -q tests/dashboard/test_dashboard.py -k killing_the_primary
+	mkdir -p docs && cp tests/dashboard/artifacts/dashboard-after-failover-1440x900.png docs/dashboard-failover.png
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -19,6 +19,16 @@ from proxy.sim.rigs import RigFleet
 
 TOKEN = "secret"
 POOL_PASSWORD = "hunter2-pool-password"
+# the simulated marketplace's credentials, as the environment variables a [rental] section names
+SIM_MARKET_ENV = {"SIMMARKET_KEY": "sim-key", "SIMMARKET_SECRET": "sim-secret", "SIMMARKET_ORG": "sim-org"}
+
+
+def sim_rental(market_url: str, ledger: str, **fields: Any) -> dict[str, Any]:
+    """A [rental] section for the simulated marketplace (set SIM_MARKET_ENV in the environment):
+    quick to decide (1 s window, 0.2 s interval), max price 4000 BTC/PH/day, 0.01 BTC a day."""
+    return {"provider": "sim", "api_url": market_url, "key_env": "SIMMARKET_KEY",
+            "secret_env": "SIMMARKET_SECRET", "org_env": "SIMMARKET_ORG", "max_price": "4000",
+            "daily_budget_btc": "0.01", "window_s": 1.0, "interval_s": 0.2, "ledger": ledger, **fields}
 
 
 def to_toml(data: dict[str, Any]) -> str:

@@ -44,7 +44,8 @@ def test_demo_shows_failover_and_failback_in_words():
     after = [m.group(2) for i, m in status if i > kill]
     assert after[0] == "backup" and after[-1] == "primary", after
     assert any("mining on backup (primary down)" in line for line in lines)
-    assert any(line.startswith("event: switch primary -> backup: primary: connection reset") for line in lines)
+    assert any(line.startswith("event: switch primary -> backup: primary: connection reset")
+               for line in lines)
     assert any(line.startswith("event: switch backup -> primary: failback") for line in lines)
     assert re.search(r"every rig had the backup's job \d+\.\d ms after the reset \(0 disconnected\)", out)
     # human units and rounded figures: no long decimals anywhere on the terminal

@@ -30,7 +30,7 @@ from proxy.farm.config import load_farm_dict
 from proxy.farm.service import FarmService
 from proxy.sim._wait import wait_until
 from proxy.sim.market import SimMarket, SimMarketConfig
-from tests.api.conftest import TOKEN, Api
+from tests.api.conftest import SIM_MARKET_ENV, TOKEN, Api, sim_rental
 from tests.prometheus.conftest import (
     GRAFANA_BOARD,
     PROMETHEUS_DIR,
@@ -91,11 +91,8 @@ class Stack:
         await self.api.pool("primary")
         await self.api.pool("backup")
         # a target the rigs always meet: the rental gauges are exported, no order is placed
-        svc = await self.api.start(instance=INSTANCE, rental={
-            "provider": "sim", "api_url": self.market.url, "key_env": "SIMMARKET_KEY",
-            "secret_env": "SIMMARKET_SECRET", "org_env": "SIMMARKET_ORG", "target_hashrate": "1 H/s",
-            "max_price": "4000", "daily_budget_btc": "0.01", "window_s": 1.0, "interval_s": 0.2,
-            "ledger": str(self.tmp / "ledger.sqlite3")})
+        svc = await self.api.start(instance=INSTANCE, rental=sim_rental(
+            self.market.url, str(self.tmp / "ledger.sqlite3"), target_hashrate="1 H/s"))
         assert svc.rental is not None
         await self.api.fleet(RIGS, share_interval=0.1)
         self.farm = FarmService(load_farm_dict({
@@ -128,9 +125,8 @@ async def stack(tmp_path_factory) -> AsyncIterator[Stack]:
     target updates are applied every 5 s), paid once."""
     tmp = tmp_path_factory.mktemp("prometheus")
     with pytest.MonkeyPatch.context() as env:
-        env.setenv("SIMMARKET_KEY", "sim-key")
-        env.setenv("SIMMARKET_SECRET", "sim-secret")
-        env.setenv("SIMMARKET_ORG", "sim-org")
+        for name, value in SIM_MARKET_ENV.items():
+            env.setenv(name, value)
         s = Stack(tmp, Prometheus(tmp))
         try:
             await s.start()
