@@ -4,11 +4,13 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-test
 
-.PHONY: demo test lint bench run clean system-deps
+.PHONY: demo test lint bench run clean system-deps screenshot
 
 # Debian packages the tests use: Chromium for the dashboard tests (driven through Playwright,
-# no browser download), HAProxy for the many-instances tests, a font for readable screenshots.
-SYSTEM_DEPS := chromium chromium-driver haproxy fonts-dejavu-core
+# no browser download), HAProxy for the many-instances tests, Prometheus (promtool and a real
+# server scraping a proxy) for the shipped alert rules and Grafana board, a font for readable
+# screenshots.
+SYSTEM_DEPS := chromium chromium-driver haproxy prometheus fonts-dejavu-core
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 $(STAMP): pyproject.toml
@@ -25,13 +27,21 @@ test: $(STAMP) system-deps
 	$(PY) -m pytest -q $(TEST_ARGS)
 
 # Install what is missing. If that fails the suite still runs and the tests that need a
-# package fail saying which one (they never skip).
+# package fail saying which one (they never skip). The tests run their own Prometheus on
+# 127.0.0.1; the service the Debian package enables (all interfaces, :9090) is stopped and
+# disabled when this target installed the package (an operator's own Prometheus is left alone).
 system-deps:
 	@missing=$$(for p in $(SYSTEM_DEPS); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
 	if [ -n "$$missing" ]; then echo "installing Debian packages for the tests:" $$missing; \
 	  { $(SUDO) apt-get update -q && \
 	    $(SUDO) apt-get install -y --no-install-recommends $$missing; } || \
-	  echo "WARNING: could not install $$missing; the tests that need them will fail"; fi
+	  echo "WARNING: could not install $$missing; the tests that need them will fail"; \
+	  case " $$missing " in *" prometheus "*) $(SUDO) sh .ci/quiet-prometheus;; esac; fi
+
+# the README's picture of the dashboard during a failover, as the dashboard test takes it
+screenshot: $(STAMP) system-deps
+	$(PY) -m pytest -q tests/dashboard/test_dashboard.py -k killing_the_primary
+	mkdir -p docs && cp tests/dashboard/artifacts/dashboard-after-failover-1440x900.png docs/dashboard-failover.png
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

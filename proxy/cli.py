@@ -198,8 +198,9 @@ def cmd_farm(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from .demo import run_demo
+    from .demo import run_demo, setup_logging
 
+    args.log_path = setup_logging(args.log_file, args.verbose)
     _install_uvloop()
     return asyncio.run(run_demo(args))
 
@@ -225,6 +226,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--hold", type=float, default=15.0, help="failback hold-down seconds")
     demo.add_argument("--api-port", type=int, default=8080)
     demo.add_argument("--port", type=int, default=0, help="rig port (0 = any free port)")
+    demo.add_argument("--verbose", action="store_true",
+                      help="show the full log on the terminal too (it always goes to the log file)")
+    demo.add_argument("--log-file", default=None,
+                      help="where the full log goes (default: a new file in the temp directory)")
     demo.set_defaults(func=cmd_demo)
     return parser
 

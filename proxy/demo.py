@@ -14,6 +14,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import logging
+import os
 import shutil
 import sys
 import tempfile
@@ -23,7 +25,8 @@ from typing import Any
 
 from .config import load_dict
 from .net.service import ProxyService
-from .rental.units import format_hashrate
+from .rental.units import format_btc, format_hashrate, format_price, price_decimals
+from .sim._wait import wait_until
 from .sim.market import SimMarket, SimMarketConfig
 from .sim.pool import SimPool, SimPoolConfig
 from .sim.rigs import RigFleet
@@ -45,6 +48,104 @@ SIM_MARKET_PRICE = Decimal("0.000000000002")
 def _out(text: str) -> None:
     sys.stdout.write(text + "\n")
     sys.stdout.flush()
+
+
+# ------------------------------------------------------------------ the terminal
+
+def setup_logging(log_file: str | None, verbose: bool) -> str:
+    """The full log goes to a file; the terminal keeps the story unless ``verbose``.
+
+    Returns the file's path. The records keep the format ``main()`` gave the terminal."""
+    path = log_file or os.path.join(
+        tempfile.gettempdir(), f"stratum-proxy-demo-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log")
+    root = logging.getLogger()
+    terminal = [h for h in root.handlers if type(h) is logging.StreamHandler
+                and getattr(h, "stream", None) in (sys.stderr, sys.stdout)]
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(terminal[0].formatter if terminal and terminal[0].formatter else
+                         logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root.addHandler(handler)
+    if not verbose:
+        for h in terminal:
+            root.removeHandler(h)
+    return path
+
+
+def _ms(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    ms = seconds * 1000
+    return f"{ms:.1f} ms" if ms < 10 else f"{ms:.0f} ms"
+
+
+def _short_id(order_id: object) -> str:
+    return str(order_id)[:8]
+
+
+# the events that tell the story (the rest stay in the log file)
+STORY_EVENTS = ("pool_up", "pool_health", "pool_switch", "pool_narrow", "pool_reconnect_requested",
+                "rigs_extranonce_changed")
+
+
+def describe_event(e: dict[str, Any], price_decimals: int | None = None) -> str | None:
+    """One line in words for an event of the story, None for one that is not part of it."""
+    kind = str(e.get("kind", ""))
+    reason = str(e.get("reason") or "")
+    if kind == "pool_switch":
+        to = ", ".join(e.get("to_pools") or [])
+        if not e.get("from_pools"):
+            return f"mining on {to} ({reason})"
+        if not to:
+            return f"NO usable pool: {reason}; {e.get('note', '')}".rstrip("; ")
+        moved = e.get("rigs_moved") or 0
+        return (f"switch {', '.join(e['from_pools'])} -> {to}: {reason}"
+                + (f" ({moved:,} rigs moved)" if moved else ""))
+    if kind == "pool_health":
+        return f"pool {e.get('pool')}: {e.get('previous')} -> {e.get('state')} ({reason})"
+    if kind == "pool_up":
+        return f"pool {e.get('pool')} is ready ({reason})"
+    if kind in STORY_EVENTS:
+        return f"{kind.replace('_', ' ')}: {e.get('pool', '')} {reason}".rstrip()
+    if not kind.startswith("rental_"):
+        return None
+    order = _short_id(e.get("order_id", ""))
+    if kind == "rental_order_placed":
+        return (f"rental: order {order} placed, {format_btc(e.get('amount_btc'))} BTC in escrow: {reason}")
+    if kind == "rental_order_resized":
+        return (f"rental: order {order} now {format_hashrate(e.get('limit_hs'))} at "
+                f"{format_price(e.get('price'), price_decimals)} BTC/PH/day: {reason}")
+    if kind == "rental_order_refilled":
+        return f"rental: order {order} refilled with {format_btc(e.get('amount_btc'))} BTC: {reason}"
+    if kind == "rental_order_cancelled":
+        return f"rental: order {order} cancelled, {format_btc(e.get('spent_btc'))} BTC spent: {reason}"
+    return f"rental: {reason}" if reason else f"rental: {kind.removeprefix('rental_').replace('_', ' ')}"
+
+
+class Story:
+    """The terminal: a line per status tick or event, stamped with seconds since the demo began."""
+
+    def __init__(self) -> None:
+        self.started = time.monotonic()
+        self.started_wall = time.time()
+        self.seen = 0  # events of the service's bus already told
+
+    def t(self) -> float:
+        return time.monotonic() - self.started
+
+    def say(self, text: str, t: float | None = None) -> None:
+        _out(f"[{self.t() if t is None else t:5.1f}s] {text}")
+
+    def events(self, service: ProxyService) -> None:
+        """Tell the events of the story that happened since the last call."""
+        events = service.events.recent(1000)
+        new = events[self.seen:] if len(events) >= self.seen else events
+        self.seen = len(events)
+        ctl = service.rental
+        decimals = price_decimals(ctl.quote.price_down_step) if ctl is not None and ctl.quote else None
+        for event in new:
+            line = describe_event(event, decimals)
+            if line is not None:
+                self.say(f"event: {line}", max(0.0, float(event.get("time", 0)) - self.started_wall))
 
 
 def demo_config(primary_port: int, backup_port: int, rig_port: int, api_port: int,
@@ -78,9 +179,15 @@ def _rental_line(service: ProxyService) -> str:
     if ctl is None:
         return ""
     view = ctl.view()
-    return (f" | rental {view['state']}: delivered {format_hashrate(view['delivered_hs'])} of "
-            f"{format_hashrate(view['target_hs'])}, ordered {format_hashrate(view['ordered_hs'])}, "
-            f"rented {format_hashrate(view['rented_hs'])}")
+    line = (f" | rental {view['state']}: delivered {format_hashrate(view['delivered_hs'])} of "
+            f"{format_hashrate(view['target_hs'])}")
+    if view["ordered_hs"]:
+        line += f", order {format_hashrate(view['ordered_hs'])} gives {format_hashrate(view['rented_hs'])}"
+    return line
+
+
+def _rented_rigs(market: SimMarket | None) -> int:
+    return sum(o.rigs_working() for o in market.alive_orders()) if market is not None else 0
 
 
 def _act_running(service: ProxyService, rental_act: bool, rigs_dead: bool, rigs_back: bool,
@@ -107,27 +214,32 @@ async def _start_service(cfg: dict[str, Any]) -> ProxyService:
     return service
 
 
-def _status_line(t: float, service: ProxyService, fleet: RigFleet, expected: int | None = None) -> str:
+def _status_line(service: ProxyService, fleet: RigFleet, expected: int | None = None, rented: int = 0) -> str:
+    """What an operator watches, in words and rounded figures (``rented``: the marketplace's rigs
+    among the connected ones)."""
     assert service.view is not None
     now = service.now()
     status = service.view.status(now)
-    pools = []
-    for view in service.view.pools(now):
-        mark = "*" if view["active"] else " "
-        pools.append(f"{mark}{view['name']}({view['state']}, acc {view['accepted']}, "
-                     f"rej {view['rejected_total']}, lost {view['lost_total']})")
-    p50 = fleet.latency_quantile(0.5)
-    p99 = fleet.latency_quantile(0.99)
-    lat = f"{p50 * 1000:.2f}/{p99 * 1000:.2f} ms" if p50 is not None and p99 is not None else "-"
-    return (f"t={t:5.1f}s rigs {status['rigs_connected']}/{expected or fleet.count} "
-            f"active={','.join(status['active_pools']) or 'NONE'} | {' '.join(pools)} | "
-            f"rig submits {fleet.submitted} answered {fleet.submitted - fleet.pending} "
-            f"p50/p99 {lat} | disconnects {fleet.disconnects}" + _rental_line(service))
+    pools = service.view.pools(now)
+    accepted = sum(p["accepted"] for p in pools)
+    rejected = sum(p["rejected_total"] for p in pools)
+    lost = sum(p["lost_total"] for p in pools)
+    answered = fleet.submitted - fleet.pending
+    active = ", ".join(status["active_pools"]) or "NO POOL"
+    unwell = ", ".join(f"{p['name']} {p['state']}" for p in pools if p["state"] != "healthy")
+    p99 = _ms(fleet.latency_quantile(0.99))
+    own = status["rigs_connected"] - rented
+    return (f"{own}/{expected or fleet.count} rigs" + (f" + {rented} rented" if rented else "") + ", "
+            f"{format_hashrate(status['hashrate'])}, mining on {active}" + (f" ({unwell})" if unwell else "")
+            + f" | pools: {accepted:,} accepted, {rejected:,} rejected, {lost:,} lost"
+            f" | rigs: {answered:,}/{fleet.submitted:,} submits answered, p99 {p99}, "
+            f"{fleet.disconnects} disconnects" + _rental_line(service))
 
 
 async def run_demo(args: argparse.Namespace) -> int:
     duration = max(float(args.duration), 10.0)
     rental_act = duration >= RENTAL_ACT_MIN_DURATION
+    story = Story()
     primary = SimPool(SimPoolConfig(name="primary", difficulty=PRIMARY_DIFFICULTY, job_interval=10.0))
     backup = SimPool(SimPoolConfig(name="backup", difficulty=2**-21, job_interval=10.0))
     await primary.start()
@@ -153,7 +265,6 @@ async def run_demo(args: argparse.Namespace) -> int:
                        worker_prefix="rigb", hashrate=RIG_HASHRATE) if doomed_count else None)
     returned: RigFleet | None = None
     expected = args.rigs
-    seen_events = 0
     kill_at, revive_at = duration * 0.25, duration * 0.45
     # the second act waits for the first to end (the farm back on the primary, the measurement
     # settled); the rigs return once the rented hashpower has covered them for a while (or after
@@ -166,40 +277,50 @@ async def run_demo(args: argparse.Namespace) -> int:
     t_kill = 0.0
     failover_ms: float | None = None
     try:
-        _out(f"demo: pools on 127.0.0.1:{primary.port} (primary) and :{backup.port} (backup); "
-             f"proxy for rigs on 127.0.0.1:{service.port}")
+        _out(f"stratum-proxy demo: {args.rigs} simulated rigs, two simulated pools and the proxy between "
+             "them, all on 127.0.0.1")
+        _out(f"  pools: primary on :{primary.port}, backup on :{backup.port}; rigs connect to the proxy "
+             f"on :{service.port}")
         if service.api_port:
-            _out(f"demo: dashboard http://127.0.0.1:{service.api_port}/  (token {DEMO_TOKEN!r})")
-        _out(f"demo: {args.rigs} rigs; primary dies at {kill_at:.0f}s, returns at {revive_at:.0f}s, "
-             f"failback after a {args.hold:g}s hold-down; {duration:.0f}s in all")
+            _out(f"  dashboard: http://127.0.0.1:{service.api_port}/  (API token {DEMO_TOKEN!r})")
+        log_path = getattr(args, "log_path", None)
+        if log_path:
+            _out(f"  full log: {log_path}" + ("" if getattr(args, "verbose", False)
+                                              else "  (--verbose shows it here)"))
+        _out(f"  story: the primary dies at {kill_at:.0f} s and comes back at {revive_at:.0f} s; the farm "
+             f"fails back after a {args.hold:g} s hold-down; {duration:.0f} s in all")
         if rental_act:
-            _out(f"demo: rig-failure act: after the failback {doomed_count} rigs die; the backfill "
-                 f"controller rents on the simulated marketplace {market.url if market else ''} "
-                 f"(GET /api/v1/rentals); the rigs return when it covers them; the demo runs on "
-                 f"until the order is cancelled")
+            _out(f"  then {doomed_count} rigs die: the backfill controller rents hashpower on the simulated "
+                 "marketplace until they are back (GET /api/v1/rentals); the demo runs on until the order "
+                 "is cancelled")
         else:
-            _out(f"demo: (the rig-failure / rented-hashpower act needs --duration >= "
+            _out("  (the rig-failure / rented-hashpower act needs --duration >= "
                  f"{RENTAL_ACT_MIN_DURATION:g})")
         await fleet.start()
         if doomed is not None:
             await doomed.start()
-        start = time.monotonic()
-        while (t := time.monotonic() - start) < duration or _act_running(
+        while (t := story.t()) < duration or _act_running(
                 service, rental_act, rigs_dead, rigs_back, t - duration, t - rigs_back_at):
             if not killed and t >= kill_at:
                 killed = True
                 t_kill = time.monotonic()
-                _out("demo: >>> killing the primary pool (TCP reset, then connection refused)")
+                story.say(">>> killing the primary pool (TCP reset, then connection refused)")
                 primary.reset_all()
                 await primary.refuse()
+                # let the proxy react before the next lines, so they read in the order things happened
+                with contextlib.suppress(TimeoutError):
+                    await wait_until(lambda: fleet.rigs_with_job_containing(b"backup") == fleet.count, 5,
+                                     what="every rig on the backup's job")
+            story.events(service)
             if killed and failover_ms is None and fleet.rigs_with_job_containing(b"backup") == fleet.count:
                 times = [x for x in fleet.first_notify_after(t_kill, b"backup") if x is not None]
                 if len(times) == fleet.count:
                     failover_ms = (max(times) - t_kill) * 1000
-                    _out(f"demo: every rig had the backup's job {failover_ms:.1f} ms after the reset")
+                    story.say(f"every rig had the backup's job {failover_ms:.1f} ms after the reset "
+                              f"({fleet.disconnects} disconnected)", max(times) - story.started)
             if not revived and t >= revive_at:
                 revived = True
-                _out("demo: >>> the primary pool is back")
+                story.say(">>> the primary pool is back")
                 await primary.resume()
             on_primary = service.view.active_pools() == ["primary"] and revived
             on_primary_since = (on_primary_since or t) if on_primary else None
@@ -207,7 +328,7 @@ async def run_demo(args: argparse.Namespace) -> int:
                     and t - on_primary_since >= SETTLE_S):
                 rigs_dead = True
                 rigs_died_at = t
-                _out(f"demo: >>> {doomed.count} rigs die (power failure)")
+                story.say(f">>> {doomed.count} rigs die (power failure)")
                 await doomed.stop()
                 expected -= doomed.count
             ctl = service.rental
@@ -219,52 +340,21 @@ async def run_demo(args: argparse.Namespace) -> int:
                     or (covered_since is not None and t - covered_since >= SETTLE_S)):
                 rigs_back = True
                 rigs_back_at = t
-                _out(f"demo: >>> the {doomed.count} rigs are back")
+                story.say(f">>> the {doomed.count} rigs are back")
                 returned = RigFleet("127.0.0.1", service.port, doomed.count,
                                     share_interval=RIG_SHARE_INTERVAL,
                                     seed=9, worker_prefix="rigc", hashrate=RIG_HASHRATE)
                 await returned.start()
                 expected += doomed.count
-            events = service.events.recent(1000)
-            for event in events[seen_events:] if len(events) >= seen_events else events:
-                if event["kind"] in ("pool_switch", "pool_health", "pool_up") or (
-                        event["kind"].startswith("rental_") and event["kind"] != "rental_decision"):
-                    _out(f"event: {event['kind']} " + " ".join(
-                        f"{k}={v}" for k, v in event.items() if k not in ("seq", "time", "kind")))
-            seen_events = len(events)
-            _out(_status_line(t, service, fleet, expected))
+            story.events(service)
+            story.say(_status_line(service, fleet, expected, _rented_rigs(market)))
             await asyncio.sleep(1.0)
-        for event in service.events.recent(1000)[seen_events:]:
-            if event["kind"].startswith("rental_order"):
-                _out(f"event: {event['kind']} " + " ".join(
-                    f"{k}={v}" for k, v in event.items() if k not in ("seq", "time", "kind")))
+        story.events(service)
         await fleet.drain(10)
         if returned is not None:
             await returned.drain(10)
-        _out(_status_line(time.monotonic() - start, service, fleet, expected))
-        switches = [e for e in service.events.recent(1000) if e["kind"] == "pool_switch"]
-        _out("demo summary: switches " + " ; ".join(
-            f"{','.join(e['from_pools']) or '-'} -> {','.join(e['to_pools']) or '-'} ({e['reason']})"
-            for e in switches))
-        failover = f"{failover_ms:.1f} ms" if failover_ms is not None else "n/a"
-        invalid = sum(1 for s in [*primary.shares, *backup.shares] if not s.valid)
-        living = [f for f in (fleet, returned) if f is not None]
-        disconnects = sum(f.disconnects for f in (fleet, doomed, returned) if f is not None)
-        pending = sum(f.pending for f in living)
-        _out(f"demo summary: rigs {args.rigs}, disconnects {disconnects}, "
-             f"submits {sum(f.submitted for f in living)}, unanswered {pending}, "
-             f"rejected {sum(sum(f.rejected.values()) for f in living)}, failover {failover}, "
-             f"invalid shares at pools {invalid}")
-        if rental_act and service.rental is not None:
-            rental_events = service.events.recent(1000)
-            placed = sum(1 for e in rental_events if e["kind"] == "rental_order_placed")
-            cancelled = sum(1 for e in rental_events if e["kind"] == "rental_order_cancelled")
-            view = service.rental.view()
-            _out(f"demo summary: rental orders placed {placed}, cancelled {cancelled}, "
-                 f"open {1 if view['active_order'] else 0}, spent today "
-                 f"{Decimal(view['spent_today_btc'] or 0):f} BTC (simulated market, an hour per second), "
-                 f"budget left {Decimal(view['budget_left_btc'] or 0):f} BTC")
-        return 0 if disconnects == 0 and pending == 0 else 1
+        story.say(_status_line(service, fleet, expected, _rented_rigs(market)))
+        return _summary(args, service, story, (fleet, doomed, returned), (primary, backup), failover_ms)
     finally:
         for f in (fleet, doomed, returned):
             if f is not None:
@@ -277,3 +367,36 @@ async def run_demo(args: argparse.Namespace) -> int:
         await backup.stop()
         if ledger_dir is not None:
             shutil.rmtree(ledger_dir, ignore_errors=True)
+
+
+def _summary(args: argparse.Namespace, service: ProxyService, story: Story,
+             fleets: tuple[RigFleet, RigFleet | None, RigFleet | None], pools: tuple[SimPool, SimPool],
+             failover_ms: float | None) -> int:
+    """The closing lines: what happened and whether any rig noticed; the exit status."""
+    fleet, doomed, returned = fleets
+    events = service.events.recent(1000)
+    switches = [e for e in events if e["kind"] == "pool_switch"]
+    _out("summary: switches " + "; ".join(
+        f"{', '.join(e['from_pools']) or 'none'} -> {', '.join(e['to_pools']) or 'none'} at "
+        f"{max(0.0, e['time'] - story.started_wall):.0f} s ({e['reason']})" for e in switches))
+    failover = f"{failover_ms:.1f} ms" if failover_ms is not None else "n/a"
+    invalid = sum(1 for pool in pools for s in pool.shares if not s.valid)
+    living = [f for f in (fleet, returned) if f is not None]
+    disconnects = sum(f.disconnects for f in (fleet, doomed, returned) if f is not None)
+    pending = sum(f.pending for f in living)
+    _out(f"summary: {args.rigs} rigs, {disconnects} disconnects, {sum(f.submitted for f in living):,} "
+         f"submits, {pending} unanswered, {sum(sum(f.rejected.values()) for f in living)} rejected, "
+         f"every rig on the backup's job {failover} after the reset, {invalid} invalid shares at the pools")
+    if service.rental is not None:
+        placed = sum(1 for e in events if e["kind"] == "rental_order_placed")
+        cancelled = sum(1 for e in events if e["kind"] == "rental_order_cancelled")
+        view = service.rental.view()
+        spent, left = format_btc(view["spent_today_btc"] or 0), format_btc(view["budget_left_btc"] or 0)
+        _out(f"summary: rental orders placed {placed}, cancelled {cancelled}, open "
+             f"{1 if view['active_order'] else 0}; spent today {spent} BTC (simulated market, an hour a "
+             f"second), budget left {left} BTC")
+    ok = disconnects == 0 and pending == 0
+    _out("summary: " + ("no rig noticed: none disconnected, every submit answered" if ok else
+                        "RIGS NOTICED: see the disconnects and unanswered submits above")
+         + (f"; full log in {args.log_path}" if getattr(args, "log_path", None) else ""))
+    return 0 if ok else 1

@@ -64,10 +64,12 @@ def _reason_label(reason: str) -> str:
     return re.sub(r"[^a-z0-9_]+", "_", reason.lower()).strip("_") or "other"
 
 
-class _Writer:
-    def __init__(self, instance: str) -> None:
+class MetricsWriter:
+    """Samples with the same base labels (``instance`` on a proxy, ``farm`` on the control plane)."""
+
+    def __init__(self, **base: object) -> None:
         self.lines: list[str] = []
-        self.base = f'instance="{escape_label(instance)}"'
+        self.base = ",".join(f'{k}="{escape_label(v)}"' for k, v in base.items())
 
     def family(self, name: str, kind: str, help_text: str) -> None:
         self.lines.append(f"# HELP {PREFIX}{name} {_escape_help(help_text)}")
@@ -89,17 +91,33 @@ class _Writer:
 
 RENTAL_GAUGES = (
     ("rental_target_hashrate", "target_hashrate", "Hashrate the backfill controller keeps delivered (H/s)"),
+    ("rental_farm_hashrate", "farm_hashrate",
+     "Hashrate delivered to the pool, own rigs plus rented, as the backfill controller measures it "
+     "over its window (H/s); absent while unknown"),
     ("rental_ordered_hashrate", "ordered_hashrate", "Speed limit of the open backfill order (H/s)"),
     ("rental_delivered_hashrate", "delivered_hashrate", "Hashrate the open backfill order delivers (H/s)"),
+    ("rental_order_price_btc", "order_price_btc",
+     "Price of the open backfill order (BTC per PH/s per day); absent without an open order"),
+    ("rental_max_price_btc", "max_price_btc", "Configured max_price (BTC per PH/s per day)"),
     ("rental_spent_btc_total", "spent_btc_total", "BTC spent on backfill orders, as the ledger knows"),
+    ("rental_budget_btc", "budget_btc", "Configured daily backfill budget (BTC)"),
     ("rental_budget_left_btc", "budget_left_btc", "Daily backfill budget not yet spent or committed (BTC)"),
 )
+
+
+def render_rental(w: MetricsWriter, rental: Any) -> None:
+    """The backfill controller's gauges (one proxy's, or the farm control plane's)."""
+    values = rental.metrics()
+    for name, key, help_text in RENTAL_GAUGES:
+        w.family(name, "counter" if name.endswith("_total") else "gauge", help_text)
+        if values.get(key) is not None:
+            w.sample(name, values[key])
 
 
 def render_metrics(view: CoreView, now: float, version: str, rental: Any = None) -> str:
     status = view.status(now)
     pools = view.pools(now)
-    w = _Writer(status["instance"])
+    w = MetricsWriter(instance=status["instance"])
 
     w.metric("info", "gauge", "Proxy build information (always 1)", 1, version=version)
     w.metric("uptime_seconds", "gauge", "Seconds since the proxy core started", status["uptime_s"])
@@ -191,8 +209,6 @@ def render_metrics(view: CoreView, now: float, version: str, rental: Any = None)
         w.sample("share_latency_seconds_sum", total, pool=p["name"])
         w.sample("share_latency_seconds_count", count, pool=p["name"])
     if rental is not None:
-        values = rental.metrics()
-        for name, key, help_text in RENTAL_GAUGES:
-            w.metric(name, "counter" if name.endswith("_total") else "gauge", help_text, values[key])
+        render_rental(w, rental)
     return w.text()
 

@@ -18,7 +18,7 @@ from ..api import app as proxy_api
 from ..api.app import ApiError, error_middleware, json_response, validate_patch
 from ..api.auth import check_write
 from ..api.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
-from ..api.metrics import escape_label
+from ..api.metrics import MetricsWriter, render_rental
 from .service import FarmService, InstanceUnreachable
 from .view import farm_events, farm_pools, merge_history, merge_rig_pages
 
@@ -178,30 +178,20 @@ def _change_response(result: dict[str, Any]) -> web.Response:
 async def get_metrics(request: web.Request) -> web.Response:
     farm = _farm(request)
     status = farm.status()
-    base = f'farm="{escape_label(farm.config.farm.name)}"'
-    lines = [
-        "# HELP stratum_proxy_farm_instances_up Instances that answered the last poll.",
-        "# TYPE stratum_proxy_farm_instances_up gauge",
-        f"stratum_proxy_farm_instances_up{{{base}}} {status['instances_up']}",
-        "# HELP stratum_proxy_farm_instance_up 1 when this instance answered the last poll.",
-        "# TYPE stratum_proxy_farm_instance_up gauge",
-    ]
+    w = MetricsWriter(farm=farm.config.farm.name)
+    w.metric("farm_instances_up", "gauge", "Instances that answered the last poll.", status["instances_up"])
+    w.family("farm_instance_up", "gauge", "1 when this instance answered the last poll.")
     for inst in status["instances"]:
-        lines.append(f'stratum_proxy_farm_instance_up{{{base},instance="{escape_label(inst["name"])}"}} '
-                     f"{int(inst['up'])}")
-    lines += [
-        "# HELP stratum_proxy_farm_hashrate_hashes_per_second Delivered hashrate, instances that answered.",
-        "# TYPE stratum_proxy_farm_hashrate_hashes_per_second gauge",
-        f"stratum_proxy_farm_hashrate_hashes_per_second{{{base}}} {float(status['hashrate'])!r}",
-        "# HELP stratum_proxy_farm_rigs_connected Rigs connected to the instances that answered.",
-        "# TYPE stratum_proxy_farm_rigs_connected gauge",
-        f"stratum_proxy_farm_rigs_connected{{{base}}} {status['rigs_connected']}",
-        "# HELP stratum_proxy_farm_changes_pending Changes waiting for an instance to take them.",
-        "# TYPE stratum_proxy_farm_changes_pending gauge",
-        f"stratum_proxy_farm_changes_pending{{{base}}} {len(status['changes_pending'])}",
-    ]
-    return web.Response(body=("\n".join(lines) + "\n").encode(),
-                        headers={"Content-Type": METRICS_CONTENT_TYPE})
+        w.sample("farm_instance_up", int(inst["up"]), instance=inst["name"])
+    w.metric("farm_hashrate_hashes_per_second", "gauge", "Delivered hashrate, instances that answered.",
+             float(status["hashrate"]))
+    w.metric("farm_rigs_connected", "gauge", "Rigs connected to the instances that answered.",
+             status["rigs_connected"])
+    w.metric("farm_changes_pending", "gauge", "Changes waiting for an instance to take them.",
+             len(status["changes_pending"]))
+    if farm.rental is not None:  # the farm-wide backfill: same names as one proxy's
+        render_rental(w, farm.rental)
+    return web.Response(body=w.text().encode(), headers={"Content-Type": METRICS_CONTENT_TYPE})
 
 
 def create_farm_app(farm: FarmService) -> web.Application:

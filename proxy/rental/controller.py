@@ -49,7 +49,7 @@ from typing import Any
 
 from .ledger import Ledger
 from .provider import PH, CooldownError, Destination, OrderStatus, Provider, ProviderError, Quote
-from .units import format_hashrate
+from .units import format_btc, format_hashrate, format_price, price_decimals
 
 log = logging.getLogger("proxy.rental")
 
@@ -60,6 +60,11 @@ DAY_S = 86400
 FUNDING_MIN_S = 3600.0  # an order is funded for max(min_order_s, this)
 REFILL_WHEN_LEFT_S = 900.0  # refill when the escrow covers less than this much running
 ERROR_BACKOFF_S = 30.0
+
+
+def _price(price: Decimal, quote: Quote | None) -> str:
+    """A price in BTC/PH/day for a message, to the marketplace's precision (its price step)."""
+    return format_price(price, price_decimals(quote.price_down_step) if quote is not None else None)
 
 
 @dataclass(frozen=True)
@@ -237,7 +242,8 @@ class BackfillPolicy:
                 return Action(
                     "wait",
                     "price",
-                    f"market price {quote.price} BTC/PH/day is above max_price {c.max_price}: not renting",
+                    f"market price {_price(quote.price, quote)} BTC/PH/day is above max_price "
+                    f"{_price(c.max_price, quote)}: not renting",
                     fields=info,
                 )
             price = quote.price if quote.price > 0 else c.max_price
@@ -247,8 +253,8 @@ class BackfillPolicy:
                 return Action(
                     "wait",
                     "budget",
-                    f"budget left {budget_left} BTC is below the minimum order "
-                    f"amount {quote.min_amount}: not renting",
+                    f"budget left {format_btc(budget_left)} BTC is below the minimum order "
+                    f"amount {format_btc(quote.min_amount)} BTC: not renting",
                     fields=info,
                 )
             return Action(
@@ -256,7 +262,7 @@ class BackfillPolicy:
                 "place",
                 f"deficit {format_hashrate(target - delivered_hs)} "
                 f"({(target - delivered_hs) / target:.1%}) for {lasted:.0f}s: renting "
-                f"{format_hashrate(limit)} at {price} BTC/PH/day",
+                f"{format_hashrate(limit)} at {_price(price, quote)} BTC/PH/day",
                 limit,
                 price,
                 amount,
@@ -271,7 +277,7 @@ class BackfillPolicy:
             return Action(
                 "cancel",
                 "over_budget",
-                f"over the daily budget by {-budget_left} BTC (budget lowered?): cancelling",
+                f"over the daily budget by {format_btc(-budget_left)} BTC (budget lowered?): cancelling",
                 fields=info,
             )
         if order.price > c.max_price:
@@ -279,14 +285,15 @@ class BackfillPolicy:
                 return Action(
                     "wait",
                     "cooldown",
-                    f"order price {order.price} above max_price {c.max_price}; "
+                    f"order price {_price(order.price, quote)} above max_price {_price(c.max_price, quote)}; "
                     f"cooldown {self.change_allowed_at - now:.0f}s",
                     fields=info,
                 )
             return Action(
                 "resize",
                 "max_price",
-                f"order price {order.price} above max_price {c.max_price}: lowering",
+                f"order price {_price(order.price, quote)} above max_price {_price(c.max_price, quote)}: "
+                "lowering",
                 order.limit_hs,
                 c.max_price,
                 fields=info,
@@ -357,8 +364,8 @@ class BackfillPolicy:
                         "wait",
                         "price",
                         f"order gets {format_hashrate(rented)} of "
-                        f"{format_hashrate(order.limit_hs)}; market price {quote.price} is above "
-                        f"max_price {c.max_price}",
+                        f"{format_hashrate(order.limit_hs)}; market price {_price(quote.price, quote)} "
+                        f"is above max_price {_price(c.max_price, quote)}",
                         fields=info,
                     )
                 self.starving_since = None
@@ -366,7 +373,8 @@ class BackfillPolicy:
                     "resize",
                     "reprice",
                     f"order gets {format_hashrate(rented)} of "
-                    f"{format_hashrate(order.limit_hs)}: price {order.price} -> {quote.price}",
+                    f"{format_hashrate(order.limit_hs)}: price {_price(order.price, quote)} -> "
+                    f"{_price(quote.price, quote)}",
                     order.limit_hs,
                     quote.price,
                     fields=info,
@@ -382,14 +390,15 @@ class BackfillPolicy:
                 return Action(
                     "none",
                     "budget",
-                    f"escrow {order.remaining} BTC running low and the daily budget "
+                    f"escrow {format_btc(order.remaining)} BTC running low and the daily budget "
                     "is used up: the order will complete",
                     fields=info,
                 )
             return Action(
                 "refill",
                 "refill",
-                f"escrow {order.remaining} BTC covers < {REFILL_WHEN_LEFT_S:g}s: adding {amount} BTC",
+                f"escrow {format_btc(order.remaining)} BTC covers < {REFILL_WHEN_LEFT_S:g}s: adding "
+                f"{format_btc(amount)} BTC",
                 amount=amount,
                 fields=info,
             )
@@ -648,7 +657,7 @@ class BackfillController:
                 if not st.alive:
                     self._emit(
                         "rental_order_closed",
-                        f"order {st.id} is {st.raw_state} at the provider (spent {st.spent} BTC)",
+                        f"order {st.id} is {st.raw_state} at the provider (spent {format_btc(st.spent)} BTC)",
                         order_id=st.id,
                         spent_btc=f"{st.spent:f}",
                     )
@@ -899,17 +908,24 @@ class BackfillController:
             "spent_today_btc": None if spent_today is None else str(spent_today),
             "budget_left_btc": None if budget_left is None else str(max(budget_left, Decimal(0))),
             "max_price": str(cfg.max_price_btc),
+            # the marketplace's price precision (decimals of its price step), None until quoted
+            "price_decimals": price_decimals(self.quote.price_down_step) if self.quote is not None else None,
             "last_decision": self.last_decision,
         }
 
-    def metrics(self) -> dict[str, float]:
-        """Numbers for /metrics (floats: Prometheus has no decimals)."""
+    def metrics(self) -> dict[str, float | None]:
+        """Numbers for /metrics (floats: Prometheus has no decimals; None: no sample)."""
         spent_total = float(self.ledger.spent_total()) if self.ledger is not None else 0.0
         budget_left = float(max(self.budget_left(), Decimal(0))) if self.ledger is not None else 0.0
+        order = self.order
         return {
-            "ordered_hashrate": self.order.limit_hs if self.order is not None else 0.0,
-            "delivered_hashrate": self.order.delivered_hs if self.order is not None else 0.0,
+            "ordered_hashrate": order.limit_hs if order is not None else 0.0,
+            "delivered_hashrate": order.delivered_hs if order is not None else 0.0,
+            "order_price_btc": float(order.price) if order is not None else None,
+            "max_price_btc": float(self.config.max_price_btc),
+            "farm_hashrate": self.delivered_hs,
             "spent_btc_total": spent_total,
+            "budget_btc": float(self.config.daily_budget),
             "budget_left_btc": budget_left,
             "target_hashrate": float(self.config.target_hs),
         }

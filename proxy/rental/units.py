@@ -1,16 +1,20 @@
-"""Hashrates as operators write them ("120 TH/s") and as the controller computes them (H/s).
+"""Hashrates as operators write them ("120 TH/s") and as the controller computes them (H/s),
+and money as people read it.
 
-Money never passes through here: prices and budgets are ``Decimal`` strings end to end.
-Hashrates are physical measurements, so the controller works in float H/s and converts to
-the provider's unit (PH/s on NiceHash's SHA256 market) with ``Decimal`` at the API edge.
+Money is never computed here: prices and budgets are ``Decimal`` strings end to end, and the
+formatters below only shorten them for messages. Hashrates are physical measurements, so the
+controller works in float H/s and converts to the provider's unit (PH/s on NiceHash's SHA256
+market) with ``Decimal`` at the API edge.
 """
 
 from __future__ import annotations
 
 import re
-from decimal import Decimal, InvalidOperation
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 
-__all__ = ["UNITS", "format_hashrate", "parse_hashrate"]
+__all__ = ["UNITS", "format_btc", "format_hashrate", "format_price", "parse_hashrate", "price_decimals"]
+
+SATOSHI_PLACES = 8
 
 UNITS: dict[str, int] = {
     "H/s": 1,
@@ -49,3 +53,33 @@ def format_hashrate(hs: float | Decimal | None) -> str:
         if abs(value) >= UNITS[unit]:
             return f"{value / UNITS[unit]:.3g} {unit}"
     return f"{value:.3g} H/s"
+
+
+def format_btc(value: Decimal | str | float | None) -> str:
+    """An amount of BTC to the satoshi, trailing zeros dropped: ``"0.00420000"`` -> ``"0.0042"``."""
+    return format_price(value, None)
+
+
+def price_decimals(step: Decimal | None) -> int | None:
+    """The decimals a marketplace quotes prices with, from its price step (NiceHash's
+    ``priceDownStep`` in BTC/PH/day: 0.0001 -> 4); None when it does not say."""
+    if step is None or not step.is_finite() or step == 0:
+        return None
+    return min(max(0, -abs(step).normalize().as_tuple().exponent), SATOSHI_PLACES)  # type: ignore[operator]
+
+
+def format_price(value: Decimal | str | float | None, decimals: int | None) -> str:
+    """A price (or amount) in BTC as a marketplace shows it: at least ``decimals`` places (its
+    precision), more only where the value has them (never rounding a configured price up to
+    the next step), at most 8 (a satoshi); ``2000.000000000000`` -> ``2000``."""
+    if value is None:
+        return "unknown"
+    try:
+        d = Decimal(str(value))
+    except InvalidOperation:
+        return str(value)
+    if not d.is_finite():
+        return str(value)
+    d = d.quantize(Decimal(1).scaleb(-SATOSHI_PLACES), ROUND_HALF_UP).normalize()
+    places = max(-d.as_tuple().exponent, decimals or 0, 0)  # type: ignore[operator]
+    return f"{d:.{places}f}"

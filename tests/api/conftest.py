@@ -19,6 +19,16 @@ from proxy.sim.rigs import RigFleet
 
 TOKEN = "secret"
 POOL_PASSWORD = "hunter2-pool-password"
+# the simulated marketplace's credentials, as the environment variables a [rental] section names
+SIM_MARKET_ENV = {"SIMMARKET_KEY": "sim-key", "SIMMARKET_SECRET": "sim-secret", "SIMMARKET_ORG": "sim-org"}
+
+
+def sim_rental(market_url: str, ledger: str, **fields: Any) -> dict[str, Any]:
+    """A [rental] section for the simulated marketplace (set SIM_MARKET_ENV in the environment):
+    quick to decide (1 s window, 0.2 s interval), max price 4000 BTC/PH/day, 0.01 BTC a day."""
+    return {"provider": "sim", "api_url": market_url, "key_env": "SIMMARKET_KEY",
+            "secret_env": "SIMMARKET_SECRET", "org_env": "SIMMARKET_ORG", "max_price": "4000",
+            "daily_budget_btc": "0.01", "window_s": 1.0, "interval_s": 0.2, "ledger": ledger, **fields}
 
 
 def to_toml(data: dict[str, Any]) -> str:
@@ -32,7 +42,7 @@ def to_toml(data: dict[str, Any]) -> str:
         return json.dumps(str(v))
 
     out: list[str] = []
-    for section in ("proxy", "api"):
+    for section in ("proxy", "api", "rental"):
         if section in data:
             out.append(f"[{section}]")
             out.extend(f"{k} = {scalar(v)}" for k, v in data[section].items())
@@ -124,13 +134,16 @@ class Api:
                 "user": f"farm.{name}", "password": POOL_PASSWORD, "priority": priority, **extra}
 
     async def start(self, token: str = TOKEN, history_db: str = "", history_interval: float = 0.1,
-                    instance: str = "test-proxy", **proxy: Any) -> ProxyService:
+                    instance: str = "test-proxy", rental: dict[str, Any] | None = None,
+                    **proxy: Any) -> ProxyService:
         self.data = {
             "proxy": {"listen": "127.0.0.1:0", "instance": instance, "history_db": history_db,
                       "failback_hold_s": 60.0, **proxy},
             "api": {"listen": "127.0.0.1:0", "token": token},
             "pools": [self.pool_entry(name, i) for i, name in enumerate(self.pools)],
         }
+        if rental is not None:
+            self.data["rental"] = rental
         self.config_path.write_text(to_toml(self.data))
         cfg = load_dict(self.data, str(self.config_path))
         svc = ProxyService(cfg)

@@ -7,7 +7,7 @@ from decimal import Decimal
 import pytest
 
 from proxy.config import ConfigError, load_dict
-from proxy.rental.units import format_hashrate, parse_hashrate
+from proxy.rental.units import format_btc, format_hashrate, format_price, parse_hashrate, price_decimals
 
 BASE = {"pools": [{"name": "primary", "url": "stratum+tcp://127.0.0.1:3333", "user": "acct"}]}
 RENTAL = {
@@ -33,6 +33,21 @@ def test_defaults_and_units():
     assert load_dict(BASE).rental is None
     assert parse_hashrate("1.5 EH/s") == Decimal("1.5e18") and parse_hashrate("10 H/s") == 10
     assert format_hashrate(120e12) == "120 TH/s"
+
+
+def test_money_reads_to_the_marketplace_precision():
+    # NiceHash's price step of 0.0001 BTC/PH/day: prices show 4 decimals, more only where the value has them
+    step = price_decimals(Decimal("-0.0001"))
+    assert step == 4
+    assert format_price(Decimal("0.05"), step) == "0.0500"
+    assert format_price("0.00045", step) == "0.00045"  # a configured price is never rounded to the step
+    # the simulated market quotes per H/s: its step is 1e11 BTC/PH/day, prices are whole numbers
+    assert price_decimals(Decimal("1E+11")) == 0
+    assert format_price("2000.000000000000", 0) == "2000"
+    assert format_price(Decimal("0.123456789"), None) == "0.12345679"  # a satoshi at most
+    assert price_decimals(None) is None and price_decimals(Decimal(0)) is None
+    assert format_btc("0.00420000") == "0.0042" and format_btc(Decimal("1E+1")) == "10"
+    assert format_btc(None) == "unknown"
 
 
 @pytest.mark.parametrize(

@@ -120,6 +120,12 @@ async def test_rig_failure_is_backfilled_through_the_proxy(tmp_path, monkeypatch
             assert samples["stratum_proxy_rental_budget_left_btc"] == float(view["budget_left_btc"])
             assert "stratum_proxy_rental_spent_btc_total" in samples
             assert "stratum_proxy_rental_delivered_hashrate" in samples
+            # what the alert rules compare: the order's price with max_price, the budget left with the budget
+            price = float(Decimal(view["orders"][0]["price"]))
+            assert samples["stratum_proxy_rental_order_price_btc"] == price
+            assert samples["stratum_proxy_rental_max_price_btc"] == 4000.0
+            assert samples["stratum_proxy_rental_budget_btc"] == 0.01
+            assert samples["stratum_proxy_rental_farm_hashrate"] > 0.5 * RIGS * RIG_HS
             back = RigFleet(
                 "127.0.0.1", service.port, RIGS // 3, share_interval=INTERVAL, seed=3, worker_prefix="back"
             )

@@ -159,6 +159,39 @@
     return `${Math.floor(s)}s`;
   }
 
+  // "2 min ago": event times read relative to the proxy's clock (the absolute time is the tooltip)
+  function fmtAgo(wall) {
+    if (!num(wall)) return "—";
+    const d = serverNow() - wall;
+    return d < 2 ? "just now" : `${fmtAge(d)} ago`;
+  }
+
+  // BTC amounts and prices arrive as decimal strings: at most 8 places (a satoshi), trailing
+  // zeros dropped, at least `minPlaces` (a price keeps the marketplace's precision)
+  function fmtDecimal(v, minPlaces = 0) {
+    const x = toNum(v);
+    if (x == null) return v == null || v === "" ? "—" : String(v);
+    let text = x.toFixed(8).replace(/\.?0+$/, "");
+    const places = text.includes(".") ? text.split(".")[1].length : 0;
+    if (places < minPlaces) text = x.toFixed(minPlaces);
+    return text;
+  }
+
+  const fmtBtc = (v) => `${fmtDecimal(v)} BTC`;
+  // BTC per PH/s per day, to the decimals of the marketplace's price step (rentals API)
+  const fmtPrice = (v) => `${fmtDecimal(v, num(S.rentals && S.rentals.price_decimals) ? S.rentals.price_decimals : 0)} BTC/PH/day`;
+
+  // one field of an event, by the unit its name carries: limit_hs 16201.4 -> "limit 16.2 kH/s"
+  function fmtField(name, v) {
+    const label = name.replace(/_(hs|btc|s)$/, "").replace(/_/g, " ");
+    if (/_hs$/.test(name)) return `${label} ${fmtHs(toNum(v))}`;
+    if (name === "price" || /_price$/.test(name)) return `${label} ${fmtPrice(v)}`;
+    if (/_btc$/.test(name) || name === "amount") return `${label} ${fmtBtc(v)}`;
+    if (/_s$/.test(name) && toNum(v) != null) return `${label} ${fmtAge(toNum(v))}`;
+    if (num(v)) return `${label} ${Number.isInteger(v) ? fmtCount(v) : fmtCompact(v)}`;
+    return `${label} ${v}`;
+  }
+
   const pad = (n) => String(n).padStart(2, "0");
   function fmtClock(wall, withSeconds = true) {
     if (!num(wall)) return "—";
@@ -409,7 +442,7 @@
     if (limit > 0) parts.push(`order ${fmtHs(limit)}, delivering ${fmtHs(getting)}`);
     else parts.push("no order");
     if (deficit != null && deficit > 0) parts.push(`deficit ${fmtHs(deficit)}`);
-    if (r.budget_left_btc != null && r.budget_left_btc !== "") parts.push(`budget left ${r.budget_left_btc} BTC`);
+    if (r.budget_left_btc != null && r.budget_left_btc !== "") parts.push(`budget left ${fmtBtc(r.budget_left_btc)}`);
     const busy = /rent|order|active|running|placing/i.test(state) && !/idle|off|none/i.test(state);
     return { value: state, sub: parts.join(" · "), cls: busy ? "warn" : "good" };
   }
@@ -460,7 +493,7 @@
       const preferred = S.pools.filter((p) => p.enabled !== false);
       const best = preferred.length ? Math.min(...preferred.map((p) => p.priority)) : null;
       const onBackup = S.pools.some((p) => active.includes(p.name) && best != null && p.priority > best);
-      setText("stat-active-sub", `${onBackup ? "on a backup · " : ""}since ${sw ? fmtClock(sw.time) : "start"}`);
+      setText("stat-active-sub", `${onBackup ? "on a backup · " : ""}${sw ? `switched ${fmtAgo(sw.time)}` : "since start"}`);
       setCardClass("card-active", onBackup ? "warn" : "good");
     }
 
@@ -490,8 +523,8 @@
     cell("weight", "num");
     cell("split", "num");
     cell("accepted", "num");
-    cell("rejected");
-    cell("latency");
+    cell("rejected", "num");
+    cell("latency", "num");
     cell("job", "num");
     cell("actions");
     const edit = el("button", { type: "button", "data-action": "edit", onclick: () => openEdit(name) }, "Edit");
@@ -638,8 +671,55 @@
 
   const list = (v) => (Array.isArray(v) ? v.join(", ") : v == null ? "" : String(v));
 
+  const shortId = (id) => String(id || "?").slice(0, 8);
+
+  // rental_decision codes (proxy/rental/controller.py, BackfillPolicy) in words
+  const RENTAL_CODES = {
+    ok: "on target, no rental needed", unknown: "delivered hashrate not known yet",
+    deficit: "under target", covered: "the order covers the deficit", recovering: "rigs are back",
+    min_order: "rigs are back; the order runs its minimum time", price: "market price above max_price",
+    budget: "budget too low for an order", backoff: "backing off after a marketplace error",
+    no_quote: "no market quote yet", cooldown: "waiting out the marketplace's cooldown",
+  };
+
+  function describeRental(e, k) {
+    const order = `Order ${shortId(e.order_id)}`;
+    const rental = (text) => ({ tag: "rental", cls: "ev-rental", text, reason: e.reason || "" });
+    switch (k) {
+      case "rental_decision": {
+        const words = RENTAL_CODES[e.code] || String(e.code || e.action || "decision").replace(/_/g, " ");
+        const figures = num(e.delivered_hs) ? `: ${fmtHs(e.delivered_hs)} delivered of ${fmtHs(e.target_hs)}` : "";
+        return rental(`${words.charAt(0).toUpperCase()}${words.slice(1)}${figures}`);
+      }
+      case "rental_order_placed":
+        return rental(`${order} placed: ${fmtHs(toNum(e.limit_hs))} at ${fmtPrice(e.price)}, ${fmtBtc(e.amount_btc)} in escrow`);
+      case "rental_order_resized":
+        return rental(`${order} resized: ${fmtHs(toNum(e.limit_hs))} at ${fmtPrice(e.price)}`);
+      case "rental_order_refilled":
+        return rental(`${order} refilled with ${fmtBtc(e.amount_btc)}`);
+      case "rental_order_cancelled":
+        return rental(`${order} cancelled, ${fmtBtc(e.spent_btc)} spent`);
+      case "rental_order_closed":
+        return rental(`${order} closed at the marketplace, ${fmtBtc(e.spent_btc)} spent`);
+      case "rental_reconcile":
+        return rental(`${order} ${e.action === "adopt" ? "adopted" : "closed"} when the ledger met the marketplace`);
+      case "rental_cooldown":
+        return rental(`${order}: the marketplace asks to wait ${fmtAge(toNum(e.retry_after_s))}`);
+      case "rental_refused":
+        return rental("Call refused by the max-price and budget guard");
+      case "rental_error":
+        return { ...rental(`Marketplace call failed (${String(e.code || "error").replace(/_/g, " ")})`), cls: "ev-bad" };
+      default:
+        return null;
+    }
+  }
+
   function describe(e) {
     const k = String(e.kind || "event");
+    if (EVENT_GROUPS.rental(k)) {
+      const d = describeRental(e, k);
+      if (d) return d;
+    }
     switch (k) {
       case "pool_switch": {
         const reason = String(e.reason || "");
@@ -657,6 +737,16 @@
       }
       case "pool_up":
         return { tag: "pool up", cls: "ev-good", text: `${e.pool} ready`, reason: "" };
+      case "pool_narrow":
+        return { tag: "health", cls: "ev-warn", text: `${e.pool} is too narrow for the rigs' extranonce layout`, reason: e.reason || "" };
+      case "pool_message":
+        return { tag: "pool", cls: "", text: `${e.pool} says: ${e.message || ""}`, reason: "" };
+      case "pool_set_extranonce":
+        return { tag: "pool", cls: "", text: `${e.pool} set a new extranonce (extranonce2 ${e.extranonce2_size} bytes)`, reason: "" };
+      case "pool_reconnect_requested":
+        return { tag: "pool", cls: "", text: `${e.pool} asks the proxy to reconnect to ${e.host}:${e.port}`, reason: "" };
+      case "rigs_extranonce_changed":
+        return { tag: "health", cls: "ev-warn", text: `Rigs on ${e.pool} got a new extranonce`, reason: e.reason || "" };
       case "pool_changed": {
         const ch = e.changes && typeof e.changes === "object"
           ? Object.entries(e.changes).map(([f, v]) => `${f} ${v && v.from}→${v && v.to}`).join(", ") : "";
@@ -669,22 +759,38 @@
         for (const f of ["added", "removed", "updated"]) if (Array.isArray(e[f]) && e[f].length) parts.push(`${f} ${e[f].join(", ")}`);
         return { tag: "config", cls: "", text: `config reloaded${parts.length ? `: ${parts.join("; ")}` : " (no pool changes)"}`, reason: "" };
       }
+      case "instance_down":
+        return { tag: "farm", cls: "ev-bad", text: `Instance ${e.instance} not answering (its last ${fmtHs(toNum(e.last_known_hashrate))} not counted)`, reason: e.reason || "" };
+      case "instance_up":
+        return { tag: "farm", cls: "ev-good", text: `Instance ${e.instance} answering: ${fmtCount(e.rigs)} rigs, ${fmtHs(toNum(e.hashrate))}`, reason: e.reason || "" };
+      case "farm_change":
+      case "farm_change_retried":
+        return { tag: "farm", cls: "", text: `${e.change}${k === "farm_change_retried" ? ` sent again to ${e.instance}: ${e.result}` : ""}`, reason: e.reason || "" };
       default: {
-        const rental = EVENT_GROUPS.rental(k);
-        const skip = new Set(["seq", "time", "kind", "reason", "pool", "message"]);
+        // a kind this page does not know yet: its fields in words, each in its unit
+        const skip = new Set(["seq", "time", "kind", "reason", "pool", "message", "instance"]);
         const detail = Object.entries(e).filter(([f, v]) => !skip.has(f) && v != null && typeof v !== "object")
-          .slice(0, 4).map(([f, v]) => `${f} ${v}`).join(", ");
+          .slice(0, 4).map(([f, v]) => fmtField(f, v)).join(", ");
         const head = [e.pool, e.message].filter(Boolean).join(": ");
+        const words = k.replace(/^pool_|^rental_/, "").replace(/_/g, " ");
         return {
-          tag: rental ? "rental" : k.replace(/^pool_/, "").replace(/_/g, " "), cls: rental ? "ev-rental" : "",
-          text: [k.replace(/_/g, " "), head].filter(Boolean).join(" · ") + (detail ? ` (${detail})` : ""),
+          tag: EVENT_GROUPS.rental(k) ? "rental" : words, cls: EVENT_GROUPS.rental(k) ? "ev-rental" : "",
+          text: [`${words.charAt(0).toUpperCase()}${words.slice(1)}`, head].filter(Boolean).join(" · ") + (detail ? ` (${detail})` : ""),
           reason: e.reason || "",
         };
       }
     }
   }
 
+  function refreshEventTimes() {
+    for (const t of $("events").querySelectorAll("time[data-t]")) {
+      const text = fmtAgo(Number(t.dataset.t));
+      if (t.textContent !== text) t.textContent = text;
+    }
+  }
+
   function renderEvents() {
+    refreshEventTimes();
     const filter = EVENT_GROUPS[S.eventFilter];
     const items = [...S.events.values()].filter((e) => !filter || filter(String(e.kind)))
       .sort((a, b) => (b.time || 0) - (a.time || 0) || (b.seq || 0) - (a.seq || 0)).slice(0, 150);
@@ -700,7 +806,8 @@
       const d = describe(e);
       return el("li", { class: `event ${d.cls}`, "data-kind": e.kind },
         el("div", { class: "ev-head" },
-          el("time", { class: "ev-time", datetime: num(e.time) ? new Date(e.time * 1000).toISOString() : null }, fmtClock(e.time)),
+          el("time", { class: "ev-time", datetime: num(e.time) ? new Date(e.time * 1000).toISOString() : null,
+            title: fmtClock(e.time), "data-t": num(e.time) ? e.time : null }, fmtAgo(e.time)),
           el("span", { class: "ev-tag" }, d.tag)),
         el("div", { class: "ev-text" }, d.text),
         d.reason ? el("div", { class: "ev-reason" }, d.reason) : null);
