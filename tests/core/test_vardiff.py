@@ -8,6 +8,7 @@ import random
 import statistics
 
 from proxy.core.vardiff import pow2_floor, target_for
+from proxy.core.view import CoreView
 
 from .harness import FakeRig, connect, make_core, make_notify
 
@@ -124,6 +125,7 @@ def test_forty_rigs_get_their_own_difficulty_below_the_pools():
     assert pool.counters.forwarded == sum(m.pool_shares for m in miners) > 0
     assert len(link.requests("mining.submit")) == pool.counters.forwarded
     # each rig's hashrate, as the API reports it, within 20% of its true rate
+    view = CoreView(core)
     for m in miners:
-        view = core.rigs[m.rig.session.rig_id]
-        assert abs(view.hashrate.rate(clock.now) / m.hashrate - 1) < 0.20, (m.hashrate, view.hashrate.rate(clock.now))
+        reported = view.rig(m.rig.session.rig_id, clock.now)["hashrate"]
+        assert abs(reported / m.hashrate - 1) < 0.20, (m.hashrate, reported)
