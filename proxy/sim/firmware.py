@@ -17,7 +17,7 @@ says what the profile tests.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 __all__ = ["BIP320_MASK", "PROFILES", "USER_AGENT", "RigProfile", "get_profile"]
 
@@ -66,6 +66,14 @@ def _profiles(*profiles: RigProfile) -> dict[str, RigProfile]:
     return {p.name: p for p in profiles}
 
 
+def _firmware(name: str, summary: str, doc: str, **quirks: Any) -> RigProfile:
+    """A named profile: firmware that pipelines its handshake, negotiates version rolling and
+    does not subscribe to extranonce changes, unless ``quirks`` say otherwise."""
+    base: dict[str, Any] = {"pipeline": True, "version_rolling": True,
+                            "extranonce_subscribe": False}
+    return RigProfile(name, summary, doc, **{**base, **quirks})
+
+
 PROFILES: dict[str, RigProfile] = _profiles(
     RigProfile(
         "default",
@@ -74,23 +82,21 @@ PROFILES: dict[str, RigProfile] = _profiles(
             "counts at once, set_extranonce followed from the next notify when the fleet "
             "subscribes to it. Stratum V1 and BIP310 as most firmware speaks them.",
     ),
-    RigProfile(
+    _firmware(
         "cgminer",
         "sequential handshake that reads the line after mining.configure as its answer, "
         "extranonce2 2..16, one difficulty per notify, a pool silent 90 s is dead",
-        doc="Learned from ckolivas/cgminer: util.c configure_stratum_mining sends "
-            "mining.configure alone with mask ffffffff and parses the very next line as the "
-            "answer (no id check: a notification there fails the session), and with version "
-            "rolling built in (USE_VMASK) initiate_stratum gives up unless version-rolling is "
-            "true with a non-zero mask; initiate_stratum refuses extranonce2 sizes outside "
-            "2..16 (n2size check); parse_diff queues difficulties (next_diff, diff_after) "
-            "that parse_notify applies one per notify; parse_method knows no "
-            "mining.set_extranonce; cgminer.c stratum_thread treats 90 s without a line "
-            "(select timeout) as a dead pool and reconnects.",
+        "Learned from ckolivas/cgminer: util.c configure_stratum_mining sends "
+        "mining.configure alone with mask ffffffff and parses the very next line as the "
+        "answer (no id check: a notification there fails the session), and with version "
+        "rolling built in (USE_VMASK) initiate_stratum gives up unless version-rolling is "
+        "true with a non-zero mask; initiate_stratum refuses extranonce2 sizes outside "
+        "2..16 (n2size check); parse_diff queues difficulties (next_diff, diff_after) "
+        "that parse_notify applies one per notify; parse_method knows no "
+        "mining.set_extranonce; cgminer.c stratum_thread treats 90 s without a line "
+        "(select timeout) as a dead pool and reconnects.",
         user_agent="cgminer/4.12.1",
         pipeline=False,
-        version_rolling=True,
-        extranonce_subscribe=False,
         requested_mask=0xFFFFFFFF,
         min_bit_count=None,
         rollable_mask=0xFFFFFFFF,
@@ -100,119 +106,100 @@ PROFILES: dict[str, RigProfile] = _profiles(
         difficulty_applies="stacked",
         silence_timeout_s=90.0,
     ),
-    RigProfile(
+    _firmware(
         "s21_bits_without_configure",
         "submits a 6th version-bits parameter on every share without ever sending "
         "mining.configure",
-        doc="Some Antminer S21 firmware (seen behind MiningRigRentals) rolls version bits and "
-            "sends them as the 6th mining.submit parameter with no BIP310 negotiation: "
-            "OCEAN-xyz/datum_gateway#214 and PR #215 (the gateway ignored the bits and the "
-            "shares failed; the PR rejects them with a distinct error). It rolls inside the "
-            "BIP320 bits, 1fffe000. A pool or proxy that accepts bits inside its own mask "
-            "keeps this rig; one that rejects them loses every rolled share.",
+        "Some Antminer S21 firmware (seen behind MiningRigRentals) rolls version bits and "
+        "sends them as the 6th mining.submit parameter with no BIP310 negotiation: "
+        "OCEAN-xyz/datum_gateway#214 and PR #215 (the gateway ignored the bits and the "
+        "shares failed; the PR rejects them with a distinct error). It rolls inside the "
+        "BIP320 bits, 1fffe000. A pool or proxy that accepts bits inside its own mask "
+        "keeps this rig; one that rejects them loses every rolled share.",
         user_agent="Antminer S21/bmminer",
-        pipeline=True,
         version_rolling=False,
-        extranonce_subscribe=False,
         unnegotiated_mask=BIP320_MASK,
     ),
-    RigProfile(
+    _firmware(
         "mask_ffffffff_rolls_1fffe000",
         "requests version-rolling.mask ffffffff but its hardware rolls only 1fffe000",
-        doc="Bitaxe's ESP-Miner (skot/ESP-Miner components/stratum/stratum_api.c "
-            "STRATUM_V1_configure_version_rolling) asks for mask \"ffffffff\" with no "
-            "min-bit-count, while the BM1366 driver (components/asic/bm1366.c) loads "
-            "mask >> 13 into a 16-bit register and the result task shifts the rolled field "
-            "back << 13: only bits 1fffe000 ever move (bitaxeorg/ESP-Miner#54, #1169). Its "
-            "6th submit parameter is only the bits it changed (main/tasks/"
-            "asic_result_task.c: rolled version ^ job version). A proxy must grant from what "
-            "the pool allows, and accept a rig that uses less than it was granted.",
+        "Bitaxe's ESP-Miner (skot/ESP-Miner components/stratum/stratum_api.c "
+        "STRATUM_V1_configure_version_rolling) asks for mask \"ffffffff\" with no "
+        "min-bit-count, while the BM1366 driver (components/asic/bm1366.c) loads "
+        "mask >> 13 into a 16-bit register and the result task shifts the rolled field "
+        "back << 13: only bits 1fffe000 ever move (bitaxeorg/ESP-Miner#54, #1169). Its "
+        "6th submit parameter is only the bits it changed (main/tasks/"
+        "asic_result_task.c: rolled version ^ job version). A proxy must grant from what "
+        "the pool allows, and accept a rig that uses less than it was granted.",
         user_agent="bitaxe/BM1366/v2.0",
-        pipeline=True,
-        version_rolling=True,
-        extranonce_subscribe=False,
         requested_mask=0xFFFFFFFF,
         min_bit_count=None,
         rollable_mask=BIP320_MASK,
     ),
-    RigProfile(
+    _firmware(
         "configure_min_diff_and_extranonce",
         "sends minimum-difficulty and subscribe-extranonce in mining.configure and holds "
         "the server to what it answered",
-        doc="Real requests logged in OCEAN-xyz/datum_gateway src/datum_stratum.c "
-            "(client_mining_configure): [\"version-rolling\",\"minimum-difficulty\","
-            "\"subscribe-extranonce\"] with version-rolling.min-bit-count 16 and "
-            "minimum-difficulty.value 2048; DATUM answers minimum-difficulty false. "
-            "FutureBit Apollo logs \"Min difficulty not accepted\" on a false answer "
-            "(jstefanop/Apollo-Miner-Binaries#19); a Braiins Pool endpoint froze 20 s on this "
-            "request (braiins/farm-proxy#31). Per the stratum extensions spec (BIP310), true "
-            "for minimum-difficulty is a promise never to send a lower difficulty, and true "
-            "for subscribe-extranonce allows mining.set_extranonce; the rig counts a broken "
-            "promise as a violation. Its minimum is a hard limit: it never works below it.",
+        "Real requests logged in OCEAN-xyz/datum_gateway src/datum_stratum.c "
+        "(client_mining_configure): [\"version-rolling\",\"minimum-difficulty\","
+        "\"subscribe-extranonce\"] with version-rolling.min-bit-count 16 and "
+        "minimum-difficulty.value 2048; DATUM answers minimum-difficulty false. "
+        "FutureBit Apollo logs \"Min difficulty not accepted\" on a false answer "
+        "(jstefanop/Apollo-Miner-Binaries#19); a Braiins Pool endpoint froze 20 s on this "
+        "request (braiins/farm-proxy#31). Per the stratum extensions spec (BIP310), true "
+        "for minimum-difficulty is a promise never to send a lower difficulty, and true "
+        "for subscribe-extranonce allows mining.set_extranonce; the rig counts a broken "
+        "promise as a violation. Its minimum is a hard limit: it never works below it.",
         user_agent="Apollo-BTC/2.0.6",
-        pipeline=True,
-        version_rolling=True,
-        extranonce_subscribe=False,
         min_bit_count=16,
         minimum_difficulty=2.0 ** -26,  # 2048 on a real rig; scaled to the sims' difficulties
         configure_subscribe_extranonce=True,
     ),
-    RigProfile(
+    _firmware(
         "suggest_before_subscribe",
         "sends mining.suggest_difficulty as its very first line, before mining.subscribe",
-        doc="\"The whatsminer starts out with a mining.suggest_difficulty message\": the SRI "
-            "translator errored on it and dropped the connection until "
-            "stratum-mining/stratum#505 (see also #511). A proxy or pool must answer it (or "
-            "ignore it) whatever the session state, and may use it as a floor.",
+        "\"The whatsminer starts out with a mining.suggest_difficulty message\": the SRI "
+        "translator errored on it and dropped the connection until "
+        "stratum-mining/stratum#505 (see also #511). A proxy or pool must answer it (or "
+        "ignore it) whatever the session state, and may use it as a floor.",
         user_agent="whatsminer/v1.1",
-        pipeline=True,
-        version_rolling=True,
-        extranonce_subscribe=False,
         suggest_difficulty=2.0 ** -22,  # thousands on a real rig; scaled to the sims
         suggest_first=True,
     ),
-    RigProfile(
+    _firmware(
         "difficulty_next_notify",
         "applies a new difficulty only from the next mining.notify on",
-        doc="NerdQAxe++ acknowledges mining.set_difficulty but works at the old difficulty "
-            "until the next mining.notify (shufps/ESP-Miner-NerdQAxePlus#511, "
-            "shufps/qaxe#33); ESP-Miner's stratum_task.c stamps each notify with the "
-            "difficulty in force when it arrives. Pools credit such shares at the lower of "
-            "the old and new difficulty (ckpool 3a6da1f); public-pool rejected them "
-            "(benjamin-wilson/public-pool#39).",
+        "NerdQAxe++ acknowledges mining.set_difficulty but works at the old difficulty "
+        "until the next mining.notify (shufps/ESP-Miner-NerdQAxePlus#511, "
+        "shufps/qaxe#33); ESP-Miner's stratum_task.c stamps each notify with the "
+        "difficulty in force when it arrives. Pools credit such shares at the lower of "
+        "the old and new difficulty (ckpool 3a6da1f); public-pool rejected them "
+        "(benjamin-wilson/public-pool#39).",
         user_agent="NerdQAxe++/BM1370/v1.0.36",
-        pipeline=True,
-        version_rolling=True,
-        extranonce_subscribe=False,
         difficulty_applies="next_notify",
     ),
-    RigProfile(
+    _firmware(
         "refuses_e2_over_8",
         "drops the connection when given an extranonce2_size above 8",
-        doc="WhatsMiners cannot operate with extranonce2_size > 8, \"probably due to running "
-            "cgminer internally\" (stratum-mining/stratum#1861); the SRI translator capped "
-            "it at 8 for them. The rig checks the subscribe answer (and any "
-            "mining.set_extranonce, were it to follow one) and disconnects, then redials, "
-            "on a size it cannot use.",
+        "WhatsMiners cannot operate with extranonce2_size > 8, \"probably due to running "
+        "cgminer internally\" (stratum-mining/stratum#1861); the SRI translator capped "
+        "it at 8 for them. The rig checks the subscribe answer (and any "
+        "mining.set_extranonce, were it to follow one) and disconnects, then redials, "
+        "on a size it cannot use.",
         user_agent="whatsminer/v1.1",
-        pipeline=True,
-        version_rolling=True,
-        extranonce_subscribe=False,
         extranonce2_sizes=(2, 8),
     ),
-    RigProfile(
+    _firmware(
         "extranonce_subscribe",
         "sends mining.extranonce.subscribe and follows mining.set_extranonce from the next "
         "notify",
-        doc="NiceHash's extranonce subscription spec (nicehash.com, \"Patches for "
-            "extranonce.subscription\"): sent after mining.subscribe; whatever the answer, "
-            "the miner then takes mining.set_extranonce and starts using the new extranonce1 "
-            "when the next mining.notify arrives. NerdQAxe++ sends it in its handshake "
-            "(shufps/qaxe#33). A proxy that moves rigs without extranonce changes should "
-            "never need to send one.",
+        "NiceHash's extranonce subscription spec (nicehash.com, \"Patches for "
+        "extranonce.subscription\"): sent after mining.subscribe; whatever the answer, "
+        "the miner then takes mining.set_extranonce and starts using the new extranonce1 "
+        "when the next mining.notify arrives. NerdQAxe++ sends it in its handshake "
+        "(shufps/qaxe#33). A proxy that moves rigs without extranonce changes should "
+        "never need to send one.",
         user_agent="NerdQAxe++/BM1370/v1.0.36",
-        pipeline=True,
-        version_rolling=True,
         extranonce_subscribe=True,
     ),
 )

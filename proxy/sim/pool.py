@@ -43,6 +43,7 @@ REJECTED_BY_SIM = "rejected by sim"
 WRONG_ID_OFFSET = 1_000_000  # wrong_ids("offset"): answers carry an id the client never used
 UNKNOWN_ID_BASE = 10_000_000  # unknown_id_answers(): ids far above anything a client sends
 METHODS_KEPT = 32  # per connection, the first methods received, in order
+DIFFICULTIES_KEPT = 256  # per connection, the last set_difficulty sent
 CONN_STATS_KEPT = 10_000  # per-connection records kept after their connection closed
 
 
@@ -130,8 +131,9 @@ class SimConnStats:
     accepted: int = 0
     rejected: Counter[int] = field(default_factory=Counter)
     credited: float = 0.0  # sum of the difficulty of accepted shares
-    # every mining.set_difficulty sent: (loop time, difficulty)
-    difficulty_sent: list[tuple[float, float]] = field(default_factory=list)
+    # the mining.set_difficulty sent (the last DIFFICULTIES_KEPT): (loop time, difficulty)
+    difficulty_sent: deque[tuple[float, float]] = field(
+        default_factory=lambda: deque(maxlen=DIFFICULTIES_KEPT))
     retargets: int = 0  # vardiff changes (share rate, client floors), not set_difficulty()
 
 

@@ -85,6 +85,7 @@ class SimRig(asyncio.Protocol):
         self.submitted = 0
         self.accepted = 0
         self.rejected: Counter[int | str] = Counter()
+        self.reject_messages: dict[int | str, str] = {}  # the latest message per code
         self.pending: dict[int, tuple[float, str]] = {}  # submit id -> (send time, job id)
         self.lost = 0  # submits still pending when the connection dropped
         self.disconnects = 0  # connection losses we did not initiate
@@ -282,6 +283,8 @@ class SimRig(asyncio.Protocol):
                 code = err[0] if isinstance(err, list) and err and isinstance(err[0], int) \
                     else "other"
                 self.rejected[code] += 1
+                self.reject_messages[code] = str(err[1] if isinstance(err, list)
+                                                 and len(err) > 1 else err)[:200]
         elif kind == "configure":
             self._on_configure(msg)
         elif kind == "subscribe":
@@ -763,6 +766,11 @@ class RigFleet:
     @property
     def set_extranonce_received(self) -> int:
         return sum(r.set_extranonce_received for r in self.rigs)
+
+    @property
+    def reject_messages(self) -> dict[int | str, str]:
+        """Per reject code, a message the server gave with it (for test diagnostics)."""
+        return {code: text for r in self.rigs for code, text in r.reject_messages.items()}
 
     def unanswered(self, older_than: float = 0.0) -> int:
         """Submits that never got an answer: lost on a dropped connection, plus pending ones

@@ -9,7 +9,6 @@ import json
 import os
 import signal
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,44 +21,6 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 VECTORS_DIR = REPO_ROOT.parent / "shared" / "vectors"
 VECTORS: list[dict[str, Any]] = json.loads((VECTORS_DIR / "mainnet_blocks.json").read_text())
 ROLLED = next(v for v in VECTORS if v["stratum"].get("version_rolling"))
-
-PoolFactory = Callable[..., Awaitable[SimPool]]
-FleetFactory = Callable[..., Awaitable[RigFleet]]
-
-
-@pytest.fixture
-async def make_pool() -> AsyncIterator[PoolFactory]:
-    pools: list[SimPool] = []
-
-    async def make(name: str = "p1", **kwargs: Any) -> SimPool:
-        kwargs.setdefault("seed", len(pools) + 1)
-        pool = SimPool(SimPoolConfig(name=name, **kwargs))
-        await pool.start()
-        pools.append(pool)
-        return pool
-
-    yield make
-    for pool in pools:
-        await asyncio.wait_for(pool.stop(), 5)
-
-
-@pytest.fixture
-async def make_fleet() -> AsyncIterator[FleetFactory]:
-    fleets: list[RigFleet] = []
-
-    async def make(pool: SimPool, count: int, **kwargs: Any) -> RigFleet:
-        kwargs.setdefault("seed", 100 + len(fleets))
-        kwargs.setdefault("share_interval", 0.2)
-        fleet = RigFleet("127.0.0.1", pool.port, count, **kwargs)
-        fleets.append(fleet)
-        await fleet.start()
-        await fleet.wait_until(lambda: fleet.authorized == count, 5, f"{count} rigs authorized")
-        return fleet
-
-    yield make
-    for fleet in fleets:
-        await asyncio.wait_for(fleet.stop(), 5)
-
 
 # --- mainnet vectors through a raw client -----------------------------------------------------
 

@@ -5,15 +5,15 @@ crediting each share at the difficulty its job was sent at, and rejecting low on
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
 
-from proxy.sim import RawClient, RigFleet, SimPool, SimPoolConfig, Vardiff, VardiffConfig
+from proxy.sim import RawClient, SimPool, SimPoolConfig, Vardiff, VardiffConfig
 from proxy.stratum import messages, work
 
-D = 2.0 ** -24  # ~256 hashes per share: cheap for Python rigs
+from .conftest import D
+
 LOOSE = dict(vardiff_retarget_shares=10_000, vardiff_retarget_s=1e6)  # never retargets itself
 
 
@@ -81,72 +81,46 @@ def test_bounds_floors_and_previous_difficulty_shares():
 
 # --- the pool, with real connections ----------------------------------------------------------
 
-@pytest.fixture
-async def pools() -> AsyncIterator[Callable[..., Awaitable[SimPool]]]:
-    started: list[SimPool] = []
-
-    async def make(name: str = "vd", **kwargs: Any) -> SimPool:
-        kwargs.setdefault("difficulty", D)
-        pool = SimPool(SimPoolConfig(name=name, seed=len(started) + 1, **kwargs))
-        await pool.start()
-        started.append(pool)
-        return pool
-
-    yield make
-    for pool in started:
-        await asyncio.wait_for(pool.stop(), 5)
-
-
-async def _one_rig(pool: SimPool, shares_per_s_at_d: float, **kwargs: Any) -> RigFleet:
+def _one_rig(make_fleet, pool: SimPool, shares_per_s_at_d: float):
     """A single connection mining at a fixed hashrate: like a proxy carrying many rigs."""
-    fleet = RigFleet("127.0.0.1", pool.port, 1, hashrate=D * 2**32 * shares_per_s_at_d,
-                     seed=5, **kwargs)
-    await fleet.start()
-    return fleet
+    return make_fleet(pool, 1, hashrate=D * 2**32 * shares_per_s_at_d, seed=5)
 
 
-async def test_vardiff_raises_a_busy_aggregate_connection(pools):
+async def test_vardiff_raises_a_busy_aggregate_connection(pool_at_d, make_fleet):
     """40 shares/s at the start difficulty against a pool aiming at 10/s: it raises that
     connection's difficulty about 4x, the rig follows, and shares are then credited at it."""
     async with asyncio.timeout(10):
-        pool = await pools(vardiff=True, vardiff_target_interval_s=0.1,
-                           vardiff_retarget_shares=40)
-        fleet = await _one_rig(pool, 40.0)
-        try:
-            [stats] = await _open_stats(pool)
-            await pool.wait_until(lambda: stats.retargets >= 1, 6, "a retarget")
-            assert 2.5 * D <= stats.difficulty <= 7 * D, stats.difficulty / D
-            assert stats.difficulty_sent[0][1] == D and stats.difficulty_sent[-1][1] == stats.difficulty
-            new = stats.difficulty
-            await fleet.wait_until(lambda: fleet.rigs[0].difficulty == new, 2, "rig follows")
-            credited = stats.accepted
-            await pool.wait_until(lambda: stats.accepted >= credited + 10, 5, "mining at it")
-            await fleet.drain(5)
-            assert not fleet.rejected and fleet.disconnects == 0
-            later = [s for s in pool.shares if s.valid][-5:]
-            assert {s.difficulty for s in later} <= {new, *(x for _, x in stats.difficulty_sent)}
-            assert stats.credited == pytest.approx(sum(s.difficulty for s in pool.shares if s.valid))
-        finally:
-            await fleet.stop()
+        pool = await pool_at_d("vd", vardiff=True, vardiff_target_interval_s=0.1,
+                               vardiff_retarget_shares=40)
+        fleet = await _one_rig(make_fleet, pool, 40.0)
+        [stats] = await _open_stats(pool)
+        await pool.wait_until(lambda: stats.retargets >= 1, 6, "a retarget")
+        assert 2.5 * D <= stats.difficulty <= 7 * D, stats.difficulty / D
+        assert stats.difficulty_sent[0][1] == D and stats.difficulty_sent[-1][1] == stats.difficulty
+        new = stats.difficulty
+        await fleet.wait_until(lambda: fleet.rigs[0].difficulty == new, 2, "rig follows")
+        credited = stats.accepted
+        await pool.wait_until(lambda: stats.accepted >= credited + 10, 5, "mining at it")
+        await fleet.drain(5)
+        assert not fleet.rejected and fleet.disconnects == 0
+        later = [s for s in pool.shares if s.valid][-5:]
+        assert {s.difficulty for s in later} <= {new, *(x for _, x in stats.difficulty_sent)}
+        assert stats.credited == pytest.approx(sum(s.difficulty for s in pool.shares if s.valid))
 
 
-async def test_vardiff_lowers_a_quiet_connection(pools):
+async def test_vardiff_lowers_a_quiet_connection(pool_at_d, make_fleet):
     """One share a second against a pool aiming at ten: lowered after its retarget period
     (not on the first share: ckpool's back-from-absence rule), and never below the minimum."""
     async with asyncio.timeout(12):
-        start = D * 16
-        pool = await pools(difficulty=start, vardiff=True, vardiff_target_interval_s=0.1,
-                           vardiff_retarget_s=1.0, vardiff_min=D / 2)
-        fleet = await _one_rig(pool, 16.0)  # 16/s at D is 1/s at 16 D
-        try:
-            [stats] = await _open_stats(pool)
-            await pool.wait_until(lambda: stats.retargets >= 1, 8, "a retarget down")
-            assert D / 2 <= stats.difficulty <= 4 * D, stats.difficulty / D
-            assert stats.accepted >= 2  # the gate and the absence rule both waited for shares
-            await fleet.drain(5)
-            assert not fleet.rejected
-        finally:
-            await fleet.stop()
+        pool = await pool_at_d(difficulty=16 * D, vardiff=True, vardiff_target_interval_s=0.1,
+                               vardiff_retarget_s=1.0, vardiff_min=D / 2)
+        fleet = await _one_rig(make_fleet, pool, 16.0)  # 16/s at D is 1/s at 16 D
+        [stats] = await _open_stats(pool)
+        await pool.wait_until(lambda: stats.retargets >= 1, 8, "a retarget down")
+        assert D / 2 <= stats.difficulty <= 4 * D, stats.difficulty / D
+        assert stats.accepted >= 2  # the gate and the absence rule both waited for shares
+        await fleet.drain(5)
+        assert not fleet.rejected
 
 
 async def _open_stats(pool: SimPool, count: int = 1):
@@ -172,12 +146,12 @@ def _grind(notify: list[Any], ext1: bytes, e2_size: int, meets: float, misses: f
     raise AssertionError("no share found")
 
 
-async def test_credit_at_the_jobs_difficulty_with_grace_and_low_difficulty_rejects(pools):
+async def test_credit_at_the_jobs_difficulty_with_grace_and_low_difficulty_rejects(pool_at_d):
     """After a difficulty change a job sent before it is credited at the lower of its own
     and the new difficulty (ckpool's grace, so firmware applying the change late is paid);
     a job sent after it needs the new one, and a share below that is rejected with 23."""
     async with asyncio.timeout(10):
-        pool = await pools(vardiff=True, **LOOSE)
+        pool = await pool_at_d(vardiff=True, **LOOSE)
         client = await RawClient.connect("127.0.0.1", pool.port)
         sub = await client.call("mining.subscribe", ["raw"])
         ext1, e2_size = bytes.fromhex(sub["result"][1]), sub["result"][2]
@@ -217,23 +191,16 @@ async def test_credit_at_the_jobs_difficulty_with_grace_and_low_difficulty_rejec
         client.close()
 
 
-async def test_every_extranonce2_size_from_3_to_8_mines(pools):
+async def test_every_extranonce2_size_from_3_to_8_mines(pool_at_d, make_fleet):
     """NiceHash gives 3, most pools 4, ckpool 8: rigs mine valid shares on each."""
     async with asyncio.timeout(10):
-        sized = [await pools(f"e2-{n}", extranonce2_size=n) for n in range(3, 9)]
-        fleets = [RigFleet("127.0.0.1", p.port, 2, share_interval=0.05, seed=n)
-                  for n, p in enumerate(sized)]
-        try:
-            for fleet in fleets:
-                await fleet.start()
-            for pool, fleet in zip(sized, fleets):
-                await pool.wait_until(lambda p=pool: p.accepted >= 4, 6, f"{pool.name} mining")
-                await fleet.drain(5)
-                assert not fleet.rejected
-                assert {len(s.extranonce2) // 2 for s in pool.shares} == {pool.config.extranonce2_size}
-        finally:
-            for fleet in fleets:
-                await fleet.stop()
+        sized = [await pool_at_d(f"e2-{n}", extranonce2_size=n) for n in range(3, 9)]
+        fleets = [await make_fleet(p, 2, share_interval=0.05) for p in sized]
+        for pool, fleet in zip(sized, fleets):
+            await pool.wait_until(lambda p=pool: p.accepted >= 4, 6, f"{pool.name} mining")
+            await fleet.drain(5)
+            assert not fleet.rejected
+            assert {len(s.extranonce2) // 2 for s in pool.shares} == {pool.config.extranonce2_size}
     with pytest.raises(ValueError):
         SimPoolConfig(name="x", extranonce2_size=17)
     with pytest.raises(ValueError):
