@@ -296,23 +296,30 @@ async def test_refuses_an_extranonce2_size_over_8(pool_at_d, rigs):
         assert not fine.refusals and fine.disconnects == 0
 
 
-async def test_extranonce_subscribe_follows_set_extranonce_from_the_next_notify(pool_at_d, rigs):
-    """NiceHash's extranonce.subscribe spec: subscribe, then the new extranonce1 from the
-    next notify on (NerdQAxe++ sends it, shufps/qaxe#33)."""
+@pytest.mark.parametrize("profile, options", [("extranonce_subscribe", {}),
+                                              ("default", {"extranonce_subscribe": True})])
+async def test_extranonce_subscribe_follows_set_extranonce_from_the_next_notify(
+        pool_at_d, rigs, profile, options):
+    """NiceHash's extranonce.subscribe spec: subscribe, then the new extranonce1 (and size)
+    from the next notify on (NerdQAxe++ sends it, shufps/qaxe#33); the default rig does the
+    same when its fleet subscribes."""
     async with asyncio.timeout(8):
         pool = await pool_at_d()
-        fleet = await rigs(pool, "extranonce_subscribe")
+        fleet = await rigs(pool, profile, count=4, **options)
         await _mining(fleet, pool)
         assert all(m[2] == "mining.extranonce.subscribe" for m in _methods(pool))
         old = {r.index: r.extranonce1 for r in fleet.rigs}
-        pool.send_set_extranonce(size=4, notify=False)
-        await fleet.wait_until(lambda: fleet.set_extranonce_received == 2, 3, "received")
+        pool.send_set_extranonce(size=6, notify=False)
+        await fleet.wait_until(lambda: fleet.set_extranonce_received == 4, 3, "received")
         assert {r.index: r.extranonce1 for r in fleet.rigs} == old  # not before a notify
         pool.broadcast_job()
         await fleet.wait_until(lambda: all(r.extranonce1 != old[r.index]
-                                           and r.extranonce2_size == 4 for r in fleet.rigs),
+                                           and r.extranonce2_size == 6 for r in fleet.rigs),
                                3, "applied at the notify")
         accepted = pool.accepted
-        await pool.wait_until(lambda: pool.accepted >= accepted + 4, 5, "mining after it")
+        await pool.wait_until(lambda: pool.accepted >= accepted + 8, 5, "mining after it")
         await fleet.drain(5)
         assert not fleet.rejected and fleet.disconnects == 0
+        latest = list(pool.shares)[-4:]
+        assert {s.extranonce1 for s in latest} <= {r.extranonce1.hex() for r in fleet.rigs}
+        assert all(len(s.extranonce2) == 12 for s in latest)

@@ -228,25 +228,6 @@ async def test_stall_leaves_submits_unanswered(make_pool, make_fleet):
         assert fleet.unanswered() >= 5  # the ones swallowed during the stall
 
 
-async def test_set_extranonce_is_followed_and_shares_stay_valid(make_pool, make_fleet):
-    async with asyncio.timeout(10):
-        pool = await make_pool("p1")
-        fleet = await make_fleet(pool, 6, extranonce_subscribe=True)
-        await fleet.wait_until(lambda: fleet.accepted >= 6, 5, "mining")
-        old = {r.index: r.extranonce1 for r in fleet.rigs}
-        pool.send_set_extranonce(size=6)
-        await fleet.wait_until(lambda: all(r.extranonce1 != old[r.index]
-                                           and r.extranonce2_size == 6 for r in fleet.rigs),
-                               3, "new extranonce1 applied")
-        accepted = pool.accepted
-        await fleet.wait_until(lambda: pool.accepted >= accepted + 12, 6, "valid after change")
-        await fleet.drain(5)
-        assert fleet.set_extranonce_received == 6 and not fleet.rejected
-        new_ext1 = {r.extranonce1.hex() for r in fleet.rigs}
-        assert {s.extranonce1 for s in list(pool.shares)[-6:]} <= new_ext1
-        assert all(len(s.extranonce2) == 12 for s in list(pool.shares)[-6:])
-
-
 async def test_refuse_then_resume_on_the_same_port(make_pool, make_fleet):
     async with asyncio.timeout(10):
         pool = await make_pool("p1")
