@@ -9,8 +9,10 @@ from __future__ import annotations
 
 from ._wait import wait_until
 from .client import RawClient
-from .pool import SimPool, SimPoolConfig, SimShare
+from .firmware import PROFILES, RigProfile
+from .pool import SimConnStats, SimPool, SimPoolConfig, SimShare
 from .rigs import RigFleet, SimRig
+from .vardiff import Vardiff, VardiffConfig
 
-__all__ = ["RawClient", "RigFleet", "SimPool", "SimPoolConfig", "SimRig", "SimShare",
-           "wait_until"]
+__all__ = ["PROFILES", "RawClient", "RigFleet", "RigProfile", "SimConnStats", "SimPool",
+           "SimPoolConfig", "SimRig", "SimShare", "Vardiff", "VardiffConfig", "wait_until"]

@@ -12,6 +12,7 @@ import logging
 import signal
 import sys
 
+from .firmware import PROFILES
 from .pool import SimPool, SimPoolConfig
 from .rigs import RigFleet
 
@@ -35,6 +36,10 @@ def _parser() -> argparse.ArgumentParser:
     pool.add_argument("--version-mask", type=lambda s: int(s, 16), default=0x1FFFE000)
     pool.add_argument("--tag", default=None)
     pool.add_argument("--seed", type=int, default=None)
+    pool.add_argument("--vardiff", action="store_true",
+                      help="per-connection difficulty aimed at a share rate, like ckpool")
+    pool.add_argument("--vardiff-interval", type=float, default=10 / 3,
+                      help="seconds per share vardiff aims at (default: ckpool's 3.33)")
 
     rigs = sub.add_parser("rigs", help="run a rig fleet for --duration seconds")
     rigs.add_argument("--host", default="127.0.0.1")
@@ -48,6 +53,9 @@ def _parser() -> argparse.ArgumentParser:
     rigs.add_argument("--extranonce-subscribe", action="store_true")
     rigs.add_argument("--no-pipeline", action="store_true")
     rigs.add_argument("--seed", type=int, default=None)
+    rigs.add_argument("--profile", default="default", choices=sorted(PROFILES),
+                      help="the firmware the rigs speak as: "
+                           + "; ".join(f"{p.name}: {p.summary}" for p in PROFILES.values()))
     return parser
 
 
@@ -66,7 +74,8 @@ async def _run_pool(args: argparse.Namespace) -> int:
         extranonce1_size=args.extranonce1_size, extranonce2_size=args.extranonce2_size,
         difficulty=args.difficulty, job_interval=args.job_interval,
         answer_delay=args.answer_delay, reject_ratio=args.reject_ratio,
-        version_mask=args.version_mask, tag=args.tag, seed=args.seed))
+        version_mask=args.version_mask, tag=args.tag, seed=args.seed,
+        vardiff=args.vardiff, vardiff_target_interval_s=args.vardiff_interval))
     stop = _stop_event()
     await pool.start()
     print(f"pool {args.name} listening on {args.host}:{pool.port}", flush=True)
@@ -86,7 +95,7 @@ async def _run_rigs(args: argparse.Namespace) -> int:
                      password=args.password, share_interval=args.share_interval,
                      version_rolling=not args.no_version_rolling,
                      extranonce_subscribe=args.extranonce_subscribe,
-                     pipeline=not args.no_pipeline, seed=args.seed)
+                     pipeline=not args.no_pipeline, seed=args.seed, profile=args.profile)
     stop = _stop_event()
     loop = asyncio.get_running_loop()
     deadline = loop.time() + args.duration

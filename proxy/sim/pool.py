@@ -6,7 +6,12 @@ mainnet blocks (``proxy.stratum.work``), so a proxy that mistranslates a job, an
 or version bits gets rejected here exactly as a real pool would reject it.
 
 Everything it does is counted (``accepted``, ``rejected``, ``shares``, ``connections`` ...) so
-tests can await conditions instead of sleeping.
+tests can await conditions instead of sleeping; per connection too (``conn_stats``: the
+difficulty in force, what was credited, the methods in the order the client sent them).
+
+With ``vardiff=True`` each connection gets its own difficulty, retargeted at a share rate the
+way ckpool does it (see ``proxy.sim.vardiff``): a proxy carrying many rigs on one connection
+sees that connection's difficulty rise, as it would on a real pool.
 """
 
 from __future__ import annotations
@@ -18,17 +23,18 @@ import socket
 import struct
 from collections import Counter, OrderedDict, deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, cast
 
 from ..stratum import errors, messages, work
 from ..stratum.errors import StratumError
 from ..stratum.framing import LineFramer, LineTooLong
 from ._wait import wait_until
+from .vardiff import Vardiff, VardiffConfig
 
 log = logging.getLogger("proxy.sim.pool")
 
-__all__ = ["SimPool", "SimPoolConfig", "SimShare"]
+__all__ = ["SimConnStats", "SimPool", "SimPoolConfig", "SimShare"]
 
 NTIME_BASE = 1_700_000_000
 JOBS_KEPT = 8
@@ -36,6 +42,9 @@ NTIME_FUTURE_LIMIT = 7200
 REJECTED_BY_SIM = "rejected by sim"
 WRONG_ID_OFFSET = 1_000_000  # wrong_ids("offset"): answers carry an id the client never used
 UNKNOWN_ID_BASE = 10_000_000  # unknown_id_answers(): ids far above anything a client sends
+METHODS_KEPT = 32  # per connection, the first methods received, in order
+DIFFICULTIES_KEPT = 256  # per connection, the last set_difficulty sent
+CONN_STATS_KEPT = 10_000  # per-connection records kept after their connection closed
 
 
 @dataclass
@@ -55,16 +64,35 @@ class SimPoolConfig:
     tag: str | None = None  # embedded in every coinb1; defaults to name
     seed: int | None = None
     max_share_records: int = 100_000  # bounds memory of ``shares`` in long demos
+    # per-connection vardiff, off by default (then every connection has ``difficulty``);
+    # ``difficulty`` is where each connection starts.  Times scale with the target interval
+    # unless given (ckpool: 3.33 s per share, retarget after 72 shares or 240 s)
+    vardiff: bool = False
+    vardiff_target_interval_s: float = 10 / 3
+    vardiff_min: float = 2.0 ** -30
+    vardiff_max: float = 2.0 ** -16
+    vardiff_retarget_shares: int = 72
+    vardiff_retarget_s: float | None = None
+    vardiff_window_s: float | None = None
 
     def __post_init__(self) -> None:
         if not 0 <= self.extranonce1_size <= 8:
             raise ValueError("extranonce1_size must be 0..8")
-        if not 2 <= self.extranonce2_size <= 8:
-            raise ValueError("extranonce2_size must be 2..8")
+        # real pools give 3..8 (NiceHash 3, most 4, ckpool 8); 1..16 lets tests probe the
+        # limits of firmware (cgminer accepts 2..16, some Whatsminers nothing above 8)
+        if not 1 <= self.extranonce2_size <= 16:
+            raise ValueError("extranonce2_size must be 1..16")
         if not self.difficulty > 0:
             raise ValueError("difficulty must be positive")
+        if self.vardiff:
+            self.vardiff_config()  # validates the bounds
         if self.tag is None:
             self.tag = self.name
+
+    def vardiff_config(self) -> VardiffConfig:
+        return VardiffConfig(self.vardiff_target_interval_s, self.vardiff_min, self.vardiff_max,
+                             self.vardiff_retarget_shares, self.vardiff_retarget_s,
+                             self.vardiff_window_s)
 
 
 @dataclass
@@ -83,6 +111,30 @@ class SimShare:
     valid: bool
     reason: str  # "ok" or why it was rejected
     code: int | None = None  # the error code answered, None when accepted
+    difficulty: float = 0.0  # what it was judged (and, when valid, credited) at
+
+
+@dataclass
+class SimConnStats:
+    """One client connection as the pool saw it; kept a while after it closes."""
+
+    conn_id: int
+    difficulty: float  # in force now: what the next job is sent at
+    opened_at: float
+    closed: bool = False
+    user_agent: str = ""
+    methods: list[str] = field(default_factory=list)  # the first METHODS_KEPT, in order
+    configure_extensions: list[str] = field(default_factory=list)
+    configure_options: dict[str, Any] = field(default_factory=dict)
+    suggested_difficulty: float | None = None
+    minimum_difficulty: float | None = None  # from mining.configure, when honoured
+    accepted: int = 0
+    rejected: Counter[int] = field(default_factory=Counter)
+    credited: float = 0.0  # sum of the difficulty of accepted shares
+    # the mining.set_difficulty sent (the last DIFFICULTIES_KEPT): (loop time, difficulty)
+    difficulty_sent: deque[tuple[float, float]] = field(
+        default_factory=lambda: deque(maxlen=DIFFICULTIES_KEPT))
+    retargets: int = 0  # vardiff changes (share rate, client floors), not set_difficulty()
 
 
 @dataclass
@@ -126,10 +178,19 @@ class _PoolConn(asyncio.Protocol):
         self.workers: set[str] = set()
         # job_id -> (extranonce1, difficulty) in force when that job was sent here
         self.sent_jobs: OrderedDict[str, tuple[bytes, float]] = OrderedDict()
-        self.difficulty = pool.difficulty
+        self.stats = pool._new_stats(conn_id)
+        self.vardiff: Vardiff | None = None  # with config.vardiff, from the first work on
         self._drip = bytearray()  # output held back by slow_drip(), written a chunk at a time
         self._held = b""  # input delivered while half-open, read when it ends
         self._drip_timer: asyncio.TimerHandle | None = None
+
+    @property
+    def difficulty(self) -> float:
+        return self.stats.difficulty
+
+    @difficulty.setter
+    def difficulty(self, value: float) -> None:
+        self.stats.difficulty = value
 
     # --- asyncio.Protocol -------------------------------------------------------------------
 
@@ -265,12 +326,35 @@ class _PoolConn(asyncio.Protocol):
 
     def send_work(self) -> None:
         """Difficulty then the current job: what a client needs before it can mine."""
+        pool = self.pool
         self.work_sent = True
-        self.difficulty = self.pool.difficulty
-        self.write(messages.notification("mining.set_difficulty", [self.difficulty]))
-        job = self.pool.current_job
+        if pool.config.vardiff:
+            stats = self.stats
+            self.vardiff = Vardiff(pool.vardiff_config, pool.difficulty, pool.now())
+            if stats.minimum_difficulty is not None:
+                self.vardiff.set_floor(stats.minimum_difficulty, pool.now())
+            if stats.suggested_difficulty is not None:
+                self.vardiff.set_floor(stats.suggested_difficulty, pool.now(), exact=True)
+            self.difficulty = self.vardiff.difficulty
+        else:
+            self.difficulty = pool.difficulty
+        self.send_difficulty()
+        job = pool.current_job
         if job is not None:
             self.send_job(job, True)
+
+    def send_difficulty(self, line: bytes | None = None) -> None:
+        """mining.set_difficulty with the connection's difficulty: it applies to the jobs sent
+        after it (shares for earlier jobs are credited at the lower of the two)."""
+        self.stats.difficulty_sent.append((self.pool.now(), self.difficulty))
+        self.write(line if line is not None
+                   else messages.notification("mining.set_difficulty", [self.difficulty]))
+
+    def _retargeted(self, difficulty: float | None) -> None:
+        if difficulty is not None:
+            self.difficulty = difficulty
+            self.stats.retargets += 1
+            self.send_difficulty()
 
     # --- requests ---------------------------------------------------------------------------
 
@@ -284,6 +368,8 @@ class _PoolConn(asyncio.Protocol):
         method = msg.method
         if method is None:
             return  # a response to something we sent (client.get_version ...)
+        if len(self.stats.methods) < METHODS_KEPT:
+            self.stats.methods.append(method[:64])
         handler = self._HANDLERS.get(method)
         if handler is None:
             if msg.id is not None:
@@ -302,6 +388,9 @@ class _PoolConn(asyncio.Protocol):
                 self.extranonce1, self.extranonce2_size = fixed[1], fixed[2]
             else:
                 self.extranonce1 = self.pool._next_extranonce1()
+            params = msg.params or []
+            if params and isinstance(params[0], str):
+                self.stats.user_agent = params[0][:128]
         sid = f"{self.conn_id:08x}"
         result = [[["mining.set_difficulty", sid], ["mining.notify", sid]],
                   self.extranonce1.hex(), self.extranonce2_size]
@@ -313,6 +402,8 @@ class _PoolConn(asyncio.Protocol):
         params = msg.params or []
         names = params[0] if params and isinstance(params[0], list) else []
         opts = params[1] if len(params) > 1 and isinstance(params[1], dict) else {}
+        self.stats.configure_extensions = [str(n)[:64] for n in names]
+        self.stats.configure_options = dict(opts)
         result: dict[str, Any] = {}
         for name in names:
             if name == "version-rolling":
@@ -327,9 +418,38 @@ class _PoolConn(asyncio.Protocol):
                 self.version_mask = requested & self.pool.config.version_mask
                 result["version-rolling"] = True
                 result["version-rolling.mask"] = f"{self.version_mask:08x}"
+            elif name == "minimum-difficulty":
+                # honoured as a floor by a vardiff pool (goPool, ckpool's mindiff); a pool
+                # with one fixed difficulty cannot promise it, and says false (DATUM does)
+                result[name] = self._minimum_difficulty(opts.get("minimum-difficulty.value"))
+            elif name == "subscribe-extranonce":
+                self.extranonce_subscribed = True  # the sim pool can send set_extranonce
+                result[name] = True
             elif isinstance(name, str):
                 result[name] = False
+        if self.pool.mask_before_configure_answer and "version-rolling" in result:
+            self.write(messages.notification("mining.set_version_mask",
+                                             [f"{self.version_mask:08x}"]))
         self.write(messages.response(msg.id, result))
+
+    def _minimum_difficulty(self, value: Any) -> bool:
+        if not self.pool.config.vardiff or isinstance(value, bool) \
+                or not isinstance(value, (int, float)) or not value > 0:
+            return False
+        self.stats.minimum_difficulty = float(value)
+        if self.vardiff is not None:
+            self._retargeted(self.vardiff.set_floor(float(value), self.pool.now()))
+        return True
+
+    def _suggest_difficulty(self, msg: messages.Message) -> None:
+        """Recorded whenever it comes (WhatsMiner sends it before subscribe); a vardiff pool
+        goes to the suggested difficulty and keeps it as the floor, as ckpool does."""
+        value = messages.parse_difficulty(msg.params or [])
+        self.stats.suggested_difficulty = value
+        if msg.id is not None:
+            self.write(messages.response(msg.id, True))
+        if self.vardiff is not None:
+            self._retargeted(self.vardiff.set_floor(value, self.pool.now(), exact=True))
 
     def _authorize(self, msg: messages.Message) -> None:
         params = msg.params or []
@@ -355,18 +475,24 @@ class _PoolConn(asyncio.Protocol):
         share = SimShare(self.conn_id, str(params[0]) if params else "",
                          str(params[1]) if len(params) > 1 else "", self.extranonce1.hex(),
                          str(params[2]) if len(params) > 2 else "", 0, 0, None, "", False, "")
+        stats = self.stats
         try:
             self._validate(params, share)
         except _Reject as rej:
             share.valid, share.reason, share.code = False, rej.reason, rej.code
             pool.rejected[rej.code] += 1
+            stats.rejected[rej.code] += 1
             pool._record(share)
             self.answer_submit(msg.id, messages.error_response(msg.id, rej.code, rej.text))
             return
         share.valid, share.reason = True, "ok"
         pool.accepted += 1
+        stats.accepted += 1
+        stats.credited += share.difficulty
         pool._record(share)
         self.answer_submit(msg.id, messages.true_response(msg.id))
+        if self.vardiff is not None:
+            self._retargeted(self.vardiff.on_share(share.difficulty, pool.now()))
 
     def _validate(self, params: list[Any], share: SimShare) -> None:
         """Judge a share like a real pool; raise _Reject with the code it would answer."""
@@ -399,8 +525,11 @@ class _PoolConn(asyncio.Protocol):
         key = (sub.job_id, sent_ext1, sub.extranonce2, sub.ntime, sub.nonce, sub.version_bits)
         if key in pool._seen:
             raise _Reject(errors.DUPLICATE, "duplicate")
-        target = max(work.difficulty_to_target(sent_diff),
-                     work.difficulty_to_target(pool.difficulty))
+        # credited at the difficulty the job was sent at; after a change, at the lower of
+        # that and the new one (firmware that applies a new difficulty to the job in hand,
+        # and firmware that waits for the next notify, are both paid: ckpool 3a6da1f)
+        share.difficulty = min(sent_diff, self.difficulty)
+        target = work.difficulty_to_target(share.difficulty)
         version = work.rolled_version(job.version, sub.version_bits, mask)
         # The extranonce1 in force when the job was sent, or the current one (a client may
         # apply mining.set_extranonce to a job it already holds): a real pool accepts either.
@@ -430,7 +559,7 @@ class _PoolConn(asyncio.Protocol):
         "mining.authorize": _authorize,
         "mining.submit": _submit,
         "mining.extranonce.subscribe": _true,
-        "mining.suggest_difficulty": _true,
+        "mining.suggest_difficulty": _suggest_difficulty,
         "mining.suggest_target": _true,
     }
 
@@ -444,6 +573,7 @@ class SimPool:
         self.tag: bytes = (config.tag or config.name).encode("ascii")
         self.port: int = config.port
         self.difficulty: float = config.difficulty
+        self.vardiff_config = config.vardiff_config()
         self.answer_delay: float = config.answer_delay
         self.reject_ratio: float = config.reject_ratio
         self.stalled = False
@@ -454,6 +584,7 @@ class SimPool:
         self.wrong_id_mode: str | None = None
         self.duplicating_answers = False
         self.answering_unknown_ids = False
+        self.mask_before_configure_answer = False
         self._unknown_id = 0
         self._rng = random.Random(config.seed)
         self._server: asyncio.AbstractServer | None = None
@@ -473,6 +604,8 @@ class SimPool:
         self.accepted = 0
         self.rejected: Counter[int] = Counter()
         self.shares: deque[SimShare] = deque(maxlen=config.max_share_records)
+        # per connection (open ones, and the last CONN_STATS_KEPT closed ones)
+        self.conn_stats: OrderedDict[int, SimConnStats] = OrderedDict()
         self.submits = 0
         self.connections = 0
         self.total_connections = 0
@@ -545,7 +678,28 @@ class SimPool:
     def _closed(self, conn: _PoolConn) -> None:
         if self._conns.pop(conn.conn_id, None) is not None:
             self.connections -= 1
+        conn.stats.closed = True
         self._notify_change()
+
+    def _new_stats(self, conn_id: int) -> SimConnStats:
+        stats = SimConnStats(conn_id, self.difficulty, self.now())
+        kept = self.conn_stats
+        kept[conn_id] = stats
+        if len(kept) > CONN_STATS_KEPT + len(self._conns):
+            for old_id in [i for i, s in kept.items() if s.closed][:len(kept) // 10]:
+                del kept[old_id]
+        return stats
+
+    def now(self) -> float:
+        """The pool's clock: the event loop's (the vardiff window, difficulty history)."""
+        try:
+            return asyncio.get_running_loop().time()
+        except RuntimeError:
+            return self._t0
+
+    def open_stats(self) -> list[SimConnStats]:
+        """Per-connection figures of the connections open now, oldest first."""
+        return [conn.stats for conn in self._conns.values()]
 
     def _record(self, share: SimShare) -> None:
         self.submits += 1
@@ -585,11 +739,7 @@ class SimPool:
         return (self._ext1_counter % (1 << (8 * size))).to_bytes(size, "big")
 
     def _ntime(self) -> int:
-        try:
-            now = asyncio.get_running_loop().time()
-        except RuntimeError:
-            now = self._t0
-        return NTIME_BASE + int(now - self._t0)
+        return NTIME_BASE + int(self.now() - self._t0)
 
     def _make_job(self) -> _Job:
         """A synthetic but well-formed job: BIP34-style height push, the tag, P2WPKH payout."""
@@ -676,13 +826,20 @@ class SimPool:
             self._schedule_jobs()
 
     def set_difficulty(self, difficulty: float) -> None:
-        """Send mining.set_difficulty to everyone; it applies to jobs sent afterwards."""
+        """Send mining.set_difficulty to everyone; it applies to jobs sent afterwards.
+
+        On a vardiff pool this is the operator overriding every connection (bounds and
+        client floors included) until vardiff moves it again; new connections start here.
+        """
         self.difficulty = float(difficulty)
         line = messages.notification("mining.set_difficulty", [self.difficulty])
+        now = self.now()
         for conn in list(self._conns.values()):
             if conn.work_sent:
                 conn.difficulty = self.difficulty
-                conn.write(line)
+                if conn.vardiff is not None:
+                    conn.vardiff.force(self.difficulty, now)
+                conn.send_difficulty(line)
 
     # --- faults -----------------------------------------------------------------------------
 
@@ -799,6 +956,11 @@ class SimPool:
         """Answer every submit twice (the same line)."""
         self.duplicating_answers = on
 
+    def set_version_mask_before_configure_answer(self, on: bool = True) -> None:
+        """Send mining.set_version_mask just before the mining.configure answer (BIP310 lets a
+        server send it at any time; firmware that reads the next line as the answer breaks)."""
+        self.mask_before_configure_answer = on
+
     def heal(self) -> None:
         """Clear every fault mode (stall, half-open, drip, answer faults); keeps listening state."""
         self.unstall()
@@ -807,9 +969,11 @@ class SimPool:
         self.wrong_id_mode = None
         self.duplicating_answers = False
         self.answering_unknown_ids = False
+        self.mask_before_configure_answer = False
 
-    def send_set_extranonce(self, size: int | None = None) -> None:
-        """Give every client a new unique extranonce1 (and size), then a new clean job."""
+    def send_set_extranonce(self, size: int | None = None, notify: bool = True) -> None:
+        """Give every client a new unique extranonce1 (and size), then (``notify``) a new
+        clean job, from which clients following NiceHash's rule use it."""
         if size is not None and not 0 <= size <= 16:
             raise ValueError("extranonce2 size out of range")
         for conn in list(self._conns.values()):
@@ -820,7 +984,7 @@ class SimPool:
                 conn.extranonce2_size = size
             conn.write(messages.notification(
                 "mining.set_extranonce", [conn.extranonce1.hex(), conn.extranonce2_size]))
-        if self._started:
+        if self._started and notify:
             self.broadcast_job(clean=True)
 
     def send_reconnect(self, host: str | None = None, port: int | None = None,
@@ -855,9 +1019,11 @@ class SimPool:
     def status(self) -> str:
         """One status line for the CLI."""
         rej = ",".join(f"{k}:{v}" for k, v in sorted(self.rejected.items())) or "0"
+        diffs = [s.difficulty for s in self.open_stats()] if self.config.vardiff else []
+        vardiff = f" vardiff={min(diffs):.3g}..{max(diffs):.3g}" if diffs else ""
         return (f"{self.name} :{self.port} conns={self.connections} "
                 f"total={self.total_connections} workers={len(self.authorized_workers)} "
-                f"accepted={self.accepted} rejected={rej} job={self.current_job_id}"
+                f"accepted={self.accepted} rejected={rej} job={self.current_job_id}{vardiff}"
                 f"{' STALLED' if self.stalled else ''}"
                 f"{' HALF-OPEN' if self.half_opened else ''}"
                 f"{' DRIP' if self.drip_interval > 0 else ''}"

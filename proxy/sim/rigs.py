@@ -6,6 +6,12 @@ it really found by double-SHA256 (at the low difficulties simulations use), so t
 behind a proxy can validate every one of them.  The fleet counts what a farm operator
 cares about: disconnects, unanswered submits, rejects by code, answer latency, and which
 pool's job every rig is working on (by the tag a SimPool embeds in coinb1).
+
+A fleet speaks as one firmware family: ``RigFleet(..., profile="cgminer")`` (the corpus is
+``proxy.sim.firmware.PROFILES``).  What a profile's firmware would not put up with is
+counted, per reason: ``refusals`` (the rig dropped the session, as that firmware does, and
+redialled: also a disconnect) and ``violations`` (a promise the server broke, e.g. a
+difficulty below the minimum-difficulty it accepted).
 """
 
 from __future__ import annotations
@@ -24,17 +30,16 @@ from ..stratum import errors, messages, work
 from ..stratum.errors import StratumError
 from ..stratum.framing import LineFramer, LineTooLong
 from ._wait import wait_until
+from .firmware import PROFILES, RigProfile, get_profile
 
 log = logging.getLogger("proxy.sim.rigs")
 
-__all__ = ["RigFleet", "SimRig"]
+__all__ = ["PROFILES", "RigFleet", "RigProfile", "SimRig"]
 
-REQUESTED_MASK = 0x1FFFE000
 SCAN_LIMIT = 200_000  # hashes per attempt before giving up until the next attempt
 SCAN_CHUNK = 2_048  # hashes between yields to the event loop
 HOPELESS_FACTOR = 20  # skip attempts needing > 20x SCAN_LIMIT expected hashes
 NOTIFY_HISTORY = 256
-USER_AGENT = "simrig/1.0"
 _sha256 = hashlib.sha256
 _pack_nonce = struct.Struct("<I").pack
 
@@ -49,6 +54,7 @@ class SimRig(asyncio.Protocol):
         self.host = host
         self.port = port
         self.rng = random.Random(fleet.rng.getrandbits(64))
+        self.profile = fleet.profile
         self.transport: asyncio.Transport | None = None
         self.framer = LineFramer(256 * 1024)
         self._next_id = 1
@@ -57,7 +63,8 @@ class SimRig(asyncio.Protocol):
         self.connected = False
         self.subscribed = False
         self.authorized = False
-        self.extranonce_subscribed = False
+        self.extranonce_subscribed = False  # follows mining.set_extranonce
+        self.min_difficulty_honoured = False  # minimum-difficulty answered true
         self.extranonce1 = b""
         self.extranonce2_size = 0
         self.difficulty = 1.0
@@ -66,12 +73,19 @@ class SimRig(asyncio.Protocol):
         self.job: messages.Notify | None = None
         self.latest_coinb1: bytes | None = None
         self._pending_extranonce: tuple[bytes, int] | None = None
+        # set_difficulty not counting yet (profile.difficulty_applies): the next notify's,
+        # and with "stacked" the one after it
+        self._difficulty_queue: list[float] = []
+        self._configure_line_next = False  # the next line is taken as configure's answer
+        self._last_rx = 0.0
+        self._watchdog: asyncio.TimerHandle | None = None
         self._generation = 0  # bumped whenever in-progress work becomes obsolete
         # --- history and counters (kept across connections) ---
         self.notifies: deque[tuple[float, str, bytes, bool]] = deque(maxlen=NOTIFY_HISTORY)
         self.submitted = 0
         self.accepted = 0
         self.rejected: Counter[int | str] = Counter()
+        self.reject_messages: dict[int | str, str] = {}  # the latest message per code
         self.pending: dict[int, tuple[float, str]] = {}  # submit id -> (send time, job id)
         self.lost = 0  # submits still pending when the connection dropped
         self.disconnects = 0  # connection losses we did not initiate
@@ -84,6 +98,8 @@ class SimRig(asyncio.Protocol):
         self.shown_messages: list[str] = []
         self.bad_lines = 0
         self.hopeless_attempts = 0
+        self.refusals: Counter[str] = Counter()  # sessions this firmware gave up, by reason
+        self.violations: Counter[str] = Counter()  # server promises broken, by kind
         # --- control ---
         self._stopping = False
         self._closing_on_purpose = False
@@ -102,40 +118,93 @@ class SimRig(asyncio.Protocol):
         self._kinds.clear()
         self.connected = True
         self.subscribed = self.authorized = self.extranonce_subscribed = False
+        self.min_difficulty_honoured = False
         self.extranonce1, self.extranonce2_size = b"", 0
         self.difficulty, self.target = 1.0, work.difficulty_to_target(1.0)
         self.version_mask = 0
         self.job, self.latest_coinb1, self._pending_extranonce = None, None, None
+        self._difficulty_queue.clear()
         self._generation += 1
         self._closing_on_purpose = False
         self._closed.clear()
         self.connects += 1
-        fleet = self.fleet
-        self._configure_line = (
-            self._request("configure", "mining.configure", [
-                ["version-rolling"],
-                {"version-rolling.mask": f"{REQUESTED_MASK:08x}",
-                 "version-rolling.min-bit-count": 2}])
-            if fleet.version_rolling else b"")
-        if fleet.pipeline:
-            transport.write(self._configure_line + self._subscribe_lines()
-                            + self._authorize_line())
-        elif self._configure_line:
-            transport.write(self._configure_line)
-        else:
-            transport.write(self._subscribe_lines())
-        fleet._changed_now()
+        self._last_rx = time.monotonic()
+        self._arm_watchdog(self.profile.silence_timeout_s)
+        transport.write(self._opening_lines())
+        self.fleet._changed_now()
+
+    # --- the handshake, as the profile's firmware does it ---------------------------------------
+
+    def _opening_lines(self) -> bytes:
+        """What the rig writes on connect: all of it when pipelining, else up to the first
+        request whose answer it waits for."""
+        fleet, p = self.fleet, self.profile
+        out = self._suggest_line() if p.suggest_first else b""
+        if fleet.version_rolling:
+            out += self._configure_line()
+            if not fleet.pipeline:
+                self._configure_line_next = p.configure_answer_is_next_line
+                return out
+        if not fleet.pipeline:
+            return out + self._subscribe_lines()
+        return out + self._subscribe_lines() + self._authorize_lines()
+
+    def _configure_line(self) -> bytes:
+        p = self.profile
+        names: list[str] = ["version-rolling"]
+        options: dict[str, Any] = {"version-rolling.mask": f"{p.requested_mask:08x}"}
+        if p.min_bit_count is not None:
+            options["version-rolling.min-bit-count"] = p.min_bit_count
+        if p.minimum_difficulty is not None:
+            names.append("minimum-difficulty")
+            options["minimum-difficulty.value"] = p.minimum_difficulty
+        if p.configure_subscribe_extranonce:
+            names.append("subscribe-extranonce")
+        return self._request("configure", "mining.configure", [names, options])
+
+    def _suggest_line(self) -> bytes:
+        value = self.profile.suggest_difficulty
+        return b"" if value is None else \
+            self._request("other", "mining.suggest_difficulty", [value])
 
     def _subscribe_lines(self) -> bytes:
-        out = self._request("subscribe", "mining.subscribe", [USER_AGENT])
+        out = self._request("subscribe", "mining.subscribe", [self.profile.user_agent])
         if self.fleet.extranonce_subscribe:
+            # NiceHash's spec: whatever the answer, the miner then follows set_extranonce
+            self.extranonce_subscribed = True
             out += self._request("xsub", "mining.extranonce.subscribe", [])
         return out
 
-    def _authorize_line(self) -> bytes:
-        return self._request("authorize", "mining.authorize", [self.worker, self.fleet.password])
+    def _authorize_lines(self) -> bytes:
+        out = self._request("authorize", "mining.authorize", [self.worker, self.fleet.password])
+        return out if self.profile.suggest_first else out + self._suggest_line()
+
+    def _refuse(self, reason: str) -> None:
+        """Give the session up the way this firmware would (then redial): a disconnect."""
+        self.refusals[reason] += 1
+        log.info("%s (%s): dropping the session: %s", self.worker, self.profile.name, reason)
+        self.close(on_purpose=False)
+
+    def _arm_watchdog(self, delay: float | None) -> None:
+        if delay is not None:
+            self._watchdog = asyncio.get_running_loop().call_later(delay, self._check_silence)
+
+    def _check_silence(self) -> None:
+        """cgminer-style: nothing received for ``silence_timeout_s`` means a dead pool."""
+        self._watchdog = None
+        limit = self.profile.silence_timeout_s
+        if not self.connected or limit is None:
+            return
+        quiet = time.monotonic() - self._last_rx
+        if quiet >= limit:
+            self._refuse(f"pool silent {limit:g} s")
+        else:
+            self._arm_watchdog(limit - quiet)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
         self.connected = self.subscribed = self.authorized = False
         self.transport = None
         self.job = None
@@ -160,16 +229,23 @@ class SimRig(asyncio.Protocol):
                 self.transport.abort()
             return
         now = time.monotonic()
+        self._last_rx = now
         for line in lines:
+            if self.transport is None or self.transport.is_closing():
+                break  # the rig gave the session up: the rest is never read
             try:
                 msg = messages.decode(line)
             except messages.BadMessage:
                 self.bad_lines += 1
                 self.messages_received["garbage"] += 1
+                if self._configure_line_next:
+                    self._refuse("the line after mining.configure is not JSON")
                 continue
             self.messages_received[msg.method or "response"] += 1
             try:
-                if msg.method is None:
+                if self._configure_line_next:
+                    self._take_configure_line(msg)
+                elif msg.method is None:
                     self._on_response(msg, now)
                 else:
                     self._on_method(msg, now)
@@ -207,39 +283,93 @@ class SimRig(asyncio.Protocol):
                 code = err[0] if isinstance(err, list) and err and isinstance(err[0], int) \
                     else "other"
                 self.rejected[code] += 1
+                self.reject_messages[code] = str(err[1] if isinstance(err, list)
+                                                 and len(err) > 1 else err)[:200]
         elif kind == "configure":
-            result = msg.result if isinstance(msg.result, dict) else {}
-            if result.get("version-rolling") is True:
-                mask = messages.parse_version_mask(result.get("version-rolling.mask", "00000000"))
-                self._set_mask(mask)
-            if not self.fleet.pipeline:
-                self._write(self._subscribe_lines())
+            self._on_configure(msg)
         elif kind == "subscribe":
             if msg.error is not None or msg.result is None:
                 log.warning("%s: subscribe refused: %s", self.worker, msg.error)
                 return
             sub = messages.parse_subscribe_result(msg.result)
+            if not self._extranonce2_fits(sub.extranonce2_size):
+                return
             self.extranonce1, self.extranonce2_size = sub.extranonce1, sub.extranonce2_size
             self.subscribed = True
             if not self.fleet.pipeline:
-                self._write(self._authorize_line())
-        elif kind == "xsub":
-            self.extranonce_subscribed = msg.result is True
+                self._write(self._authorize_lines())
         elif kind == "authorize":
             self.authorized = msg.result is True and msg.error is None
             if not self.authorized:
                 log.warning("%s: authorize refused: %s", self.worker, msg.error)
 
+    def _take_configure_line(self, msg: messages.Message) -> None:
+        """cgminer: whatever line comes first after mining.configure is parsed as its answer."""
+        self._configure_line_next = False
+        if msg.method is not None:
+            self._refuse(f"{msg.method} arrived where mining.configure's answer was expected")
+            return
+        self._kinds.pop(msg.id if isinstance(msg.id, int) else -1, None)
+        self._on_configure(msg)
+
+    def _on_configure(self, msg: messages.Message) -> None:
+        p = self.profile
+        result = msg.result if isinstance(msg.result, dict) and msg.error is None else {}
+        if result.get("version-rolling") is True:
+            try:
+                granted = messages.parse_version_mask(
+                    result.get("version-rolling.mask", "00000000"))
+            except StratumError:
+                granted = 0
+            self._set_mask(granted)
+        if p.requires_version_rolling and not self.version_mask:
+            self._refuse("mining.configure did not grant version rolling")
+            return
+        if p.minimum_difficulty is not None:
+            self.min_difficulty_honoured = result.get("minimum-difficulty") is True
+        if p.configure_subscribe_extranonce and result.get("subscribe-extranonce") is True:
+            self.extranonce_subscribed = True
+        if not self.fleet.pipeline:
+            self._write(self._subscribe_lines())
+
+    def _extranonce2_fits(self, size: int) -> bool:
+        low, high = self.profile.extranonce2_sizes
+        if low <= size <= high:
+            return True
+        self._refuse(f"extranonce2_size {size} outside {low}..{high}")
+        return False
+
     def _set_mask(self, mask: int) -> None:
-        self.version_mask = mask & REQUESTED_MASK
+        self.version_mask = mask & self.profile.rollable_mask
         self.masks.append(mask)
         self._generation += 1
+
+    def _set_difficulty(self, difficulty: float) -> None:
+        floor = self.profile.minimum_difficulty or 0.0  # a hard limit of the hardware
+        self.difficulty = max(difficulty, floor)
+        self.target = work.difficulty_to_target(self.difficulty)
+        self._generation += 1  # applies to subsequent work
+
+    def _on_set_difficulty(self, difficulty: float) -> None:
+        p = self.profile
+        if self.min_difficulty_honoured and p.minimum_difficulty is not None \
+                and difficulty < p.minimum_difficulty:
+            self.violations["difficulty below the minimum-difficulty it accepted"] += 1
+        queue = self._difficulty_queue
+        if p.difficulty_applies == "now":
+            self._set_difficulty(difficulty)
+        elif p.difficulty_applies == "next_notify" or not queue:
+            queue[:] = [difficulty]
+        else:  # cgminer's "stacked": this one counts from the notify after the next
+            queue[1:] = [difficulty]
 
     def _on_method(self, msg: messages.Message, now: float) -> None:
         method = msg.method
         params = msg.params or []
         if method == "mining.notify":
             notify = messages.parse_notify(params)
+            if self._difficulty_queue:
+                self._set_difficulty(self._difficulty_queue.pop(0))
             if self._pending_extranonce is not None:
                 # NiceHash's rule: a new extranonce applies from the next notify on
                 self.extranonce1, self.extranonce2_size = self._pending_extranonce
@@ -251,16 +381,17 @@ class SimRig(asyncio.Protocol):
             self.latest_coinb1 = notify.coinb1
             self.notifies.append((now, notify.job_id, notify.coinb1, notify.clean_jobs))
         elif method == "mining.set_difficulty":
-            self.difficulty = messages.parse_difficulty(params)
-            self.target = work.difficulty_to_target(self.difficulty)
-            self._generation += 1  # applies to subsequent work
+            self._on_set_difficulty(messages.parse_difficulty(params))
         elif method == "mining.set_version_mask":
             self._set_mask(messages.parse_version_mask(params[0] if params else None))
         elif method == "mining.set_extranonce":
             self.set_extranonce_received += 1
             sub = messages.parse_set_extranonce(params)
-            if self.fleet.extranonce_subscribe:
-                self._pending_extranonce = (sub.extranonce1, sub.extranonce2_size)
+            if self.extranonce_subscribed:
+                if self._extranonce2_fits(sub.extranonce2_size):
+                    self._pending_extranonce = (sub.extranonce1, sub.extranonce2_size)
+            elif self.profile.configure_subscribe_extranonce:
+                self.violations["set_extranonce the rig was not subscribed to"] += 1
         elif method == "client.reconnect":
             self.reconnect_requests += 1
             self._on_reconnect(params)
@@ -268,7 +399,7 @@ class SimRig(asyncio.Protocol):
             self.shown_messages.append(str(params[0]) if params else "")
         elif msg.id is not None:
             if method == "client.get_version":
-                self._write(messages.response(msg.id, USER_AGENT))
+                self._write(messages.response(msg.id, self.profile.user_agent))
             elif method == "mining.ping":
                 self._write(messages.response(msg.id, "pong"))
             else:
@@ -395,11 +526,17 @@ class SimRig(asyncio.Protocol):
         root = work.merkle_root(coinbase_hash, job.merkle_branch)
         bits: int | None = None
         version = job.version
-        if self.version_mask and self.rng.random() < 0.5:
-            bits = self.rng.getrandbits(32) & self.version_mask
+        mask = self.version_mask
+        if not mask and self.profile.unnegotiated_mask:
+            mask = self.profile.unnegotiated_mask  # rolls on every share, negotiated or not
+            roll = True
+        else:
+            roll = bool(mask) and self.rng.random() < 0.5
+        if roll:
+            bits = self.rng.getrandbits(32) & mask
             if not bits:
-                bits = self.version_mask & -self.version_mask  # roll at least one bit
-            version = work.rolled_version(job.version, bits, self.version_mask)
+                bits = mask & -mask  # roll at least one bit
+            version = work.rolled_version(job.version, bits, mask)
         header = work.build_header(version, work.prevhash_to_header(job.prevhash), root,
                                    job.ntime, job.nbits, 0)
         midstate = _sha256(header[:64])
@@ -448,7 +585,8 @@ class RigFleet:
                  auto_reconnect: bool = True, reconnect_delay: float = 0.5,
                  max_reconnect_delay: float = 5.0, scan_limit: int = SCAN_LIMIT,
                  concurrency: int = 64, latency_window: int = 20_000,
-                 hashrate: float | None = None) -> None:
+                 hashrate: float | None = None,
+                 profile: str | RigProfile = "default") -> None:
         self.host = host
         self.port = port
         self.count = count
@@ -459,9 +597,13 @@ class RigFleet:
         # seconds on average (a real rig's pace: a harder pool means fewer, bigger shares);
         # otherwise one per share_interval whatever the difficulty
         self.hashrate = hashrate
-        self.version_rolling = version_rolling
-        self.extranonce_subscribe = extranonce_subscribe
-        self.pipeline = pipeline
+        # the firmware this fleet speaks as (proxy.sim.firmware.PROFILES); a named profile
+        # fixes the handshake options, the default profile takes them from the arguments
+        self.profile = p = get_profile(profile)
+        self.version_rolling = version_rolling if p.version_rolling is None else p.version_rolling
+        self.extranonce_subscribe = extranonce_subscribe if p.extranonce_subscribe is None \
+            else p.extranonce_subscribe
+        self.pipeline = pipeline if p.pipeline is None else p.pipeline
         self.connect_timeout = connect_timeout
         self.auto_reconnect = auto_reconnect
         self.reconnect_delay = reconnect_delay
@@ -571,7 +713,25 @@ class RigFleet:
 
     @property
     def disconnects(self) -> int:
+        """Sessions that ended without the test asking: dropped by the peer, or given up by
+        the rig's firmware rules (those are also in ``refusals``)."""
         return sum(r.disconnects for r in self.rigs)
+
+    @property
+    def refusals(self) -> Counter[str]:
+        """Sessions the profile's firmware gave up, by reason (cgminer's 90 s silence ...)."""
+        return self._sum_counters("refusals")
+
+    @property
+    def violations(self) -> Counter[str]:
+        """Promises the server broke that the firmware noticed, by kind."""
+        return self._sum_counters("violations")
+
+    def _sum_counters(self, name: str) -> Counter[Any]:
+        total: Counter[Any] = Counter()
+        for r in self.rigs:
+            total.update(getattr(r, name))
+        return total
 
     @property
     def submitted(self) -> int:
@@ -583,10 +743,7 @@ class RigFleet:
 
     @property
     def rejected(self) -> Counter[int | str]:
-        total: Counter[int | str] = Counter()
-        for r in self.rigs:
-            total.update(r.rejected)
-        return total
+        return self._sum_counters("rejected")
 
     @property
     def answered(self) -> int:
@@ -609,6 +766,11 @@ class RigFleet:
     @property
     def set_extranonce_received(self) -> int:
         return sum(r.set_extranonce_received for r in self.rigs)
+
+    @property
+    def reject_messages(self) -> dict[int | str, str]:
+        """Per reject code, a message the server gave with it (for test diagnostics)."""
+        return {code: text for r in self.rigs for code, text in r.reject_messages.items()}
 
     def unanswered(self, older_than: float = 0.0) -> int:
         """Submits that never got an answer: lost on a dropped connection, plus pending ones
@@ -640,6 +802,9 @@ class RigFleet:
         rej = ",".join(f"{k}:{v}" for k, v in sorted(self.rejected.items(), key=str)) or "0"
         p50, p99 = self.latency_quantile(0.5), self.latency_quantile(0.99)
         lat = f" p50={p50 * 1000:.1f}ms p99={p99 * 1000:.1f}ms" if p50 is not None and p99 else ""
+        quirks = "".join(f" {name}={dict(counts)}" for name, counts
+                         in (("refusals", self.refusals), ("violations", self.violations))
+                         if counts)
         return (f"connected={self.connected}/{self.count} authorized={self.authorized} "
                 f"submitted={self.submitted} accepted={self.accepted} rejected={rej} "
-                f"pending={self.pending} disconnects={self.disconnects}{lat}")
+                f"pending={self.pending} disconnects={self.disconnects}{lat}{quirks}")

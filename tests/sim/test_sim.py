@@ -9,7 +9,6 @@ import json
 import os
 import signal
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,44 +21,6 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 VECTORS_DIR = REPO_ROOT.parent / "shared" / "vectors"
 VECTORS: list[dict[str, Any]] = json.loads((VECTORS_DIR / "mainnet_blocks.json").read_text())
 ROLLED = next(v for v in VECTORS if v["stratum"].get("version_rolling"))
-
-PoolFactory = Callable[..., Awaitable[SimPool]]
-FleetFactory = Callable[..., Awaitable[RigFleet]]
-
-
-@pytest.fixture
-async def make_pool() -> AsyncIterator[PoolFactory]:
-    pools: list[SimPool] = []
-
-    async def make(name: str = "p1", **kwargs: Any) -> SimPool:
-        kwargs.setdefault("seed", len(pools) + 1)
-        pool = SimPool(SimPoolConfig(name=name, **kwargs))
-        await pool.start()
-        pools.append(pool)
-        return pool
-
-    yield make
-    for pool in pools:
-        await asyncio.wait_for(pool.stop(), 5)
-
-
-@pytest.fixture
-async def make_fleet() -> AsyncIterator[FleetFactory]:
-    fleets: list[RigFleet] = []
-
-    async def make(pool: SimPool, count: int, **kwargs: Any) -> RigFleet:
-        kwargs.setdefault("seed", 100 + len(fleets))
-        kwargs.setdefault("share_interval", 0.2)
-        fleet = RigFleet("127.0.0.1", pool.port, count, **kwargs)
-        fleets.append(fleet)
-        await fleet.start()
-        await fleet.wait_until(lambda: fleet.authorized == count, 5, f"{count} rigs authorized")
-        return fleet
-
-    yield make
-    for fleet in fleets:
-        await asyncio.wait_for(fleet.stop(), 5)
-
 
 # --- mainnet vectors through a raw client -----------------------------------------------------
 
@@ -265,25 +226,6 @@ async def test_stall_leaves_submits_unanswered(make_pool, make_fleet):
         await fleet.wait_until(lambda: pool.submits >= before + 5, 5, "answers again")
         await fleet.stop()
         assert fleet.unanswered() >= 5  # the ones swallowed during the stall
-
-
-async def test_set_extranonce_is_followed_and_shares_stay_valid(make_pool, make_fleet):
-    async with asyncio.timeout(10):
-        pool = await make_pool("p1")
-        fleet = await make_fleet(pool, 6, extranonce_subscribe=True)
-        await fleet.wait_until(lambda: fleet.accepted >= 6, 5, "mining")
-        old = {r.index: r.extranonce1 for r in fleet.rigs}
-        pool.send_set_extranonce(size=6)
-        await fleet.wait_until(lambda: all(r.extranonce1 != old[r.index]
-                                           and r.extranonce2_size == 6 for r in fleet.rigs),
-                               3, "new extranonce1 applied")
-        accepted = pool.accepted
-        await fleet.wait_until(lambda: pool.accepted >= accepted + 12, 6, "valid after change")
-        await fleet.drain(5)
-        assert fleet.set_extranonce_received == 6 and not fleet.rejected
-        new_ext1 = {r.extranonce1.hex() for r in fleet.rigs}
-        assert {s.extranonce1 for s in list(pool.shares)[-6:]} <= new_ext1
-        assert all(len(s.extranonce2) == 12 for s in list(pool.shares)[-6:])
 
 
 async def test_refuse_then_resume_on_the_same_port(make_pool, make_fleet):
