@@ -24,6 +24,9 @@ TOTALS: dict[str, tuple[str, str]] = {
     "accepted": ("rig_shares_accepted_total", "Shares accepted locally (answered true to the rig)"),
     "rejected": ("rig_shares_rejected_total", "Shares rejected locally (answered with an error)"),
     "forwarded": ("forwarded_total", "Shares forwarded to a pool"),
+    "outside_pool_mask": ("outside_pool_mask_total",
+                          "Locally valid shares not forwarded: version bits the pool's mask does not "
+                          "allow, from rigs that never negotiated a mask"),
     "below_pool_target": ("below_pool_target_total",
                           "Locally valid shares not forwarded because they miss the pool's target"),
     "rigs_connected_total": ("rig_connections_total", "Rig TCP connections accepted"),

@@ -81,7 +81,8 @@ class ProxyCore:
         self.pools = {p.name: PoolState(p, i, s.health_window_s) for i, p in enumerate(config.pools)}
         self.rigs: dict[int, RigSession] = {}
         self.totals: Counter[str] = Counter({k: 0 for k in (
-            "submits", "accepted", "rejected", "forwarded", "below_pool_target", "rigs_connected_total",
+            "submits", "accepted", "rejected", "forwarded", "below_pool_target", "outside_pool_mask",
+            "rigs_connected_total",
             "rigs_disconnected", "bad_lines", "pool_switches", "split_moves", "rigs_refused",
             "rigs_timed_out", "rate_limited")})
         self.jobs = JobBook(s.extranonce_prefix_size, s.extranonce2_size)

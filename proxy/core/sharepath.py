@@ -79,6 +79,8 @@ class ShareDesk:
         job.seen.add(key)
         if verdict.forward:  # forward first: the pool gets it one write sooner
             self._forward(rig, job, msg, sub.version_bits is not None, now)
+        elif verdict.outside_pool_mask:
+            self.totals["outside_pool_mask"] += 1  # the rig never negotiated: cannot be sent
         else:
             self.totals["below_pool_target"] += 1
         rig.send(messages.true_response(msg.id))

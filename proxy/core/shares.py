@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from .jobs import Job
 
 LOW64 = (1 << 64) - 1
+BIP320_MASK = 0x1FFFE000  # the general-purpose bits firmware rolls without asking
 
 
 class RigTerms(Protocol):
@@ -36,6 +37,7 @@ class ShareVerdict:
 
     value: int
     forward: bool
+    outside_pool_mask: bool  # valid work whose version bits the pool's mask does not allow
     difficulty: float  # the job's (pool's) difficulty: what the pool credits if forwarded
 
     @property
@@ -48,11 +50,11 @@ class ShareVerdict:
 def mask_for_job(job: Job, requested_mask: int | None) -> int:
     """The version bits the rig may roll on this job: what it asked for, within the pool's
     mask when the job was sent.  A rig that never sent mining.configure but rolls anyway
-    (some firmware does) may use the pool's mask."""
-    pool_mask = job.version_mask or 0
+    (some S21 firmware) rolls the BIP320 bits whatever the pool: its work is checked
+    against those, and only forwarded where the pool's mask allows them."""
     if requested_mask is None:
-        return pool_mask
-    return requested_mask & pool_mask
+        return BIP320_MASK
+    return requested_mask & (job.version_mask or 0)
 
 
 def check_share(job: Job, rig: RigTerms, submit: Submit, ntime_window_s: int,
@@ -82,4 +84,6 @@ def check_share(job: Job, rig: RigTerms, submit: Submit, ntime_window_s: int,
     target = job.target if rig_target is None else max(job.target, rig_target)
     if value > target:
         raise StratumError(errors.LOW_DIFFICULTY)
-    return ShareVerdict(value, value <= pool_target or value <= job.target, job.difficulty)
+    outside = bits is not None and bool(bits & ~(job.version_mask or 0) & (job.version ^ bits))
+    owed = (value <= pool_target or value <= job.target) and not outside
+    return ShareVerdict(value, owed, outside, job.difficulty)

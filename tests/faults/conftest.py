@@ -306,7 +306,7 @@ def check_accounting(farm: FaultFarm, *, other_accepted: int = 0,
                        "in_flight": v["in_flight"], "late_answers": v["late_answers"],
                        "judged_by_pool": judged, "state": v["state"], "last_error": v["last_error"]}
     forwarded = sum(p["forwarded"] for p in pools.values())
-    assert t["accepted"] == forwarded + t["below_pool_target"], (t, forwarded)
+    assert t["accepted"] == forwarded + t["below_pool_target"] + t["outside_pool_mask"], (t, forwarded)
     assert t["submits"] == t["accepted"] + t["rejected"], t
     # the rigs' side of the ledger
     assert fleet.disconnects == 0 and fleet.lost == 0 and fleet.pending == 0

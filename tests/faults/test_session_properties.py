@@ -354,7 +354,7 @@ class SessionMachine(RuleBasedStateMachine):
             assert c.forwarded == (c.accepted + sum(c.rejected.values()) + c.timeouts
                                    + sum(c.lost.values()) + in_flight), (pool.name, c, in_flight)
             forwarded += c.forwarded
-        assert t["accepted"] == forwarded + t["below_pool_target"]
+        assert t["accepted"] == forwarded + t["below_pool_target"] + t["outside_pool_mask"]
         # the rigs' view: answers to decoded submits are exactly what the proxy counted
         for x in self.tracked:
             s = x.rig.session
