@@ -29,26 +29,41 @@ def _install_uvloop() -> bool:
     return True
 
 
-def describe(config: Config) -> str:
-    """What would run: the rig-side extranonce layout and, per pool, what it must offer."""
-    p = config.proxy
-    need = p.extranonce_prefix_size + p.extranonce2_size
-    lines = [
-        f"config {config.path or '(embedded)'} is valid",
-        f"instance {p.instance}: rigs connect to {p.listen}",
-        f"rigs get extranonce1 = {p.extranonce_prefix_size}-byte proxy prefix, "
-        f"extranonce2_size = {p.extranonce2_size}",
-    ]
-    if p.extranonce_prefix_size == 0:
+def _describe_fixed_layout(prefix: int, e2_size: int) -> list[str]:
+    need = prefix + e2_size
+    lines = [f"rigs get extranonce1 = {prefix}-byte proxy prefix, extranonce2_size = {e2_size}"]
+    if prefix == 0:
         lines.append("  prefix 0: one upstream connection per rig on every pool (no aggregation)")
     else:
-        lines.append(f"  aggregation: up to {256 ** p.extranonce_prefix_size:,} rigs per upstream "
+        lines.append(f"  aggregation: up to {256 ** prefix:,} rigs per upstream "
                      "connection (more connections are recruited beyond that)")
     lines.append(f"  pools should offer extranonce2_size >= {need}; a narrower pool takes rigs only by "
                  "mining.set_extranonce (rigs that subscribed to it) or client.reconnect, one upstream "
                  "connection per rig, and is reported in status and events")
-    if p.extranonce2_size < 4:
+    if e2_size < 4:
         lines.append("  warning: extranonce2_size < 4; some firmware wants at least 4")
+    return lines
+
+
+def describe(config: Config) -> str:
+    """What would run: the rig-side extranonce layout and, per pool, what it must offer."""
+    p = config.proxy
+    lines = [
+        f"config {config.path or '(embedded)'} is valid",
+        f"instance {p.instance}: rigs connect to {p.listen}",
+    ]
+    if p.extranonce_prefix_size == "auto" or p.extranonce2_size == "auto":
+        lines += [
+            "extranonce layout: auto. At start the proxy learns every enabled pool's "
+            f"extranonce2_size (rigs' subscribe answers wait up to layout_wait_s = {p.layout_wait_s:g}s;",
+            "  sizes seen before a restart count too) and takes the widest layout that fits all:",
+            "  smallest pool extranonce2_size >= 6: 2-byte prefix + 4 (65,536 rigs per upstream connection);",
+            "  5: 1 + 4; 4: 1 + 3 (256 rigs per connection); 3: 0 + 3 (one connection per rig).",
+            "  A pool that later turns out narrower takes rigs only by mining.set_extranonce or "
+            "client.reconnect (an event); /api/v1/status shows the layout in force and why",
+        ]
+    else:
+        lines += _describe_fixed_layout(p.extranonce_prefix_size, p.extranonce2_size)
     if p.silent_timeout_s == "auto":
         silence = (f"suspect when a request waits over {p.silent_p99_multiple:g} x the pool's p99 "
                    f"latency (between {p.silent_floor_s:g}s and {p.silent_ceiling_s:g}s) or no job "

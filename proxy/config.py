@@ -30,12 +30,13 @@ class ProxySection(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     # several instances on one machine share proxy.listen (SO_REUSEPORT, one per core): the
     # kernel spreads the rigs, and a rig whose instance dies reconnects to a live one
     reuse_port: bool = False
-    # what rigs get as extranonce2_size; >= 4 where every pool allows it
-    extranonce2_size: int = 4
+    # what rigs get as extranonce2_size; "auto" (with extranonce_prefix_size "auto"): chosen
+    # from the pools' own sizes at start (see README, "Extranonce layout")
+    extranonce2_size: int | Literal["auto"] = "auto"
     # bytes of proxy-chosen extranonce1 per rig: 0 = one upstream connection per rig,
     # 1 = up to 256 rigs per connection, 2 = 65,536; a pool needs
     # extranonce2_size >= extranonce_prefix_size + extranonce2_size to carry the rigs
-    extranonce_prefix_size: int = 2
+    extranonce_prefix_size: int | Literal["auto"] = "auto"
     forward_worker_names: bool = False
     max_line_bytes: int = 16384
     # a forwarded share unanswered this long marks the pool silent (and counts as a timeout)
@@ -216,9 +217,12 @@ def validate(config: Config) -> Config:
     p = config.proxy
     parse_address(p.listen, "proxy.listen")
     parse_address(config.api.listen, "api.listen")
-    if not 1 <= p.extranonce2_size <= 16:
+    if (p.extranonce2_size == "auto") != (p.extranonce_prefix_size == "auto"):
+        raise ConfigError('proxy.extranonce2_size and proxy.extranonce_prefix_size: both "auto" '
+                          "or both numbers")
+    if p.extranonce2_size != "auto" and not 1 <= p.extranonce2_size <= 16:
         raise ConfigError("proxy.extranonce2_size: must be 1..16")
-    if not 0 <= p.extranonce_prefix_size <= 4:
+    if p.extranonce_prefix_size != "auto" and not 0 <= p.extranonce_prefix_size <= 4:
         raise ConfigError("proxy.extranonce_prefix_size: must be 0..4")
     if p.max_rigs < 1 or p.max_rigs_per_address < 0:
         raise ConfigError("proxy.max_rigs: must be >= 1 (max_rigs_per_address >= 0)")

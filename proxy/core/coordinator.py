@@ -23,6 +23,7 @@ from .handover import Mover
 from .handshake import Handshake
 from .health import PoolHealth
 from .jobs import JobBook
+from .layout import Layout
 from .placement import Placement
 from .pool import PoolState
 from .rig import (
@@ -68,14 +69,16 @@ class ProxyCore:
     ``tick`` for time; ``operator`` takes operators' changes; ``view`` (``CoreView``) reads."""
 
     def __init__(self, config: Config, io: CoreIO, now: float, wall_offset: float = 0.0,
-                 prefix_start: int = 0, events: EventLog | None = None) -> None:
+                 prefix_start: int = 0, events: EventLog | None = None,
+                 remembered_layout: dict[str, int] | None = None) -> None:
         self.config = config
         self.settings = s = config.proxy
         self.io = io
         self.wall_offset = wall_offset
         self.started_at = now
-        self.e2_size = s.extranonce2_size
-        self.prefixes = PrefixAllocator(s.extranonce_prefix_size, prefix_start)
+        self.layout = Layout(s, remembered_layout or {}, now)
+        self.prefix_start = prefix_start
+        self.prefixes = PrefixAllocator(self.layout.prefix_size or 0, prefix_start)
         self.router = Router(s.failback_hold_s)
         self.events = events if events is not None else EventLog()
         self.pools = {p.name: PoolState(p, i, s.health_window_s) for i, p in enumerate(config.pools)}
@@ -85,7 +88,7 @@ class ProxyCore:
             "rigs_connected_total",
             "rigs_disconnected", "bad_lines", "pool_switches", "split_moves", "rigs_refused",
             "rigs_timed_out", "rate_limited")})
-        self.jobs = JobBook(s.extranonce_prefix_size, s.extranonce2_size)
+        self.jobs = JobBook(self.layout)
         self.placement = Placement()
         self.vardiff = Vardiff(s)
         self.shares = ShareDesk(s, self.jobs, self.totals, self.vardiff)
@@ -119,6 +122,11 @@ class ProxyCore:
         event = pool.health.transition(state, reason, now)
         if event is not None:
             self.publish(event, now)
+
+    @property
+    def e2_size(self) -> int:
+        """The rigs' extranonce2_size (0 until the layout is chosen)."""
+        return self.layout.e2_size or 0
 
     def active_pools(self) -> list[str]:
         """Names of the pools that get the hashrate now (a copy, safe to keep)."""

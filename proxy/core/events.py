@@ -81,6 +81,22 @@ class PoolNarrow(CoreEvent, tag="pool_narrow"):
     reason: str
 
 
+class PoolExtranonce(CoreEvent, tag="pool_extranonce"):
+    """A pool told its extranonce2_size for the first time (or a new one): remembered across
+    restarts, so the layout is right even when that pool is down at the next start."""
+
+    pool: str
+    extranonce2_size: int
+
+
+class LayoutChosen(CoreEvent, tag="extranonce_layout"):
+    """The rigs' extranonce layout is fixed (every rig's subscribe answer uses it)."""
+
+    prefix_size: int
+    extranonce2_size: int
+    reason: str
+
+
 class PoolSetExtranonce(CoreEvent, tag="pool_set_extranonce"):
     """The pool sent mining.set_extranonce: the new layout may make it too narrow for the fold."""
 

@@ -43,18 +43,22 @@ class Handshake:
         if rig.subscribed:  # again: the same layout, it cannot change
             rig.answer_subscribe(msg.id, rig.extranonce1, rig.extranonce2_size)
             return
-        if not rig.has_prefix:
-            rig.prefix = core.prefixes.allocate()
-            rig.has_prefix = True
         rig.subscribe_held = msg.id
         group = core.group()
-        if not group:
-            self._hold(rig, now)  # answered when a pool is up
+        if not group or not core.layout.decided:
+            self._hold(rig, now)  # answered when the layout is chosen and a pool is up
             return
         self._answer(rig, group, now)
 
+    def _prefix(self, rig: RigSession) -> None:
+        """The rig's prefix, allocated once the layout is known (its size depends on it)."""
+        if not rig.has_prefix:
+            rig.prefix = self.core.prefixes.allocate()
+            rig.has_prefix = True
+
     def _answer(self, rig: RigSession, group: list[PoolState], now: float) -> None:
         core = self.core
+        self._prefix(rig)
         target = core.router.pick(group)
         if target is not None and target.narrow:
             # its own connection with that pool's extranonce: the answer waits for it
@@ -74,15 +78,16 @@ class Handshake:
     def release(self, now: float, expired_only: bool = False) -> None:
         """Answer the held subscribes that can be answered: all of them once a pool is
         usable, and those past their deadline in any case (with the proxy's layout)."""
-        if not self.held:
-            return
         core = self.core
+        if not self.held or not core.layout.decided:
+            return
         group = core.group()
         for rig, deadline in list(self.held.items()):
             if rig.subscribe_held is None or rig.closed:
                 self.held.pop(rig, None)
             elif now >= deadline:
                 self.held.pop(rig, None)
+                self._prefix(rig)
                 rig.answer_subscribe(rig.subscribe_held, rig.prefix, core.e2_size)
                 self._maybe_place(rig, now)
             elif group and not expired_only and rig.conn is None:

@@ -17,6 +17,7 @@ from ..stratum import messages, work
 from ..stratum.messages import Notify
 
 if TYPE_CHECKING:
+    from .layout import Layout
     from .upstream import PoolConnection
 
 JOBS_KEPT = 8  # per connection: a rig may still submit to the last few jobs
@@ -101,11 +102,10 @@ class Job:
 class JobBook:
     """Every job a rig may still submit to, by the proxy job id it was sent with."""
 
-    __slots__ = ("prefix_size", "e2_size", "arrivals", "_by_id", "_next", "_expiring")
+    __slots__ = ("layout", "arrivals", "_by_id", "_next", "_expiring")
 
-    def __init__(self, prefix_size: int, e2_size: int) -> None:
-        self.prefix_size = prefix_size
-        self.e2_size = e2_size
+    def __init__(self, layout: Layout) -> None:
+        self.layout = layout
         self._by_id: dict[str, Job] = {}
         self.arrivals: deque[tuple[float, PoolConnection]] = deque()  # for the stale-job timer
         self._next = 1
@@ -126,13 +126,18 @@ class JobBook:
         """Translate a pool's notify for the rigs on ``conn`` and make it the current job."""
         job_id = f"{self._next:x}"
         self._next += 1
-        if conn.passthrough:
+        layout = self.layout
+        if not layout.decided:  # no rig sees these: jobs are translated again once it is
+            job = Job(job_id, conn, notify, b"", conn.difficulty, now,
+                      extranonce2_size=conn.extranonce2_size)
+        elif conn.passthrough:
             job = Job(job_id, conn, notify, b"", conn.difficulty, now,
                       rig_extranonce1=conn.extranonce1, extranonce2_size=conn.extranonce2_size)
         else:
-            room = conn.extranonce2_size - self.e2_size - self.prefix_size
+            e2_size = layout.e2_size or 0
+            room = conn.extranonce2_size - e2_size - (layout.prefix_size or 0)
             job = Job(job_id, conn, notify, bytes(room), conn.difficulty, now,
-                      extranonce2_size=self.e2_size)
+                      extranonce2_size=e2_size)
         if notify.clean_jobs:
             for old in conn.jobs.values():
                 old.stale = True

@@ -63,6 +63,8 @@ class Timers:
         """Run everything due at ``now`` (``ProxyCore.tick``); returns when to run next."""
         core = self.core
         s = core.settings
+        if not core.layout.decided and now >= core.layout.deadline:
+            core.upstreams.choose_layout(now, waited=True)
         core.silence.check(now)
         self._stale(now)
         for pool in list(core.pools.values()):
@@ -121,6 +123,8 @@ class Timers:
         core = self.core
         s = core.settings
         times = [self.last_keepalive + KEEPALIVE_SCAN_S]
+        if not core.layout.decided:
+            times.append(core.layout.deadline)
         if core.rigs:
             times.append(core.rigwatch.next_step_at)
         if core.jobs.arrivals:

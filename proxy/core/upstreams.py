@@ -14,7 +14,16 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from .events import PoolMessage, PoolNarrow, PoolReconnectRequested, PoolSetExtranonce, RigsExtranonceChanged
+from .events import (
+    LayoutChosen,
+    PoolExtranonce,
+    PoolMessage,
+    PoolNarrow,
+    PoolReconnectRequested,
+    PoolSetExtranonce,
+    RigsExtranonceChanged,
+)
+from .extranonce import PrefixAllocator
 from .handover import fan_out_difficulty, fan_out_job, fan_out_version_mask
 from .health import PoolHealth, soft_failure
 from .pool_events import (
@@ -59,7 +68,7 @@ class Upstreams:
         conn = PoolConnection(self._next_conn_id, pool, host or cfg_host, port or cfg_port,
                               core.settings.max_line_bytes)
         self._next_conn_id += 1
-        conn.exclusive = core.prefixes.size == 0 or bool(pool.narrow)
+        conn.exclusive = (core.layout.decided and core.prefixes.size == 0) or bool(pool.narrow)
         conn.watch = core.silence.watch
         core.placement.added(conn)
         core.io.dial(conn)
@@ -154,14 +163,49 @@ class Upstreams:
         if event.by_pool:
             core.publish(PoolSetExtranonce(pool=pool.name, extranonce1=event.extranonce1.hex(),
                                            extranonce2_size=event.extranonce2_size), now)
+        layout = core.layout
+        if layout.learn(pool.name, event.extranonce2_size):
+            core.publish(PoolExtranonce(pool=pool.name, extranonce2_size=event.extranonce2_size), now)
+        if not layout.decided:
+            if layout.complete(p.name for p in core.pools.values() if p.enabled):
+                self.choose_layout(now, waited=False)
+            return
+        self.check_fold(conn, now)
+
+    def choose_layout(self, now: float, waited: bool) -> None:
+        """Fix the rigs' layout now that the pools are known (or the wait is over); the jobs
+        already received are translated for it and the held subscribes answered."""
+        core = self.core
+        layout = core.layout
+        layout.decide([p.name for p in core.pools.values() if p.enabled], waited)
+        core.prefixes = PrefixAllocator(layout.prefix_size or 0, core.prefix_start)
+        core.publish(LayoutChosen(prefix_size=layout.prefix_size or 0, extranonce2_size=core.e2_size,
+                                  reason=layout.reason), now)
+        for pool in core.pools.values():
+            for conn in list(pool.connections.values()):
+                if not conn.alive:
+                    continue
+                conn.exclusive = conn.exclusive or core.prefixes.size == 0
+                if conn.subscribed:
+                    self.check_fold(conn, now)
+                if conn.current_job is not None:
+                    core.jobs.add(conn, conn.current_job.notify, now)
+                core.placement.changed(conn)
+        core.reroute(now, "extranonce layout chosen", force=True)
+
+    def check_fold(self, conn: PoolConnection, now: float) -> None:
+        """Can rigs be folded onto this connection under the layout?  If not, the pool is
+        narrow (an event, once) and the connection carries one rig with the pool's extranonce."""
+        core = self.core
+        pool = conn.pool
         need = core.prefixes.size + core.e2_size
-        if event.extranonce2_size >= need:
+        if conn.extranonce2_size >= need:
             if pool.narrow and not any(c.passthrough for c in pool.connections.values() if c is not conn):
                 pool.narrow = ""
             conn.passthrough = False
             return
         if not pool.narrow:
-            pool.narrow = (f"pool extranonce2_size {event.extranonce2_size} < {need} (prefix "
+            pool.narrow = (f"pool extranonce2_size {conn.extranonce2_size} < {need} (prefix "
                            f"{core.prefixes.size} + rigs' extranonce2_size {core.e2_size}): rigs "
                            "move here only by mining.set_extranonce (if they subscribed to it) "
                            "or client.reconnect, one upstream connection each")

@@ -250,6 +250,7 @@ class CoreView:
             "stalled_hashrate": core.rigwatch.stalled_hashrate,
             "hashrate": hashrate,
             "rig_share_interval_s": core.settings.rig_share_interval_s,
+            "layout": core.layout.view(),
             "active_pools": core.active_pools(),
             "counters": dict(core.totals),
             "pools": {p.name: p.health.state.value for p in core.pools.values()},

@@ -49,8 +49,12 @@ class ProxyService:
         loop = asyncio.get_running_loop()
         self.dialer = Dialer(loop, self.config.proxy.connect_timeout_s, self.resolver)
         now = time.monotonic()
+        from ..store.history import remembered_extranonce2_sizes
+
+        remembered = remembered_extranonce2_sizes(self.config.proxy.history_db)
         self.core = ProxyCore(self.config, self.dialer, now, wall_offset=time.time() - now,
-                              prefix_start=self.prefix_start, events=self.events)
+                              prefix_start=self.prefix_start, events=self.events,
+                              remembered_layout=remembered)
         self.view = CoreView(self.core)
         # the dial tasks the core started in __init__ run only after this line
         self.dialer.core = self.core
