@@ -1,7 +1,8 @@
 """``stratum-proxy demo``: the whole story on loopback.
 
-Two simulated pools, a fleet of simulated rigs, the proxy and its API/dashboard; part-way
-the primary pool dies (TCP reset, then refuses connections), later it comes back and the
+Two simulated pools (the primary retargets its difficulty per connection, like a real
+pool's vardiff; the proxy gives each rig its own), a fleet of simulated rigs, the proxy and
+its API/dashboard; part-way the primary pool dies (TCP reset, then refuses connections), later it comes back and the
 farm fails back after the hold-down.  With ``--duration`` of 40 s or more a second act
 follows: a third of the rigs die, the backfill controller rents hashpower on the simulated
 marketplace (its rigs dial the proxy), delivered hashrate recovers to the target, the rigs
@@ -15,6 +16,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import math
 import os
 import shutil
 import sys
@@ -152,7 +154,7 @@ def demo_config(primary_port: int, backup_port: int, rig_port: int, api_port: in
                 hold: float) -> dict[str, Any]:
     return {
         "proxy": {"listen": f"127.0.0.1:{rig_port}", "instance": "demo", "failback_hold_s": hold,
-                  "silent_timeout_s": 2.0},
+                  "rig_share_interval_s": 2.0},
         "api": {"listen": f"127.0.0.1:{api_port}", "token": DEMO_TOKEN},
         "pools": [
             {"name": "primary", "url": f"stratum+tcp://127.0.0.1:{primary_port}",
@@ -231,16 +233,41 @@ def _status_line(service: ProxyService, fleet: RigFleet, expected: int | None = 
     own = status["rigs_connected"] - rented
     return (f"{own}/{expected or fleet.count} rigs" + (f" + {rented} rented" if rented else "") + ", "
             f"{format_hashrate(status['hashrate'])}, mining on {active}" + (f" ({unwell})" if unwell else "")
+            + _difficulty_line(service, pools, now)
             + f" | pools: {accepted:,} accepted, {rejected:,} rejected, {lost:,} lost"
             f" | rigs: {answered:,}/{fleet.submitted:,} submits answered, p99 {p99}, "
             f"{fleet.disconnects} disconnects" + _rental_line(service))
+
+
+def _difficulty_line(service: ProxyService, pools: list[dict[str, Any]], now: float) -> str:
+    """Per-rig difficulty under the pool's: the median rig's, and the median rig hashrate."""
+    assert service.view is not None
+    _, rigs = service.view.rigs(now, 0, 5000)
+    mine = [r for r in rigs if r["difficulty"]]
+    active = next((p for p in pools if p["active"] and p["difficulty"]), None)
+    if not mine or active is None:
+        return ""
+    mine.sort(key=lambda r: r["difficulty"])
+    median = mine[len(mine) // 2]
+    rates = sorted(r["hashrate"] for r in mine)
+    return (f" | rig difficulty {_pow2(median['difficulty'])} (pool {_pow2(active['difficulty'])}), "
+            f"median rig {format_hashrate(rates[len(rates) // 2])}")
+
+
+def _pow2(value: float) -> str:
+    exponent = math.log2(value)
+    return f"2^{exponent:.0f}" if exponent.is_integer() else f"{value:.3g}"
 
 
 async def run_demo(args: argparse.Namespace) -> int:
     duration = max(float(args.duration), 10.0)
     rental_act = duration >= RENTAL_ACT_MIN_DURATION
     story = Story()
-    primary = SimPool(SimPoolConfig(name="primary", difficulty=PRIMARY_DIFFICULTY, job_interval=10.0))
+    # a real pool's vardiff: it raises the difficulty of the proxy's one connection for the
+    # whole farm's hashrate; the proxy keeps each rig near a share every rig_share_interval_s
+    primary = SimPool(SimPoolConfig(name="primary", difficulty=PRIMARY_DIFFICULTY, job_interval=10.0,
+                                    vardiff=True, vardiff_target_interval_s=0.5,
+                                    vardiff_retarget_shares=40, vardiff_min=PRIMARY_DIFFICULTY))
     backup = SimPool(SimPoolConfig(name="backup", difficulty=2**-21, job_interval=10.0))
     await primary.start()
     await backup.start()

@@ -23,8 +23,21 @@ def _cli(*args: str, timeout: float = 30) -> subprocess.CompletedProcess:
 def test_check_config_accepts_the_example():
     proc = _cli("check-config", str(ROOT / "configs" / "example.toml"))
     assert proc.returncode == 0, proc.stderr
-    assert "pools should offer extranonce2_size >= 6" in proc.stdout
+    # the default layout is chosen from the pools: the rule is printed
+    assert "extranonce layout: auto" in proc.stdout
+    assert "smallest pool extranonce2_size >= 6: 2-byte prefix + 4" in proc.stdout
+    assert "4: 1 + 3 (256 rigs per connection)" in proc.stdout
     assert "[0] primary" in proc.stdout and "[1] backup" in proc.stdout
+
+
+def test_check_config_prints_a_fixed_layout_and_what_pools_need(tmp_path):
+    path = tmp_path / "fixed.toml"
+    path.write_text((ROOT / "configs" / "example.toml").read_text()
+                    .replace('extranonce2_size = "auto"', "extranonce2_size = 4")
+                    .replace('extranonce_prefix_size = "auto"', "extranonce_prefix_size = 2"))
+    proc = _cli("check-config", str(path))
+    assert proc.returncode == 0, proc.stderr
+    assert "pools should offer extranonce2_size >= 6" in proc.stdout
 
 
 def test_check_config_names_the_bad_field(tmp_path):

@@ -90,7 +90,7 @@ async def test_unrolled_version_of_block_702861_fails(farm):
     pool_ext1, _, _, rig_e2 = _split_for_layout(vector, 0, 0)
     pool = await farm.pool("p", difficulty=1024)
     pool.set_fixed_job(vector["stratum"]["notify_params"], pool_ext1, 4)
-    proxy = await farm.start_proxy(extranonce_prefix_size=0)
+    proxy = await farm.start_proxy(extranonce_prefix_size=0, extranonce2_size=4)
     reader, writer = await _raw_rig(proxy.port)
     writer.write(messages.request(1, "mining.configure", [["version-rolling"],
                                                           {"version-rolling.mask": "1fffe000"}])

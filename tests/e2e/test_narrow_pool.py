@@ -1,7 +1,10 @@
-"""Real mainnet blocks through a pool of extranonce2_size 4 (most pools) with the default
-layout (a 2-byte prefix + 4 needs 6): the rig is subscribed straight onto the pool's own
-extranonce on a connection of its own, whether it connects after the pool is up or before
-any pool is known, and the pool rebuilds the real block from what the proxy forwards."""
+"""Real mainnet blocks through a pool of extranonce2_size 4 (most pools), whether the rig
+connects after the pool is up or before any pool is known, and the pool rebuilds the real
+block from what the proxy forwards:
+
+- default settings: the layout is chosen from the pool (1-byte prefix + 3, the fold);
+- a fixed 2 + 4 layout, too wide for the pool: the rig is subscribed straight onto the
+  pool's own extranonce on a connection of its own (and answered once)."""
 
 from __future__ import annotations
 
@@ -40,23 +43,30 @@ async def _read_until(reader: asyncio.StreamReader, predicate, seen: list[dict],
                 return msg
 
 
+@pytest.mark.parametrize("layout", ["default", "fixed-2+4"])
 @pytest.mark.parametrize("rig_first", [False, True], ids=["pool-up-first", "rig-before-pool"])
 @pytest.mark.parametrize("vector", VECTORS, ids=[v["name"] for v in VECTORS])
-async def test_mainnet_block_through_a_pool_of_extranonce2_size_4(farm, vector, rig_first):
+async def test_mainnet_block_through_a_pool_of_extranonce2_size_4(farm, vector, rig_first, layout):
     split = vector["coinbase_split"]
     full = bytes.fromhex(split["extranonce1"] + split["extranonce2"])
-    pool_ext1, rig_e2 = full[:-4], full[-4:]
+    pool_ext1 = full[:-4]
+    if layout == "default":  # 1 + 3: the rig's extranonce1 is its prefix, the next byte
+        rig_ext1, rig_e2, proxy = full[-4:-3], full[-3:], {}
+        prefix_start = full[-4]
+    else:  # too wide for the pool: the rig takes the pool's own extranonce1
+        rig_ext1, rig_e2 = pool_ext1, full[-4:]
+        proxy, prefix_start = {"extranonce_prefix_size": 2, "extranonce2_size": 4}, 0
     port = _free_port()
     pool = SimPool(SimPoolConfig(name="p", port=port, difficulty=1024, job_interval=30.0))
     pool.set_fixed_job(vector["stratum"]["notify_params"], pool_ext1, 4)
     farm.pools["p"] = pool
     if not rig_first:
         await pool.start()
-    cfg = load_dict({"proxy": {"listen": "127.0.0.1:0"}, "api": {"enabled": False},  # default layout
+    cfg = load_dict({"proxy": {"listen": "127.0.0.1:0", **proxy}, "api": {"enabled": False},
                      "pools": [{"name": "p", "url": f"stratum+tcp://127.0.0.1:{port}", "user": "farm"}]})
-    proxy = farm.proxy = ProxyService(cfg)
-    await proxy.start()
-    reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
+    service = farm.proxy = ProxyService(cfg, prefix_start=prefix_start)
+    await service.start()
+    reader, writer = await asyncio.open_connection("127.0.0.1", service.port)
     rolled = vector["stratum"]["version_rolling"]
     lines = []
     if rolled:
@@ -71,7 +81,7 @@ async def test_mainnet_block_through_a_pool_of_extranonce2_size_4(farm, vector, 
         assert not [m for m in seen if m.get("id") == 2]
         await pool.start()
     sub = await _read_until(reader, lambda m: m.get("id") == 2, seen)
-    assert sub["result"][1:] == [pool_ext1.hex(), 4]
+    assert sub["result"][1:] == [rig_ext1.hex(), len(rig_e2)]
     notify = await _read_until(reader, lambda m: m.get("method") == "mining.notify", seen)
     params = vector["stratum"]["submit_params"]
     writer.write(messages.request(4, "mining.submit", ["miner1.worker1", notify["params"][0],
