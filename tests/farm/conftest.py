@@ -17,7 +17,7 @@ from proxy.farm.config import load_farm_dict
 from proxy.farm.service import FarmService
 from proxy.net.service import ProxyService
 from proxy.sim.rigs import RigFleet
-from tests.e2e.conftest import Farm
+from tests.farm_fixture import Farm
 
 ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "instance-test-token"
@@ -38,7 +38,8 @@ def render_haproxy(listen_port: int, servers: list[tuple[str, int, int]]) -> str
 
 
 class Cluster(Farm):
-    """Sim pools (``pool()`` as in the e2e farm), several instances, HAProxy, the control plane."""
+    """Sim pools (``pool()`` as in the e2e farm), several instances, HAProxy, the control plane;
+    rig fleets with ``start_fleet(count, port=...)``."""
 
     def __init__(self, tmp: Path) -> None:
         super().__init__()
@@ -87,14 +88,12 @@ class Cluster(Farm):
                     await asyncio.sleep(0.05)
         return self.haproxy_port
 
-    async def fleet(self, port: int, count: int, **kwargs: Any) -> RigFleet:
-        kwargs.setdefault("share_interval", 0.5)
-        kwargs.setdefault("seed", len(self.fleets) + 1)
-        fleet = RigFleet("127.0.0.1", port, count, **kwargs)
-        self.fleets.append(fleet)
-        await fleet.start()
-        await fleet.wait_until(lambda: fleet.authorized == count, 30, f"{count} rigs authorized")
-        return fleet
+    async def start_fleet(self, count: int, *, port: int | None = None,
+                          authorized_within: float = 30.0, **kwargs: Any) -> RigFleet:
+        """``count`` sim rigs on an instance's port or HAProxy's (there is no one proxy here)."""
+        assert port is not None, "a cluster's fleet names the port it mines on"
+        return await super().start_fleet(count, port=port, authorized_within=authorized_within,
+                                         **kwargs)
 
     async def start_farm(self, **farm: Any) -> FarmService:
         farm.setdefault("listen", "127.0.0.1:0")
