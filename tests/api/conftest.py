@@ -13,9 +13,10 @@ import pytest
 
 from proxy.config import load_dict
 from proxy.net.service import ProxyService
-from proxy.sim._wait import wait_until
+from proxy.sim import wait_until
 from proxy.sim.pool import SimPool, SimPoolConfig
 from proxy.sim.rigs import RigFleet
+from tests.farm_fixture import pool_view
 
 TOKEN = "secret"
 POOL_PASSWORD = "hunter2-pool-password"
@@ -124,12 +125,16 @@ class Api:
                 "user": f"farm.{name}", "password": POOL_PASSWORD, "priority": priority, **extra}
 
     async def start(self, token: str = TOKEN, history_db: str = "", history_interval: float = 0.1,
-                    instance: str = "test-proxy", **proxy: Any) -> ProxyService:
+                    instance: str = "test-proxy", pool_extra: dict[str, dict[str, Any]] | None = None,
+                    **proxy: Any) -> ProxyService:
+        """The proxy on every sim pool (``pool_extra[name]`` overrides fields of its entry)."""
+        pool_extra = pool_extra or {}
         self.data = {
             "proxy": {"listen": "127.0.0.1:0", "instance": instance, "history_db": history_db,
                       "failback_hold_s": 60.0, **proxy},
             "api": {"listen": "127.0.0.1:0", "token": token},
-            "pools": [self.pool_entry(name, i) for i, name in enumerate(self.pools)],
+            "pools": [self.pool_entry(name, i, **pool_extra.get(name, {}))
+                      for i, name in enumerate(self.pools)],
         }
         self.config_path.write_text(to_toml(self.data))
         cfg = load_dict(self.data, str(self.config_path))
@@ -140,7 +145,7 @@ class Api:
         assert svc.api_port
         self.http = aiohttp.ClientSession(f"http://127.0.0.1:{svc.api_port}")
         first = next(iter(self.pools))
-        await wait_until(lambda: svc.core.active_pools() == [first], 10, what=f"{first} active")
+        await wait_until(lambda: svc.view.active_pools() == [first], 10, what=f"{first} active")
         return svc
 
     async def fleet(self, count: int, **kwargs: Any) -> RigFleet:
@@ -179,9 +184,17 @@ class Api:
             return json.loads(body)
 
     def view(self, name: str) -> dict[str, Any]:
+        """One pool's figures from the core's read-only view (what GET /api/v1/pools/<name> serves)."""
+        assert self.svc is not None
+        return pool_view(self.svc, name)
 
-        assert self.svc is not None and self.svc.core is not None
-        return self.svc.view.pool(name, self.svc.now())
+    def active_pools(self) -> list[str]:
+        assert self.svc is not None and self.svc.view is not None
+        return self.svc.view.active_pools()
+
+    def totals(self) -> dict[str, int]:
+        assert self.svc is not None and self.svc.view is not None
+        return self.svc.view.totals()
 
     async def close(self) -> None:
         for rig in self.raw:

@@ -7,7 +7,7 @@ from decimal import Decimal
 
 import pytest
 
-from proxy.sim._wait import wait_until
+from proxy.sim import wait_until
 
 from .conftest import MARKET_PRICE, PER_PH, RIG_HS
 

@@ -10,7 +10,7 @@ import sys
 import textwrap
 from pathlib import Path
 
-from proxy.sim._wait import wait_until
+from proxy.sim import wait_until
 
 from .conftest import RIG_HS
 
