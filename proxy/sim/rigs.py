@@ -84,6 +84,9 @@ class SimRig(asyncio.Protocol):
         self.shown_messages: list[str] = []
         self.bad_lines = 0
         self.hopeless_attempts = 0
+        # the miner is parked until the rig can mine again (mining paused, not connected,
+        # no job): it submits nothing until then
+        self.idle = False
         # --- control ---
         self._stopping = False
         self._closing_on_purpose = False
@@ -366,6 +369,9 @@ class SimRig(asyncio.Protocol):
     async def _until_can_mine(self) -> bool:
         """Wait until connected, authorized and holding a job; False once stopping."""
         while not self.can_mine():
+            if not self.idle:
+                self.idle = True
+                self.fleet._changed_now()
             self._wake.clear()
             try:
                 async with asyncio.timeout(1.0):
@@ -374,6 +380,7 @@ class SimRig(asyncio.Protocol):
                 pass
             if self._stopping:
                 return False
+        self.idle = False
         return True
 
     async def _scan(self) -> tuple[str, bytes, int, int, int | None] | None:
@@ -564,6 +571,11 @@ class RigFleet:
     @property
     def subscribed(self) -> int:
         return sum(1 for r in self.rigs if r.subscribed)
+
+    @property
+    def idle(self) -> int:
+        """Rigs whose miner is parked until it can mine (see ``pause_mining``)."""
+        return sum(1 for r in self.rigs if r.idle)
 
     @property
     def authorized(self) -> int:
