@@ -16,7 +16,7 @@ import contextlib
 import ssl
 import subprocess
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +39,43 @@ def rig_views(proxy: ProxyService) -> list[dict[str, Any]]:
     total, rigs = proxy.view.rigs(proxy.now(), 0, proxy.view.rig_count() + 1)
     assert total == len(rigs)
     return rigs
+
+
+class ProxyReads:
+    """What a test may read of the proxy under test: its core's read-only view and its event
+    bus, never a core object.  Subclasses say which service is under test."""
+
+    def service(self) -> ProxyService:
+        raise NotImplementedError
+
+    def view(self, name: str) -> dict[str, Any]:
+        """One pool's figures (what GET /api/v1/pools/<name> serves)."""
+        return pool_view(self.service(), name)
+
+    def rigs(self) -> list[dict[str, Any]]:
+        return rig_views(self.service())
+
+    def active_pools(self) -> list[str]:
+        view = self.service().view
+        assert view is not None
+        return view.active_pools()
+
+    def totals(self) -> dict[str, int]:
+        view = self.service().view
+        assert view is not None
+        return view.totals()
+
+    def events(self, kind: str) -> list[dict[str, Any]]:
+        """The proxy's decision log, one kind, oldest first."""
+        return self.service().events.recent(kind=kind)
+
+
+async def stop_all(*groups: Iterable[Any]) -> None:
+    """Teardown: ``await x.stop()`` for every x, group after group, whatever one raised."""
+    for group in groups:
+        for item in group:
+            with contextlib.suppress(Exception):
+                await item.stop()
 
 
 async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
@@ -152,7 +189,7 @@ class TlsFront:
             await asyncio.wait(list(self._tasks), timeout=2.0)
 
 
-class Farm:
+class Farm(ProxyReads):
     """Sim pools + the proxy + rig fleets (+ TLS fronts), torn down in reverse order.
 
     Each suite sets its own defaults: the e2e farm mines slowly on pools whose job lasts,
@@ -224,32 +261,12 @@ class Farm:
         assert len(self.fleets) == 1, f"{len(self.fleets)} fleets"
         return self.fleets[0]
 
-    def view(self, name: str) -> dict[str, Any]:
-        assert self.proxy is not None
-        return pool_view(self.proxy, name)
-
-    def active_pools(self) -> list[str]:
-        assert self.proxy is not None and self.proxy.view is not None
-        return self.proxy.view.active_pools()
-
-    def events(self, kind: str) -> list[dict[str, Any]]:
-        """The proxy's decision log, one kind, oldest first."""
-        assert self.proxy is not None
-        return self.proxy.events.recent(kind=kind)
+    def service(self) -> ProxyService:
+        assert self.proxy is not None, "the proxy is not started"
+        return self.proxy
 
     async def close(self) -> None:
-        for fleet in self.fleets:
-            with contextlib.suppress(Exception):
-                await fleet.stop()
-        if self.proxy is not None:
-            with contextlib.suppress(Exception):
-                await self.proxy.stop()
-        for front in self.fronts:
-            with contextlib.suppress(Exception):
-                await front.stop()
-        for pool in self.pools.values():
-            with contextlib.suppress(Exception):
-                await pool.stop()
+        await stop_all(self.fleets, [self.proxy] if self.proxy else [], self.fronts, self.pools.values())
 
 
 @contextlib.asynccontextmanager
@@ -265,8 +282,7 @@ async def running_farm(**defaults: Any) -> AsyncIterator[Farm]:
 async def quiesce(farm: Farm, timeout: float = 10.0) -> None:
     """Rigs stop mining, every rig submit is answered, every forwarded share has its verdict
     (or was timed out / lost with a reason): the counters stop moving."""
-    assert farm.proxy is not None
-    proxy = farm.proxy
+    proxy = farm.service()
     await farm.fleet.drain(timeout)
     await wait_until(lambda: proxy.in_flight_shares() == 0, timeout, what="no share in flight")
 
@@ -285,9 +301,8 @@ def check_accounting(farm: Farm, *, other_accepted: int = 0,
     and every share the pool judged without the proxy hearing the verdict is in timeouts or
     lost.  ``exact_pools``: pools whose every verdict reached the proxy (no fault on them).
     """
-    fleet, proxy = farm.fleet, farm.proxy
-    assert proxy is not None and proxy.view is not None
-    t = proxy.view.totals()
+    fleet = farm.fleet
+    t = farm.totals()
     pools: dict[str, Any] = {}
     for name, sim in farm.pools.items():
         v = farm.view(name)
@@ -312,7 +327,7 @@ def check_accounting(farm: Farm, *, other_accepted: int = 0,
     # the rigs' side of the ledger
     assert fleet.disconnects == 0 and fleet.lost == 0 and fleet.pending == 0
     assert fleet.submitted == fleet.answered, (fleet.submitted, fleet.answered)
-    sessions = {r["worker"]: r for r in rig_views(proxy) if r["worker"]}
+    sessions = {r["worker"]: r for r in farm.rigs() if r["worker"]}
     for rig in fleet.rigs:
         session = sessions[rig.worker]
         assert session["shares"]["accepted"] == rig.accepted, rig.worker

@@ -16,7 +16,7 @@ from proxy.net.service import ProxyService
 from proxy.sim import wait_until
 from proxy.sim.pool import SimPool, SimPoolConfig
 from proxy.sim.rigs import RigFleet
-from tests.farm_fixture import pool_view
+from tests.farm_fixture import ProxyReads, stop_all
 
 TOKEN = "secret"
 POOL_PASSWORD = "hunter2-pool-password"
@@ -98,7 +98,7 @@ class RawRig:
         self.writer.close()
 
 
-class Api:
+class Api(ProxyReads):
     """Pools + proxy (with its API) + HTTP client, torn down in reverse order."""
 
     def __init__(self, tmp_path: Path) -> None:
@@ -183,34 +183,18 @@ class Api:
             assert resp.content_type == "application/json", (resp.content_type, body)
             return json.loads(body)
 
-    def view(self, name: str) -> dict[str, Any]:
-        """One pool's figures from the core's read-only view (what GET /api/v1/pools/<name> serves)."""
-        assert self.svc is not None
-        return pool_view(self.svc, name)
-
-    def active_pools(self) -> list[str]:
-        assert self.svc is not None and self.svc.view is not None
-        return self.svc.view.active_pools()
-
-    def totals(self) -> dict[str, int]:
-        assert self.svc is not None and self.svc.view is not None
-        return self.svc.view.totals()
+    def service(self) -> ProxyService:
+        assert self.svc is not None, "the proxy is not started"
+        return self.svc
 
     async def close(self) -> None:
         for rig in self.raw:
             with contextlib.suppress(Exception):
                 rig.close()
-        for fleet in self.fleets:
-            with contextlib.suppress(Exception):
-                await fleet.stop()
+        await stop_all(self.fleets)
         if self.http is not None:
             await self.http.close()
-        if self.svc is not None:
-            with contextlib.suppress(Exception):
-                await self.svc.stop()
-        for pool in self.pools.values():
-            with contextlib.suppress(Exception):
-                await pool.stop()
+        await stop_all([self.svc] if self.svc else [], self.pools.values())
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ from proxy.farm.config import load_farm_dict
 from proxy.farm.service import FarmService
 from proxy.net.service import ProxyService
 from proxy.sim.rigs import RigFleet
-from tests.farm_fixture import Farm
+from tests.farm_fixture import Farm, stop_all
 
 ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "instance-test-token"
@@ -109,24 +109,14 @@ class Cluster(Farm):
         return self.farm
 
     async def close(self) -> None:
-        if self.farm is not None:
-            with contextlib.suppress(Exception):
-                await self.farm.stop()
-        for fleet in self.fleets:
-            with contextlib.suppress(Exception):
-                await fleet.stop()
+        await stop_all([self.farm] if self.farm else [], self.fleets)
         if self.haproxy is not None:
             self.haproxy.terminate()
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self.haproxy.wait(5)
             if self.haproxy.poll() is None:
                 self.haproxy.kill()
-        for svc in self.instances.values():
-            with contextlib.suppress(Exception):
-                await svc.stop()
-        for pool in self.pools.values():
-            with contextlib.suppress(Exception):
-                await pool.stop()
+        await stop_all(self.instances.values(), self.pools.values())
 
 
 @contextlib.contextmanager
