@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import re
 import shutil
+import socket
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from proxy.config import load_dict
 from proxy.farm.config import load_farm_dict
 from proxy.farm.service import FarmService
 from proxy.net.service import ProxyService
+from proxy.sim import wait_until
 from proxy.sim.rigs import RigFleet
 from tests.farm_fixture import Farm, stop_all
 
@@ -77,16 +79,17 @@ class Cluster(Farm):
         assert check.returncode == 0, check.stdout + check.stderr
         self.haproxy = subprocess.Popen([exe, "-db", "-f", str(cfg)], stdout=subprocess.DEVNULL,
                                         stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
-        async with asyncio.timeout(10):
-            while True:
-                assert self.haproxy.poll() is None, self.haproxy.stderr.read().decode()  # type: ignore[union-attr]
-                try:
-                    _, writer = await asyncio.open_connection("127.0.0.1", self.haproxy_port)
-                    writer.close()
-                    break
-                except OSError:
-                    await asyncio.sleep(0.05)
+        await wait_until(self._haproxy_listening, 10, what="HAProxy listening")
         return self.haproxy_port
+
+    def _haproxy_listening(self) -> bool:
+        assert self.haproxy is not None
+        assert self.haproxy.poll() is None, self.haproxy.stderr.read().decode()  # type: ignore[union-attr]
+        try:  # loopback: refused or accepted at once
+            socket.create_connection(("127.0.0.1", self.haproxy_port), timeout=1).close()
+        except OSError:
+            return False
+        return True
 
     async def start_fleet(self, count: int, *, port: int | None = None,
                           authorized_within: float = 30.0, **kwargs: Any) -> RigFleet:
@@ -122,8 +125,6 @@ class Cluster(Farm):
 @contextlib.contextmanager
 def socket_port():
     """A free loopback port (closed before use: HAProxy binds it a moment later)."""
-    import socket
-
     s = socket.socket()
     s.bind(("127.0.0.1", 0))
     port = s.getsockname()[1]
