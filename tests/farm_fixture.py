@@ -55,6 +55,11 @@ class ProxyReads:
     def rigs(self) -> list[dict[str, Any]]:
         return rig_views(self.service())
 
+    def rig_count(self) -> int:
+        view = self.service().view
+        assert view is not None
+        return view.rig_count()
+
     def active_pools(self) -> list[str]:
         view = self.service().view
         assert view is not None

@@ -17,7 +17,7 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pytest
 
@@ -26,9 +26,6 @@ from proxy.stratum import errors, work
 from tests.farm_fixture import Farm, check_accounting, quiesce
 
 from .conftest import RIGS, record
-
-if TYPE_CHECKING:
-    from proxy.core.view import CoreView
 
 WINDOW_ANSWERS = 120  # good-rig submit answers per measurement window (~0.5 s at 50 rigs)
 P99_FACTOR, P99_SLACK_S = 5.0, 0.020
@@ -128,11 +125,6 @@ class Ctx:
     rounds: int = 0
     notes: Counter = field(default_factory=Counter)
 
-    @property
-    def view(self) -> CoreView:
-        assert self.farm.proxy is not None and self.farm.proxy.view is not None
-        return self.farm.proxy.view
-
     async def connect(self, setup: bool = False) -> Hostile:
         client = await RawClient.connect("127.0.0.1", self.farm.proxy.port)
         hostile = Hostile(client, f"hostile.{len(self.hostiles)}")
@@ -148,7 +140,7 @@ class Ctx:
             await wait_until(lambda h=h: h.closed or h.answered_submits() == len(h.submit_ids), 5,
                              what="answers to every hostile submit", poll=0.01)
             h.close()
-        await wait_until(lambda: self.view.rig_count() == RIGS, 5, what="hostile connections released",
+        await wait_until(lambda: self.farm.rig_count() == RIGS, 5, what="hostile connections released",
                          poll=0.01)
 
 
@@ -409,7 +401,7 @@ async def test_hostile_rig(fault_farm, name):
         rejected.update(r)
     totals = check_accounting(farm, other_accepted=accepted, other_rejected=rejected,
                               exact_pools=("primary", "backup"))
-    t = farm.proxy.view.totals()
+    t = farm.totals()
     record("hostile_rigs", name, totals, time.monotonic() - started, attack_rounds=rounds,
            hostile_connections=len(ctx.hostiles), hostile_accepted=accepted,
            hostile_rejected={str(k): n for k, n in sorted(rejected.items())},
