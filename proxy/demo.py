@@ -3,11 +3,12 @@
 Two simulated pools (the primary retargets its difficulty per connection, like a real
 pool's vardiff; the proxy gives each rig its own), a fleet of simulated rigs, the proxy and
 its API/dashboard; part-way the primary pool dies (TCP reset, then refuses connections),
-later it comes back and the farm fails back after the hold-down.  With ``--duration`` of 40 s or more a second act
-follows: a third of the rigs die, the backfill controller rents hashpower on the simulated
-marketplace (its rigs dial the proxy), delivered hashrate recovers to the target, the rigs
-return and the order is cancelled.  A status line each second shows what an operator
-would watch; the summary at the end says whether any rig noticed.
+later it comes back and the farm fails back after the hold-down.  With ``--duration`` of
+40 s or more a second act follows: a third of the rigs die, the backfill controller rents
+hashpower on the simulated marketplace (its rigs dial the proxy), delivered hashrate
+recovers to the target, the rigs return and the order is cancelled.  A status line each
+second shows what an operator would watch; the summary at the end says whether any rig
+noticed.
 """
 
 from __future__ import annotations

@@ -100,9 +100,7 @@ async def test_run_reload_and_graceful_stop(tmp_path):
         cfg.write_text(_config(pool_a.port, pool_b.port, 0))
         proc.send_signal(signal.SIGHUP)
         await _read_stderr_until(proc, "config reloaded", 10)
-        async with asyncio.timeout(10):
-            while pool_b.total_connections == 0:
-                await asyncio.sleep(0.02)
+        await pool_b.wait_until(lambda: pool_b.total_connections > 0, 10, "the added pool dialed")
         # a broken file: refused, the proxy keeps running with the old config
         cfg.write_text("[[pools]]\nname = 'x'\nurl = 'nonsense'\nuser = 'u'\n")
         proc.send_signal(signal.SIGHUP)

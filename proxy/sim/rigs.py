@@ -100,6 +100,9 @@ class SimRig(asyncio.Protocol):
         self.hopeless_attempts = 0
         self.refusals: Counter[str] = Counter()  # sessions this firmware gave up, by reason
         self.violations: Counter[str] = Counter()  # server promises broken, by kind
+        # the miner is parked until the rig can mine again (mining paused, not connected,
+        # no job): it submits nothing until then
+        self.idle = False
         # --- control ---
         self._stopping = False
         self._closing_on_purpose = False
@@ -497,6 +500,9 @@ class SimRig(asyncio.Protocol):
     async def _until_can_mine(self) -> bool:
         """Wait until connected, authorized and holding a job; False once stopping."""
         while not self.can_mine():
+            if not self.idle:
+                self.idle = True
+                self.fleet._changed_now()
             self._wake.clear()
             try:
                 async with asyncio.timeout(1.0):
@@ -505,6 +511,7 @@ class SimRig(asyncio.Protocol):
                 pass
             if self._stopping:
                 return False
+        self.idle = False
         return True
 
     async def _scan(self) -> tuple[str, bytes, int, int, int | None] | None:
@@ -706,6 +713,11 @@ class RigFleet:
     @property
     def subscribed(self) -> int:
         return sum(1 for r in self.rigs if r.subscribed)
+
+    @property
+    def idle(self) -> int:
+        """Rigs whose miner is parked until it can mine (see ``pause_mining``)."""
+        return sum(1 for r in self.rigs if r.idle)
 
     @property
     def authorized(self) -> int:

@@ -13,9 +13,10 @@ import pytest
 
 from proxy.config import load_dict
 from proxy.net.service import ProxyService
-from proxy.sim._wait import wait_until
+from proxy.sim import wait_until
 from proxy.sim.pool import SimPool, SimPoolConfig
 from proxy.sim.rigs import RigFleet
+from tests.farm_fixture import ProxyReads, stop_all
 
 TOKEN = "secret"
 POOL_PASSWORD = "hunter2-pool-password"
@@ -107,7 +108,7 @@ class RawRig:
         self.writer.close()
 
 
-class Api:
+class Api(ProxyReads):
     """Pools + proxy (with its API) + HTTP client, torn down in reverse order."""
 
     def __init__(self, tmp_path: Path) -> None:
@@ -135,12 +136,16 @@ class Api:
 
     async def start(self, token: str = TOKEN, history_db: str = "", history_interval: float = 0.1,
                     instance: str = "test-proxy", rental: dict[str, Any] | None = None,
+                    pool_extra: dict[str, dict[str, Any]] | None = None,
                     **proxy: Any) -> ProxyService:
+        """The proxy on every sim pool (``pool_extra[name]`` overrides fields of its entry)."""
+        pool_extra = pool_extra or {}
         self.data = {
             "proxy": {"listen": "127.0.0.1:0", "instance": instance, "history_db": history_db,
                       "failback_hold_s": 60.0, **proxy},
             "api": {"listen": "127.0.0.1:0", "token": token},
-            "pools": [self.pool_entry(name, i) for i, name in enumerate(self.pools)],
+            "pools": [self.pool_entry(name, i, **pool_extra.get(name, {}))
+                      for i, name in enumerate(self.pools)],
         }
         if rental is not None:
             self.data["rental"] = rental
@@ -153,7 +158,7 @@ class Api:
         assert svc.api_port
         self.http = aiohttp.ClientSession(f"http://127.0.0.1:{svc.api_port}")
         first = next(iter(self.pools))
-        await wait_until(lambda: svc.core.active_pools() == [first], 10, what=f"{first} active")
+        await wait_until(lambda: svc.view.active_pools() == [first], 10, what=f"{first} active")
         return svc
 
     async def fleet(self, count: int, **kwargs: Any) -> RigFleet:
@@ -191,26 +196,18 @@ class Api:
             assert resp.content_type == "application/json", (resp.content_type, body)
             return json.loads(body)
 
-    def view(self, name: str) -> dict[str, Any]:
-
-        assert self.svc is not None and self.svc.core is not None
-        return self.svc.view.pool(name, self.svc.now())
+    def service(self) -> ProxyService:
+        assert self.svc is not None, "the proxy is not started"
+        return self.svc
 
     async def close(self) -> None:
         for rig in self.raw:
             with contextlib.suppress(Exception):
                 rig.close()
-        for fleet in self.fleets:
-            with contextlib.suppress(Exception):
-                await fleet.stop()
+        await stop_all(self.fleets)
         if self.http is not None:
             await self.http.close()
-        if self.svc is not None:
-            with contextlib.suppress(Exception):
-                await self.svc.stop()
-        for pool in self.pools.values():
-            with contextlib.suppress(Exception):
-                await pool.stop()
+        await stop_all([self.svc] if self.svc else [], self.pools.values())
 
 
 @pytest.fixture

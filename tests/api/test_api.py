@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from proxy.sim._wait import wait_until
+from proxy.sim import wait_until
 
 from .conftest import POOL_PASSWORD, TOKEN, to_toml
 
@@ -33,7 +33,7 @@ async def test_reads_are_open_and_status_has_version_and_wall_time(api):
 
 
 async def test_writes_need_the_bearer_token(api):
-    svc = await _two_pools(api)
+    await _two_pools(api)
     for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "Basic c2VjcmV0"},
                     {"Authorization": "Bearer"}, {"Authorization": f"Bearer {TOKEN}x"}):
         err = await api.call("PATCH", "/api/v1/pools/backup", 401, json={"priority": -5},
@@ -41,15 +41,15 @@ async def test_writes_need_the_bearer_token(api):
         assert "token" in err["error"]
         await api.call("POST", "/api/v1/pools/primary/drain", 401, headers=headers)
         await api.call("POST", "/api/v1/reload", 401, headers=headers)
-    assert svc.core.pools["backup"].config.priority == 1
-    assert not svc.core.pools["primary"].draining
-    assert svc.core.active_pools() == ["primary"]
+    assert api.view("backup")["priority"] == 1
+    assert not api.view("primary")["draining"]
+    assert api.active_pools() == ["primary"]
     view = await api.call("PATCH", "/api/v1/pools/backup", json={"weight": 2.5}, headers=api.auth())
     assert view["weight"] == 2.5
 
 
 async def test_no_token_configured_refuses_every_write_with_403(api):
-    svc = await _two_pools(api, token="")
+    await _two_pools(api, token="")
     assert (await api.get("/api/v1/status"))["writes_enabled"] is False
     for method, path, body in (("PATCH", "/api/v1/pools/backup", {"priority": -1}),
                                ("POST", "/api/v1/pools/primary/drain", None),
@@ -58,12 +58,12 @@ async def test_no_token_configured_refuses_every_write_with_403(api):
         for headers in ({}, api.auth(""), api.auth(TOKEN)):
             err = await api.call(method, path, 403, json=body, headers=headers)
             assert "api.token" in err["error"] and "disabled" in err["error"]
-    assert svc.core.pools["backup"].config.priority == 1
-    assert svc.core.active_pools() == ["primary"]
+    assert api.view("backup")["priority"] == 1
+    assert api.active_pools() == ["primary"]
 
 
 async def test_patch_priority_moves_hashrate_without_disconnecting_a_rig(api):
-    svc = await _two_pools(api)
+    await _two_pools(api)
     raw = [await api.raw_rig("farm.raw1"), await api.raw_rig("farm.raw2")]
     for rig in raw:
         await rig.on_job_of("primary")
@@ -79,7 +79,7 @@ async def test_patch_priority_moves_hashrate_without_disconnecting_a_rig(api):
         assert await rig.alive()
     await fleet.wait_until(lambda: fleet.rigs_with_job_containing(b"backup") == 4, 10, "on backup")
     assert fleet.disconnects == 0
-    assert svc.core.totals["rigs_disconnected"] == 0
+    assert api.totals()["rigs_disconnected"] == 0
     assert (await api.get("/api/v1/pools/backup"))["rigs"] == 6
     changed = [e for e in (await api.get("/api/v1/events?kind=pool_changed"))["events"]]
     assert changed[-1]["pool"] == "backup" and changed[-1]["changes"]["priority"] == {"from": 1, "to": -1}
@@ -90,11 +90,11 @@ async def test_patch_priority_moves_hashrate_without_disconnecting_a_rig(api):
     for rig in raw:
         await rig.on_job_of("primary")
         assert await rig.alive()
-    assert svc.core.totals["rigs_disconnected"] == 0
+    assert api.totals()["rigs_disconnected"] == 0
 
 
 async def test_drain_empties_a_pool_and_undrain_clears_it(api):
-    svc = await _two_pools(api)
+    await _two_pools(api)
     raw = await api.raw_rig("farm.raw1")
     fleet = await api.fleet(3)
     await wait_until(lambda: api.view("primary")["rigs"] == 4, 10, what="4 rigs on the primary")
@@ -107,7 +107,7 @@ async def test_drain_empties_a_pool_and_undrain_clears_it(api):
     assert pools["primary"]["active"] is False
     await raw.on_job_of("backup")
     assert await raw.alive()
-    assert fleet.disconnects == 0 and svc.core.totals["rigs_disconnected"] == 0
+    assert fleet.disconnects == 0 and api.totals()["rigs_disconnected"] == 0
     drains = (await api.get("/api/v1/events?kind=pool_drain"))["events"]
     assert drains and drains[-1]["pool"] == "primary"
 
@@ -130,11 +130,11 @@ async def test_drain_empties_a_pool_and_undrain_clears_it(api):
     ({}, "priority"),
 ])
 async def test_bad_patch_body_is_400_naming_the_field(api, body, field):
-    svc = await _two_pools(api)
+    await _two_pools(api)
     err = await api.call("PATCH", "/api/v1/pools/backup", 400, json=body, headers=api.auth())
     assert field in err["error"]
-    cfg = svc.core.pools["backup"].config
-    assert (cfg.priority, cfg.weight, cfg.enabled) == (1, 1.0, True)
+    backup = api.view("backup")
+    assert (backup["priority"], backup["weight"], backup["enabled"]) == (1, 1.0, True)
 
 
 @pytest.mark.parametrize("raw", [b"", b"not json", b"[1, 2]", b'"priority"', b"{\"priority\": 1"])
@@ -176,12 +176,12 @@ async def test_reload_with_a_bad_file_is_400_and_changes_nothing(api):
     after = await api.get("/api/v1/pools")
     assert [(p["name"], p["priority"], p["url"]) for p in after["pools"]] == \
         [(p["name"], p["priority"], p["url"]) for p in before["pools"]]
-    assert svc.core.active_pools() == ["primary"]
+    assert api.active_pools() == ["primary"]
     assert [p.name for p in svc.config.pools] == ["primary", "backup"]
 
 
 async def test_reload_with_a_good_file_adds_the_pool(api):
-    svc = await _two_pools(api)
+    await _two_pools(api)
     await api.pool("extra")
     data = json.loads(json.dumps(api.data))
     data["pools"].append(api.pool_entry("extra", 5))
@@ -192,7 +192,7 @@ async def test_reload_with_a_good_file_adds_the_pool(api):
     assert names == ["primary", "backup", "extra"]
     await wait_until(lambda: api.view("extra")["state"] == "healthy", 10, what="extra healthy")
     assert (await api.get("/api/v1/pools/extra"))["priority"] == 5
-    assert svc.core.active_pools() == ["primary"]
+    assert api.active_pools() == ["primary"]
     reloads = (await api.get("/api/v1/events?kind=config_reloaded"))["events"]
     assert reloads[-1]["added"] == ["extra"]
 
@@ -224,7 +224,7 @@ async def test_events_limit_and_kind(api):
     await api.call("POST", "/api/v1/pools/primary/drain", headers=api.auth())
     await api.call("POST", "/api/v1/pools/primary/undrain", headers=api.auth())
     events = (await api.get("/api/v1/events"))["events"]
-    assert len(events) == len(svc.core.events.recent())
+    assert len(events) == len(svc.events.recent())
     assert all("time" in e and "kind" in e for e in events)
     assert len((await api.get("/api/v1/events?limit=1"))["events"]) == 1
     switches = (await api.get("/api/v1/events?kind=pool_switch"))["events"]
@@ -274,13 +274,12 @@ async def test_reload_error_from_the_core_is_500_and_logged(api, monkeypatch):
 
 async def test_secrets_never_leave_the_api(api, caplog):
     caplog.set_level("DEBUG")
-    await api.pool("primary")
-    await api.start()
-    # a pool URL carrying credentials is shown without the password
-    svc = api.svc
-    svc.core.pools["primary"].config.url = (
-        f"stratum+tcp://farm:{POOL_PASSWORD}@127.0.0.1:{api.pools['primary'].port}")
+    pool = await api.pool("primary")
+    # a pool URL carrying credentials is shown without the password (and dialed without them)
+    await api.start(pool_extra={"primary": {
+        "url": f"stratum+tcp://farm:{POOL_PASSWORD}@127.0.0.1:{pool.port}"}})
     await api.fleet(2)
+    await wait_until(lambda: pool.accepted >= 2, 10, what="shares through the pool")
     outputs = []
     for path in ("/api/v1/status", "/api/v1/pools", "/api/v1/pools/primary", "/api/v1/rigs",
                  "/api/v1/events", "/api/v1/history", "/api/v1/rentals", "/metrics", "/"):

@@ -7,7 +7,7 @@ import sqlite3
 import pytest
 
 from proxy.api.app import RECORDER
-from proxy.sim._wait import wait_until
+from proxy.sim import wait_until
 from proxy.store.history import HistoryStore
 
 pytestmark = pytest.mark.timeout(60)
@@ -114,7 +114,7 @@ async def test_recorder_writes_rows_and_events_and_flushes_on_cleanup(api, tmp_p
     final = api.view("primary")["accepted"]
     await svc.api_runner.cleanup()  # stops the recorder: last sample + flush + close
     svc.api_runner = None
-    assert svc.events.listener_count == 0
+    assert svc.events.listener_count == 0  # the recorder left the event bus
 
     store = HistoryStore(db).open()
     rows = store.query(since=0)["rows"]

@@ -104,8 +104,7 @@ class Dashboard:
         return path
 
     def active(self) -> list[str]:
-        assert self.api.svc is not None and self.api.svc.core is not None
-        return self.api.svc.core.active_pools()
+        return self.api.active_pools()
 
     async def close(self) -> None:
         for context in self.contexts:

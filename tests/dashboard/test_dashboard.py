@@ -92,7 +92,7 @@ async def test_priority_change_needs_the_token(dash):
     await expect(message).to_contain_text("HTTP 401")
     await expect(message).to_contain_text("missing bearer token")
     assert dash.active() == ["primary"]
-    assert dash.api.svc.core.pools["backup"].config.priority == 1
+    assert dash.api.view("backup")["priority"] == 1
 
     # a wrong token: refused with the API's words
     await page.locator("#token-input").fill("not-the-token")
@@ -134,13 +134,13 @@ async def test_destructive_actions_ask_first(dash):
     await expect(confirm).to_contain_text(f"{RIGS} rigs move")
     await confirm.locator("#confirm-cancel").click()
     await expect(confirm).to_be_hidden()
-    assert not dash.api.svc.core.pools["primary"].draining
+    assert not dash.api.view("primary")["draining"]
 
     await drain.click()
     await confirm.locator("#confirm-ok").click()
     await expect(page.locator('#pools-body tr[data-pool="primary"] .chip')).to_contain_text(["draining"])
     await expect(page.locator("#stat-active")).to_have_text("backup")
-    assert dash.api.svc.core.pools["primary"].draining
+    assert dash.api.view("primary")["draining"]
 
     # a refused reload shows the API's reason (the config file was made invalid)
     dash.api.config_path.write_text("[proxy]\nlisten = 'nowhere'\n")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from proxy.sim._wait import wait_until
+from proxy.sim import wait_until
 from tests.api.conftest import api  # noqa: F401 - the fixture
 
 pytestmark = pytest.mark.timeout(60)
@@ -32,7 +32,7 @@ async def test_rigs_sort_by_each_column_with_filter_and_pages(api):  # noqa: F81
     assert await workers("q=a.&sort=-worker&limit=3") == ["a.0005", "a.0004", "a.0003"]
     assert await workers("pool=primary&sort=worker&limit=2") == everyone[:2]
 
-    await wait_until(lambda: all(r.accepted for r in api.svc.core.rigs.values()), 10, what="every rig shared")
+    await wait_until(lambda: all(r["shares"]["accepted"] for r in api.rigs()), 10, what="every rig shared")
     for key in ("hashrate", "difficulty", "accepted", "last_share", "remote", "pool", "id"):
         rigs = (await api.get(f"/api/v1/rigs?sort={key}"))["rigs"]
         assert len(rigs) == 12, key

@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import time
 
-from .conftest import pool_view
+from proxy.sim import wait_until
+from tests.farm_fixture import check_accounting, pool_view, quiesce
 
 RIGS = 100
 
@@ -15,7 +16,7 @@ async def _two_pool_farm(farm, *, primary_kwargs=None, backup_kwargs=None, fleet
     backup = await farm.pool("backup", **(backup_kwargs or {}))
     proxy.setdefault("failback_hold_s", 60)
     svc = await farm.start_proxy(**proxy)
-    fleet = await farm.fleet(RIGS, **(fleet_kwargs or {}))
+    fleet = await farm.start_fleet(RIGS, **(fleet_kwargs or {}))
     await fleet.wait_until(lambda: fleet.rigs_with_job_containing(b"primary") == RIGS, 10,
                            "all rigs on the primary's job")
     return primary, backup, svc, fleet
@@ -54,12 +55,11 @@ async def test_reset_moves_every_rig_to_the_backup_job(farm):
     _assert_invisible(fleet, primary, backup)
     view = pool_view(svc, "primary")
     assert view["state"] == "down" and view["last_error"]  # reset, then refused on redial
-    # every forwarded share is accounted: accepted + rejected + lost (+ timeouts)
-    await _until(lambda: all(pool_view(svc, n)["in_flight"] == 0 for n in ("primary", "backup")), 5)
-    for name in ("primary", "backup"):
-        v = pool_view(svc, name)
-        assert v["forwarded"] == v["accepted"] + v["rejected_total"] + v["lost_total"] + v["timeouts"]
-    switch = [e for e in svc.core.events.recent() if e["kind"] == "pool_switch"][-1]
+    # every forwarded share is accounted: accepted + rejected + lost (+ timeouts), and the
+    # rigs' own tallies are the proxy's
+    await quiesce(farm)
+    check_accounting(farm, exact_pools=("backup",))
+    switch = svc.events.recent(kind="pool_switch")[-1]
     assert switch["to_pools"] == ["backup"] and "reset" in switch["reason"]
     assert switch["rigs_moved"] == RIGS
 
@@ -78,10 +78,8 @@ async def test_silent_primary_is_left_within_the_window(farm):
     _assert_invisible(fleet, backup)
     v = pool_view(svc, "primary")
     assert v["timeouts"] >= 1 and "silent" in v["last_error"]
-    await _until(lambda: pool_view(svc, "backup")["in_flight"] == 0, 5)
-    for name in ("primary", "backup"):
-        v = pool_view(svc, name)  # every forwarded share accounted exactly once
-        assert v["forwarded"] == v["accepted"] + v["rejected_total"] + v["lost_total"] + v["timeouts"]
+    await quiesce(farm)
+    check_accounting(farm, exact_pools=("backup",))  # every forwarded share accounted exactly once
     # rigs were answered at once even while the primary was silent
     assert fleet.pending == 0
 
@@ -94,20 +92,20 @@ async def test_failback_after_hold_down_and_no_flapping(farm):
     # flap: up for 1 s, down again, several times (faster than the 3 s hold-down)
     for _ in range(3):
         await primary.resume()
-        await _until(lambda: pool_view(svc, "primary")["state"] == "healthy", 5)
+        await wait_until(lambda: pool_view(svc, "primary")["state"] == "healthy", 5, what="primary up")
         await asyncio.sleep(1.0)  # the flapping pool's up-time (scenario timing, not synchronisation)
         assert fleet.rigs_with_job_containing(b"backup") == RIGS
         primary.reset_all()
         await primary.refuse()
-        await _until(lambda: pool_view(svc, "primary")["state"] == "down", 5)
+        await wait_until(lambda: pool_view(svc, "primary")["state"] == "down", 5, what="primary down")
     t_up = time.monotonic()
     await primary.resume()
-    await _until(lambda: pool_view(svc, "primary")["state"] == "healthy", 5)
+    await wait_until(lambda: pool_view(svc, "primary")["state"] == "healthy", 5, what="primary up")
     await fleet.wait_until(lambda: fleet.rigs_with_job_containing(b"primary") == RIGS, 10, "failback")
     waited = time.monotonic() - t_up
     print(f"\nfailback after {waited:.2f} s (hold-down 3 s)")
     assert waited >= 3.0
-    switches = [e for e in svc.core.events.recent() if e["kind"] == "pool_switch"]
+    switches = svc.events.recent(kind="pool_switch")
     # startup, failover, failback: the flaps never moved the farm
     assert [s["to_pools"] for s in switches] == [["primary"], ["backup"], ["primary"]]
     await fleet.drain(10)
@@ -120,7 +118,7 @@ async def test_both_pools_down_then_one_back(farm):
     await primary.refuse()
     backup.reset_all()
     await backup.refuse()
-    await _until(lambda: not svc.core.active_pools(), 5)
+    await wait_until(lambda: not svc.view.active_pools(), 5, what="no pool active")
     received = {id(r): sum(r.messages_received.values()) for r in fleet.rigs}
     # rigs keep hearing from the proxy (keepalive) and keep getting answers
     await fleet.wait_until(lambda: all(sum(r.messages_received.values()) > received[id(r)] + 1
@@ -143,14 +141,14 @@ async def test_pool_set_extranonce_and_reconnect_mid_run(farm):
     await fleet.wait_until(lambda: fleet.accepted >= 100, 15, "mining")
     primary.send_set_extranonce()
     accepted = primary.accepted
-    await _until(lambda: primary.accepted >= accepted + 100, 15)
+    await wait_until(lambda: primary.accepted >= accepted + 100, 15, what="mining after set_extranonce")
     primary.send_reconnect()
-    await _until(lambda: pool_view(svc, "primary")["connections"] == 1 and primary.total_connections >= 2,
-                 10)
+    await wait_until(lambda: pool_view(svc, "primary")["connections"] == 1 and primary.total_connections >= 2,
+                     10, what="the proxy reconnected to the primary")
     accepted = primary.accepted
-    await _until(lambda: primary.accepted >= accepted + 100, 15)
+    await wait_until(lambda: primary.accepted >= accepted + 100, 15, what="mining after the reconnect")
     await fleet.drain(10)
-    assert svc.core.active_pools() == ["primary"]
+    assert svc.view.active_pools() == ["primary"]
     _assert_invisible(fleet, primary)
     # set_extranonce: jobs sent before it and submitted after it are the only pool rejects allowed
     assert pool_view(svc, "primary")["rejected_total"] <= 0.05 * pool_view(svc, "primary")["forwarded"]
@@ -166,15 +164,9 @@ async def test_version_rolling_across_pools_with_different_masks(farm):
     await fleet.wait_until(lambda: all(r.version_mask == 0x00FFE000 for r in fleet.rigs), 5,
                            "set_version_mask reached every rig")
     accepted = backup.accepted
-    await _until(lambda: backup.accepted >= accepted + 100, 15)
+    await wait_until(lambda: backup.accepted >= accepted + 100, 15, what="mining on the backup")
     await fleet.drain(10)
     rolled = [s for s in backup.shares if s.version_bits]
     assert rolled and all(s.valid for s in backup.shares)
     assert all(s.version_bits & ~0x00FFE000 == 0 for s in rolled)
     _assert_invisible(fleet, backup)
-
-
-async def _until(predicate, timeout: float, poll: float = 0.01):
-    async with asyncio.timeout(timeout):
-        while not predicate():
-            await asyncio.sleep(poll)

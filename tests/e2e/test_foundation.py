@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from proxy.sim import wait_until
 from proxy.stratum import messages
-
-from .conftest import pool_view
+from tests.farm_fixture import check_accounting, pool_view, quiesce
 
 VECTORS = json.loads((Path(__file__).resolve().parents[2].parent / "shared" / "vectors"
                       / "mainnet_blocks.json").read_text())
@@ -78,7 +78,7 @@ async def test_mainnet_block_round_trips_through_the_proxy(farm, vector, prefix_
     writer.write(messages.request(4, "mining.submit", submit))
     answer, _ = await _read_until(reader, lambda m: m.get("id") == 4)
     assert answer["result"] is True, answer
-    await asyncio.wait_for(_until(lambda: len(pool.shares) == 1), 5)
+    await wait_until(lambda: len(pool.shares) == 1, 5, what="the share at the pool")
     share = pool.shares[0]
     assert share.valid, share.reason
     assert share.block_hash_hex == vector["block_hash"]
@@ -107,26 +107,22 @@ async def test_unrolled_version_of_block_702861_fails(farm):
     writer.close()
 
 
-async def _until(predicate, poll=0.01):
-    while not predicate():
-        await asyncio.sleep(poll)
-
-
 async def test_200_rigs_one_pool_no_disconnects_all_answered_all_valid(farm):
     pool = await farm.pool("p", extranonce2_size=8, difficulty=2**-24, job_interval=2.0)
     proxy = await farm.start_proxy()
-    fleet = await farm.fleet(200, share_interval=1.0)
+    fleet = await farm.start_fleet(200, share_interval=1.0)
     await fleet.wait_until(lambda: fleet.accepted >= 600, 30, "600 shares accepted")
-    await fleet.drain(10)
+    await quiesce(farm)  # every rig submit answered, every forwarded share judged by the pool
     assert fleet.disconnects == 0
     assert fleet.pending == 0 and fleet.submitted == fleet.accepted + sum(fleet.rejected.values())
     # the only rejects allowed are stale races (a share crossing a clean job, as with any pool)
     assert set(fleet.rejected) <= {21} and fleet.rejected[21] <= fleet.submitted * 0.02
-    await asyncio.wait_for(_until(lambda: len(pool.shares) == pool_view(proxy, "p")["forwarded"]), 5)
+    view = pool_view(proxy, "p")
+    assert len(pool.shares) == view["forwarded"]  # every forwarded share reached the pool
     invalid = [s for s in pool.shares if not s.valid]
     assert invalid == [], invalid[:3]
-    view = pool_view(proxy, "p")
     assert view["accepted"] == len(pool.shares) == fleet.accepted
+    check_accounting(farm, exact_pools=("p",))
     assert pool.connections == 1  # 200 rigs aggregated on one upstream connection
     # extranonce spaces are disjoint: distinct prefixes of one length, same extranonce2 size
     prefixes = {r.extranonce1 for r in fleet.rigs}
@@ -141,7 +137,7 @@ async def test_200_rigs_one_pool_no_disconnects_all_answered_all_valid(farm):
 async def test_narrow_pool_gets_per_rig_connections_with_prefix_zero(farm):
     pool = await farm.pool("p", extranonce2_size=4)
     await farm.start_proxy(extranonce_prefix_size=0, extranonce2_size=4)
-    fleet = await farm.fleet(5, share_interval=0.3)
+    fleet = await farm.start_fleet(5, share_interval=0.3)
     await fleet.wait_until(lambda: fleet.accepted >= 15, 15, "shares")
     assert pool.connections == 5
     assert {r.extranonce1 for r in fleet.rigs} == {b""}
@@ -156,17 +152,17 @@ async def test_too_narrow_pool_is_reported_and_used_only_by_extranonce_change(fa
     await farm.pool("primary", extranonce2_size=8)
     narrow = await farm.pool("narrow", extranonce2_size=4)
     proxy = await farm.start_proxy(extranonce_prefix_size=2, extranonce2_size=4)
-    await asyncio.wait_for(_until(lambda: pool_view(proxy, "narrow")["narrow"]), 5)
+    await wait_until(lambda: pool_view(proxy, "narrow")["narrow"], 5, what="the narrow pool reported")
     assert "extranonce2_size 4 < 6" in pool_view(proxy, "narrow")["narrow"]
-    xsub = await farm.fleet(4, extranonce_subscribe=True, share_interval=0.3)
-    plain = await farm.fleet(4, share_interval=0.3)
+    xsub = await farm.start_fleet(4, extranonce_subscribe=True, share_interval=0.3)
+    plain = await farm.start_fleet(4, share_interval=0.3)
     farm.pools["primary"].reset_all()
     await farm.pools["primary"].refuse()
     for fleet in (xsub, plain):
         await fleet.wait_until(lambda f=fleet: f.rigs_with_job_containing(b"narrow") == 4, 10,
                                "every rig on the narrow pool's job")
     accepted = narrow.accepted
-    await _until_async(lambda: narrow.accepted >= accepted + 20, 15)
+    await wait_until(lambda: narrow.accepted >= accepted + 20, 15, what="mining on the narrow pool")
     for fleet in (xsub, plain):
         await fleet.drain(10)
     assert all(r.set_extranonce_received == 1 and r.reconnect_requests == 0 for r in xsub.rigs)
@@ -174,19 +170,15 @@ async def test_too_narrow_pool_is_reported_and_used_only_by_extranonce_change(fa
     assert xsub.disconnects == 0 and plain.disconnects == 0
     assert all(s.valid for s in narrow.shares), [s.reason for s in narrow.shares if not s.valid][:3]
     assert narrow.connections == 8  # one upstream connection per rig on the narrow pool
-    switch = [e for e in proxy.core.events.recent() if e["kind"] == "pool_switch"][-1]
+    switch = proxy.events.recent(kind="pool_switch")[-1]
     assert switch["to_pools"] == ["narrow"]
     assert switch["extranonce_changes"]["set_extranonce"] >= 1
-
-
-async def _until_async(predicate, timeout):
-    await asyncio.wait_for(_until(predicate), timeout)
 
 
 async def test_bad_input_from_one_rig_touches_only_that_rig(farm):
     await farm.pool("p", job_interval=1.0)
     proxy = await farm.start_proxy(max_line_bytes=1024)
-    fleet = await farm.fleet(10, share_interval=0.3)
+    fleet = await farm.start_fleet(10, share_interval=0.3)
     base = fleet.accepted
 
     async def bad(payload: bytes, expect_close: bool, expect_code=None):

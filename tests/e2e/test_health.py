@@ -2,15 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
-
-from .conftest import pool_view
-
-
-async def _until(predicate, timeout: float, poll: float = 0.01):
-    async with asyncio.timeout(timeout):
-        while not predicate():
-            await asyncio.sleep(poll)
+from proxy.sim import wait_until
+from tests.farm_fixture import pool_view
 
 
 async def test_latency_percentiles_track_injected_delay_and_slo_moves_hashrate(farm):
@@ -18,18 +11,18 @@ async def test_latency_percentiles_track_injected_delay_and_slo_moves_hashrate(f
     await farm.pool("backup")
     svc = await farm.start_proxy(latency_slo_ms=150, health_window_s=2.0, min_answers_for_health=20,
                                  failback_hold_s=2.0)
-    fleet = await farm.fleet(30, share_interval=0.3)
-    await _until(lambda: pool_view(svc, "primary")["latency_ms"]["window_count"] >= 60, 20)
+    fleet = await farm.start_fleet(30, share_interval=0.3)
+    await wait_until(lambda: pool_view(svc, "primary")["latency_ms"]["window_count"] >= 60, 20,
+                     what="60 answers in the health window")
     lat = pool_view(svc, "primary")["latency_ms"]
     print(f"\ninjected 80 ms: p50 {lat['p50']} ms, p90 {lat['p90']} ms, p99 {lat['p99']} ms")
     # bucketed percentiles: within the 75..100 ms bucket around the injected delay
     assert 70 <= lat["p50"] <= 100 and 70 <= lat["p99"] <= 110
-    assert svc.core.active_pools() == ["primary"]
+    assert svc.view.active_pools() == ["primary"]
     # the pool slows past the SLO: hashrate moves to the backup with the reason
     primary.set_answer_delay(0.300)
     await fleet.wait_until(lambda: fleet.rigs_with_job_containing(b"backup") == 30, 15, "moved")
-    health = [e for e in svc.core.events.recent() if e["kind"] == "pool_health"
-              and e["pool"] == "primary"][-1]
+    health = [e for e in svc.events.recent(kind="pool_health") if e["pool"] == "primary"][-1]
     assert health["state"] == "degraded" and "SLO" in health["reason"]
     # recovered: after its sit-out window and the hold-down the farm goes back
     primary.set_answer_delay(0.0)
@@ -42,12 +35,11 @@ async def test_pool_rejecting_half_the_shares_is_degraded_and_left(farm):
     primary = await farm.pool("primary", reject_ratio=0.5, seed=3)
     await farm.pool("backup")
     svc = await farm.start_proxy(max_reject_ratio=0.3, min_answers_for_health=20)
-    fleet = await farm.fleet(30, share_interval=0.3)
+    fleet = await farm.start_fleet(30, share_interval=0.3)
     await fleet.wait_until(lambda: fleet.rigs_with_job_containing(b"backup") == 30, 20, "moved")
-    health = [e for e in svc.core.events.recent() if e["kind"] == "pool_health"
-              and e["pool"] == "primary"][-1]
+    health = [e for e in svc.events.recent(kind="pool_health") if e["pool"] == "primary"][-1]
     assert health["state"] == "degraded" and "rejecting" in health["reason"]
-    switch = [e for e in svc.core.events.recent() if e["kind"] == "pool_switch"][-1]
+    switch = svc.events.recent(kind="pool_switch")[-1]
     assert switch["to_pools"] == ["backup"] and "rejecting" in switch["reason"]
     await fleet.drain(10)
     # the rigs never saw the pool's rejects: locally valid shares were answered true

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import re
 import shutil
+import socket
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -16,8 +17,9 @@ from proxy.config import load_dict
 from proxy.farm.config import load_farm_dict
 from proxy.farm.service import FarmService
 from proxy.net.service import ProxyService
+from proxy.sim import wait_until
 from proxy.sim.rigs import RigFleet
-from tests.e2e.conftest import Farm
+from tests.farm_fixture import Farm, stop_all
 
 ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "instance-test-token"
@@ -38,7 +40,8 @@ def render_haproxy(listen_port: int, servers: list[tuple[str, int, int]]) -> str
 
 
 class Cluster(Farm):
-    """Sim pools (``pool()`` as in the e2e farm), several instances, HAProxy, the control plane."""
+    """Sim pools (``pool()`` as in the e2e farm), several instances, HAProxy, the control plane;
+    rig fleets with ``start_fleet(count, port=...)``."""
 
     def __init__(self, tmp: Path) -> None:
         super().__init__()
@@ -76,25 +79,24 @@ class Cluster(Farm):
         assert check.returncode == 0, check.stdout + check.stderr
         self.haproxy = subprocess.Popen([exe, "-db", "-f", str(cfg)], stdout=subprocess.DEVNULL,
                                         stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
-        async with asyncio.timeout(10):
-            while True:
-                assert self.haproxy.poll() is None, self.haproxy.stderr.read().decode()  # type: ignore[union-attr]
-                try:
-                    _, writer = await asyncio.open_connection("127.0.0.1", self.haproxy_port)
-                    writer.close()
-                    break
-                except OSError:
-                    await asyncio.sleep(0.05)
+        await wait_until(self._haproxy_listening, 10, what="HAProxy listening")
         return self.haproxy_port
 
-    async def fleet(self, port: int, count: int, **kwargs: Any) -> RigFleet:
-        kwargs.setdefault("share_interval", 0.5)
-        kwargs.setdefault("seed", len(self.fleets) + 1)
-        fleet = RigFleet("127.0.0.1", port, count, **kwargs)
-        self.fleets.append(fleet)
-        await fleet.start()
-        await fleet.wait_until(lambda: fleet.authorized == count, 30, f"{count} rigs authorized")
-        return fleet
+    def _haproxy_listening(self) -> bool:
+        assert self.haproxy is not None
+        assert self.haproxy.poll() is None, self.haproxy.stderr.read().decode()  # type: ignore[union-attr]
+        try:  # loopback: refused or accepted at once
+            socket.create_connection(("127.0.0.1", self.haproxy_port), timeout=1).close()
+        except OSError:
+            return False
+        return True
+
+    async def start_fleet(self, count: int, *, port: int | None = None,
+                          authorized_within: float = 30.0, **kwargs: Any) -> RigFleet:
+        """``count`` sim rigs on an instance's port or HAProxy's (there is no one proxy here)."""
+        assert port is not None, "a cluster's fleet names the port it mines on"
+        return await super().start_fleet(count, port=port, authorized_within=authorized_within,
+                                         **kwargs)
 
     async def start_farm(self, **farm: Any) -> FarmService:
         farm.setdefault("listen", "127.0.0.1:0")
@@ -110,31 +112,19 @@ class Cluster(Farm):
         return self.farm
 
     async def close(self) -> None:
-        if self.farm is not None:
-            with contextlib.suppress(Exception):
-                await self.farm.stop()
-        for fleet in self.fleets:
-            with contextlib.suppress(Exception):
-                await fleet.stop()
+        await stop_all([self.farm] if self.farm else [], self.fleets)
         if self.haproxy is not None:
             self.haproxy.terminate()
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self.haproxy.wait(5)
             if self.haproxy.poll() is None:
                 self.haproxy.kill()
-        for svc in self.instances.values():
-            with contextlib.suppress(Exception):
-                await svc.stop()
-        for pool in self.pools.values():
-            with contextlib.suppress(Exception):
-                await pool.stop()
+        await stop_all(self.instances.values(), self.pools.values())
 
 
 @contextlib.contextmanager
 def socket_port():
     """A free loopback port (closed before use: HAProxy binds it a moment later)."""
-    import socket
-
     s = socket.socket()
     s.bind(("127.0.0.1", 0))
     port = s.getsockname()[1]

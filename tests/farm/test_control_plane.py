@@ -30,11 +30,11 @@ async def test_farm_sums_instances_and_propagates_changes(cluster):
     await cluster.pool("backup")
     one = await cluster.instance("proxy-1")
     two = await cluster.instance("proxy-2")
-    fleet_one = await cluster.fleet(one.port, 30, share_interval=0.1)
-    fleet_two = await cluster.fleet(two.port, 20, share_interval=0.1, worker_prefix="b")
+    fleet_one = await cluster.start_fleet(30, port=one.port, share_interval=0.1)
+    fleet_two = await cluster.start_fleet(20, port=two.port, share_interval=0.1, worker_prefix="b")
     farm = await cluster.start_farm()
     await fleet_one.wait_until(
-        lambda: one.core.totals["accepted"] >= 150 and two.core.totals["accepted"] >= 100, 20,
+        lambda: one.view.totals()["accepted"] >= 150 and two.view.totals()["accepted"] >= 100, 20,
         "both instances mining")
     await farm.wait_polled(1, 10)
 
@@ -63,7 +63,7 @@ async def test_farm_sums_instances_and_propagates_changes(cluster):
     assert code == 401 and "token" in refused["error"]
     code, refused = await _call(farm, "PATCH", "/api/v1/pools/backup", token="wrong", json={"priority": -1})
     assert code == 401
-    assert one.core.active_pools() == ["primary"] and two.core.active_pools() == ["primary"]
+    assert one.view.active_pools() == ["primary"] and two.view.active_pools() == ["primary"]
     # the instances' own validation error comes back as is
     code, bad = await _call(farm, "PATCH", "/api/v1/pools/backup", json={"priority": "high"})
     assert code == 400 and "priority" in bad["error"]
@@ -73,7 +73,7 @@ async def test_farm_sums_instances_and_propagates_changes(cluster):
     # with the token: both instances flip to the backup
     code, done = await _call(farm, "PATCH", "/api/v1/pools/backup", json={"priority": -1})
     assert code == 200 and done["ok"] and sorted(done["applied"]) == ["proxy-1", "proxy-2"]
-    assert one.core.active_pools() == ["backup"] and two.core.active_pools() == ["backup"]
+    assert one.view.active_pools() == ["backup"] and two.view.active_pools() == ["backup"]
     await fleet_one.wait_until(lambda: fleet_one.rigs_with_job_containing(b"backup") == 30, 10, "moved")
     await fleet_two.wait_until(lambda: fleet_two.rigs_with_job_containing(b"backup") == 20, 10, "moved")
     assert fleet_one.disconnects == 0 and fleet_two.disconnects == 0
@@ -85,13 +85,13 @@ async def test_farm_sums_instances_and_propagates_changes(cluster):
     await farm.wait_polled(1, 10)
     code, partial = await _call(farm, "PATCH", "/api/v1/pools/primary", json={"weight": 3})
     assert code == 202 and partial["applied"] == ["proxy-1"] and partial["queued_for_retry"] == ["proxy-2"]
-    assert one.core.pools["primary"].config.weight == 3
+    assert one.view.pool("primary", one.now())["weight"] == 3
     _, status = await _call(farm, "GET", "/api/v1/status")
     assert status["instances_up"] == 1 and status["rigs_connected"] == 30
     assert [c["instance"] for c in status["changes_pending"]] == ["proxy-2"]
     back = await cluster.instance("proxy-2", api_port=api_port_two)
     await fleet_one.wait_until(lambda: not farm.pending, 10, "the queued change delivered")
-    assert back.core.pools["primary"].config.weight == 3
+    assert back.view.pool("primary", back.now())["weight"] == 3
     assert any(e["kind"] == "farm_change_retried" and e["result"] == "applied"
                for e in farm.events.recent(50))
     await farm.wait_polled(2, 10)

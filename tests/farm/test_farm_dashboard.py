@@ -17,8 +17,8 @@ async def test_dashboard_on_the_farm(cluster, browser):  # noqa: F811
     await cluster.pool("backup")
     one = await cluster.instance("proxy-1")
     two = await cluster.instance("proxy-2")
-    await cluster.fleet(one.port, 12)
-    await cluster.fleet(two.port, 8, worker_prefix="b")
+    await cluster.start_fleet(12, port=one.port)
+    await cluster.start_fleet(8, port=two.port, worker_prefix="b")
     farm = await cluster.start_farm()
     errors: list[str] = []
     context = await browser.new_context(viewport={"width": 1440, "height": 900})
@@ -41,7 +41,7 @@ async def test_dashboard_on_the_farm(cluster, browser):  # noqa: F811
         await dialog.locator("#edit-priority").fill("-1")
         await dialog.locator("#edit-apply").click()
         await expect(page.locator("#stat-active")).to_have_text("backup")
-        assert one.core.active_pools() == ["backup"] and two.core.active_pools() == ["backup"]
+        assert one.view.active_pools() == ["backup"] and two.view.active_pools() == ["backup"]
 
         # an instance dies: the page follows without a reload and counts only what answers
         await two.stop()

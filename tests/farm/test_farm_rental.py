@@ -8,7 +8,7 @@ import aiohttp
 
 from proxy.farm.config import load_farm_dict
 from proxy.farm.service import FarmService
-from proxy.sim._wait import wait_until
+from proxy.sim import wait_until
 from proxy.sim.market import SimMarket, SimMarketConfig
 
 from .conftest import TOKEN
@@ -32,9 +32,9 @@ async def test_rig_failure_on_both_instances_places_one_order(cluster, tmp_path,
     try:
         one = await cluster.instance("proxy-1")
         two = await cluster.instance("proxy-2")
-        stay = [await cluster.fleet(svc.port, PER_INSTANCE * 2 // 3, share_interval=INTERVAL,
+        stay = [await cluster.start_fleet(PER_INSTANCE * 2 // 3, port=svc.port, share_interval=INTERVAL,
                                     worker_prefix=f"stay{i}") for i, svc in enumerate((one, two))]
-        doomed = [await cluster.fleet(svc.port, PER_INSTANCE // 3, share_interval=INTERVAL,
+        doomed = [await cluster.start_fleet(PER_INSTANCE // 3, port=svc.port, share_interval=INTERVAL,
                                       worker_prefix=f"doomed{i}") for i, svc in enumerate((one, two))]
         target = 2 * PER_INSTANCE * RIG_HS
         config = load_farm_dict({

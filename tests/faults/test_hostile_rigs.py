@@ -21,10 +21,11 @@ from typing import Any
 
 import pytest
 
-from proxy.sim.client import RawClient
+from proxy.sim import RawClient, wait_until
 from proxy.stratum import errors, work
+from tests.farm_fixture import Farm, check_accounting, quiesce
 
-from .conftest import RIGS, FaultFarm, check_accounting, quiesce, record, until
+from .conftest import RIGS, record
 
 WINDOW_ANSWERS = 120  # good-rig submit answers per measurement window (~0.5 s at 50 rigs)
 P99_FACTOR, P99_SLACK_S = 5.0, 0.020
@@ -119,14 +120,10 @@ class Hostile:
 
 @dataclass
 class Ctx:
-    farm: FaultFarm
+    farm: Farm
     hostiles: list[Hostile] = field(default_factory=list)
     rounds: int = 0
     notes: Counter = field(default_factory=Counter)
-
-    @property
-    def core(self):
-        return self.farm.proxy.core
 
     async def connect(self, setup: bool = False) -> Hostile:
         client = await RawClient.connect("127.0.0.1", self.farm.proxy.port)
@@ -140,10 +137,11 @@ class Ctx:
         """Close our own connections once every submit has its answer (so the tallies match
         the proxy's), and wait until the proxy has released them."""
         for h in hostiles:
-            await until(lambda h=h: h.closed or h.answered_submits() == len(h.submit_ids), 5,
-                        "answers to every hostile submit")
+            await wait_until(lambda h=h: h.closed or h.answered_submits() == len(h.submit_ids), 5,
+                             what="answers to every hostile submit", poll=0.01)
             h.close()
-        await until(lambda: len(self.core.rigs) == RIGS, 5, "hostile connections released")
+        await wait_until(lambda: self.farm.rig_count() == RIGS, 5, what="hostile connections released",
+                         poll=0.01)
 
 
 # --- the abuse, one round each ------------------------------------------------------------
@@ -170,7 +168,8 @@ async def _request_flood(ctx: Ctx) -> None:
 async def _connection_limit(ctx: Ctx) -> None:
     """Limit is RIGS + 5 (total or per address): of 10 more connections, 5 are closed."""
     opened = [await ctx.connect() for _ in range(10)]
-    await until(lambda: sum(h.closed for h in opened) >= 5, 5, "connections over the limit closed")
+    await wait_until(lambda: sum(h.closed for h in opened) >= 5, 5,
+                     what="connections over the limit closed")
     assert [h.closed for h in opened] == [False] * 5 + [True] * 5
     for h in opened[:5]:  # the ones within the limit are served
         answer = await h.client.call("client.get_version", [])
@@ -291,9 +290,10 @@ async def _other_rigs_work(ctx: Ctx) -> None:
     await thief.expect_error(thief.submit([thief.worker, *share[1:]]), {errors.LOW_DIFFICULTY})
     # another rig's worker name
     await thief.expect_error(thief.submit(["rig.0001", *share[1:]]), {errors.UNAUTHORIZED})
-    # a job of another upstream connection (the backup's), and a job id never issued
-    backup_job = next(c.current_job.job_id for c in ctx.core.pools["backup"].connections.values()
-                      if c.current_job is not None)
+    # a job of another upstream connection (the backup's latest, which the proxy's standby
+    # connection to it holds), and a job id never issued
+    backup_job = ctx.farm.pools["backup"].current_job_id  # sent to every connection it serves
+    assert backup_job is not None and ctx.farm.view("backup")["last_job_age_s"] is not None
     await thief.expect_error(thief.submit([thief.worker, backup_job, *share[2:]]),
                              {errors.JOB_NOT_FOUND})
     await thief.expect_error(thief.submit([thief.worker, "ffffffff", *share[2:]]),
@@ -310,7 +310,7 @@ async def _duplicate_flood(ctx: Ctx) -> None:
     assert answers[0]["result"] is True
     assert all(a["error"] and a["error"][0] == errors.DUPLICATE for a in answers[1:])
     primary = ctx.farm.pools["primary"]
-    await until(lambda: ctx.farm.proxy.in_flight_shares() == 0, 5, "the pool's verdict")
+    await wait_until(lambda: ctx.farm.proxy.in_flight_shares() == 0, 5, what="the pool's verdict")
     seen = [s for s in primary.shares if s.nonce == int(share[4], 16)
             and s.extranonce2.endswith(share[2]) and s.ntime == int(share[3], 16)]
     assert len(seen) == 1 and seen[0].valid  # forwarded once, and good (the pool saw it once)
@@ -373,7 +373,7 @@ async def test_hostile_rig(fault_farm, name):
     await farm.pool("backup", job_interval=30.0)
     await farm.start_proxy([{"name": n, "url": f"stratum+tcp://127.0.0.1:{p.port}"}
                             for n, p in farm.pools.items()], **case.proxy)
-    fleet = await farm.start_fleet()
+    fleet = await farm.start_fleet(RIGS)
     ctx = Ctx(farm)
     await fleet.wait_until(lambda: fleet.accepted >= RIGS, 10, "good rigs mining")
     # None of it slows the other rigs measurably: generous, for a shared and noisy machine,
@@ -401,7 +401,7 @@ async def test_hostile_rig(fault_farm, name):
         rejected.update(r)
     totals = check_accounting(farm, other_accepted=accepted, other_rejected=rejected,
                               exact_pools=("primary", "backup"))
-    t = farm.proxy.core.totals
+    t = farm.totals()
     record("hostile_rigs", name, totals, time.monotonic() - started, attack_rounds=rounds,
            hostile_connections=len(ctx.hostiles), hostile_accepted=accepted,
            hostile_rejected={str(k): n for k, n in sorted(rejected.items())},

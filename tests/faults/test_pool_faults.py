@@ -18,10 +18,10 @@ from typing import Any
 
 import pytest
 
-from proxy.sim.client import RawClient
-from proxy.sim.pool import SimPool
+from proxy.sim import RawClient, SimPool, wait_until
+from tests.farm_fixture import Farm, TlsFront, check_accounting, quiesce
 
-from .conftest import RIGS, FaultFarm, Resolver, TlsFront, check_accounting, quiesce, record, until
+from .conftest import RIGS, Resolver, record
 
 PRIMARY_HOST = "primary.pool.test"  # resolved only by the injected resolver: no real lookup
 BACKUP_HOST = "backup.pool.test"
@@ -29,7 +29,7 @@ BACKUP_HOST = "backup.pool.test"
 
 @dataclass
 class Ctx:
-    farm: FaultFarm
+    farm: Farm
     primary: SimPool
     backup: SimPool
     front: TlsFront | None = None
@@ -71,7 +71,7 @@ async def _half_open(ctx: Ctx) -> None:
 async def _slow_drip(ctx: Ctx) -> None:
     ctx.primary.slow_drip(interval=0.002, chunk=2)  # ~1 kB/s: the rigs' answers need ~10 kB/s
     # answers written before the drip have arrived by now; later ones come 2 bytes at a time
-    await until(lambda: ctx.primary.dripped_bytes >= 300, 5, "bytes dripping")
+    await wait_until(lambda: ctx.primary.dripped_bytes >= 300, 5, what="bytes dripping")
     ctx.notes["accepted_at_drip"] = ctx.view()["accepted"]
 
 
@@ -106,8 +106,8 @@ async def _unknown_ids(ctx: Ctx) -> None:
 
 async def _check_unknown(ctx: Ctx) -> None:
     assert ctx.primary.unknown_answers_sent >= RIGS
-    await until(lambda: ctx.view()["late_answers"] == ctx.primary.unknown_answers_sent, 5,
-                "every unknown-id answer seen and ignored")
+    await wait_until(lambda: ctx.view()["late_answers"] == ctx.primary.unknown_answers_sent, 5,
+                     what="every unknown-id answer seen and ignored")
 
 
 async def _duplicates(ctx: Ctx) -> None:
@@ -116,23 +116,22 @@ async def _duplicates(ctx: Ctx) -> None:
 
 async def _check_duplicates(ctx: Ctx) -> None:
     assert ctx.primary.duplicate_answers_sent >= RIGS
-    await until(lambda: ctx.view()["late_answers"] == ctx.primary.duplicate_answers_sent, 5,
-                "every duplicate answer seen and ignored")
+    await wait_until(lambda: ctx.view()["late_answers"] == ctx.primary.duplicate_answers_sent, 5,
+                     what="every duplicate answer seen and ignored")
 
 
 async def _flap(ctx: Ctx) -> None:
     for _ in range(3):
         ctx.primary.reset_all()
         await ctx.primary.refuse()
-        await until(lambda: ctx.view()["state"] == "down", 5, "primary down")
+        await wait_until(lambda: ctx.view()["state"] == "down", 5, what="primary down")
         await ctx.primary.resume()
-        await until(lambda: ctx.view()["state"] == "healthy", 5, "primary back")
+        await wait_until(lambda: ctx.view()["state"] == "healthy", 5, what="primary back")
 
 
 async def _check_flap(ctx: Ctx) -> None:
     assert ctx.primary.total_connections >= 4
-    core = ctx.farm.proxy.core
-    switches = [e["to_pools"] for e in core.events.recent() if e["kind"] == "pool_switch"]
+    switches = [e["to_pools"] for e in ctx.farm.events("pool_switch")]
     assert switches == [["primary"], ["backup"]]  # one failover; the flaps never moved the farm
 
 
@@ -145,7 +144,7 @@ async def _dns_down(ctx: Ctx) -> None:
 
 async def _check_dns(ctx: Ctx) -> None:
     assert ctx.resolver is not None
-    await until(lambda: ctx.resolver.failures[PRIMARY_HOST] >= 2, 5, "redials keep resolving")
+    await wait_until(lambda: ctx.resolver.failures[PRIMARY_HOST] >= 2, 5, what="redials keep resolving")
     assert ctx.primary.total_connections == 1  # no connection got through after the fault
 
 
@@ -170,7 +169,7 @@ def _tls_check(mode: str) -> Callable[[Ctx], Awaitable[None]]:
     async def check(ctx: Ctx) -> None:
         assert ctx.front is not None
         assert ctx.front.accepted["ok"] == 1
-        await until(lambda: ctx.front.accepted[mode] >= 1, 5, f"a redial met {mode}")
+        await wait_until(lambda: ctx.front.accepted[mode] >= 1, 5, what=f"a redial met {mode}")
 
     return check
 
@@ -201,7 +200,7 @@ CASES: dict[str, Case] = {
 }
 
 
-async def _build(farm: FaultFarm, case: Case, certs) -> Ctx:
+async def _build(farm: Farm, case: Case, certs) -> Ctx:
     primary = await farm.pool("primary", **case.primary)
     backup = await farm.pool("backup")
     ctx = Ctx(farm, primary, backup)
@@ -215,14 +214,14 @@ async def _build(farm: FaultFarm, case: Case, certs) -> Ctx:
         p_entry["url"] = f"stratum+tcp://{PRIMARY_HOST}:{primary.port}"
         b_entry["url"] = f"stratum+tcp://{BACKUP_HOST}:{backup.port}"
     await farm.start_proxy([p_entry, b_entry], resolver=ctx.resolver)
-    fleet = await farm.start_fleet()
+    fleet = await farm.start_fleet(RIGS)
     await fleet.wait_until(lambda: fleet.rigs_with_job_containing(b"primary") == RIGS, 10,
                            "every rig on the primary's job")
-    await until(lambda: ctx.view()["accepted"] >= RIGS, 10, "mining on the primary")
+    await wait_until(lambda: ctx.view()["accepted"] >= RIGS, 10, what="mining on the primary")
     return ctx
 
 
-async def _still_serving(farm: FaultFarm, tag: bytes) -> None:
+async def _still_serving(farm: Farm, tag: bytes) -> None:
     """A rig arriving after the fault is subscribed, authorized and given a job at once."""
     assert farm.proxy is not None
     client = await RawClient.connect("127.0.0.1", farm.proxy.port)
@@ -252,18 +251,18 @@ async def test_pool_fault(fault_farm, certs, name):
                                "every rig on the backup's job")
         failover_ms = (max(t for t in fleet.first_notify_after(t_fault, b"backup")) - t_fault) * 1000
         base = ctx.view("backup")["accepted"]
-        await until(lambda: ctx.view("backup")["accepted"] >= base + 2 * RIGS, 10,
-                    "mining on the backup")
+        await wait_until(lambda: ctx.view("backup")["accepted"] >= base + 2 * RIGS, 10,
+                         what="mining on the backup")
     else:
         failover_ms = None
         base = ctx.view()["accepted"]
-        await until(lambda: ctx.view()["accepted"] >= base + 2 * RIGS, 10,
-                    "mining on through the fault")
+        await wait_until(lambda: ctx.view()["accepted"] >= base + 2 * RIGS, 10,
+                         what="mining on through the fault")
         assert fleet.rigs_with_job_containing(b"primary") == RIGS
-        assert farm.proxy.core.active_pools() == ["primary"]
+        assert farm.active_pools() == ["primary"]
     if case.error:
-        await until(lambda: re.search(case.error, ctx.view()["last_error"]) is not None, 5,
-                    f"primary's last_error to match {case.error!r}")
+        await wait_until(lambda: re.search(case.error, ctx.view()["last_error"]) is not None, 5,
+                         what=f"primary's last_error to match {case.error!r}")
     if case.check is not None:
         await case.check(ctx)
     await quiesce(farm)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -14,8 +15,8 @@ from proxy.config import load_dict
 from proxy.rental.controller import BackfillController
 from proxy.rental.local import destination_for
 from proxy.rental.nicehash import NiceHashProvider
+from proxy.sim import SimPool, SimPoolConfig, wait_until
 from proxy.sim.market import SimMarket, SimMarketConfig
-from proxy.sim.pool import SimPool, SimPoolConfig
 
 RIG_HS = 2**-22 * 2**32  # one sim rig at share_interval 1 s: 1024 H/s
 # market price per H/s per day; the controller thinks in BTC per PH/s per day (x 1e15)
@@ -56,7 +57,8 @@ def rental_config(pool_port: int, ledger: str, **overrides: Any) -> Any:
 
 @dataclass
 class Farm:
-    """A fake own-farm hashrate source: the test sets ``hs``."""
+    """A fake own-farm hashrate source: the test sets ``hs``; ``calls`` counts the readings
+    (a running controller reads it once per control period, before deciding)."""
 
     hs: float | None = 10 * RIG_HS
     calls: int = 0
@@ -101,6 +103,18 @@ class Bench:
 
     def kinds(self) -> list[str]:
         return [e["kind"] for e in self.events]
+
+    def trigger_periods(self) -> int:
+        """Control periods that outlast ``trigger_after_s`` (each one sleeps ``interval_s``):
+        long enough for a deficit the controller wrongly saw to become an order."""
+        rental = self.config.rental
+        return math.ceil(rental.trigger_after_s / rental.interval_s) + 3
+
+    async def control_periods(self, n: int, timeout: float = 10.0) -> None:
+        """Await ``n`` whole control periods of the running controller from now: a period
+        starts by reading the farm, so ``n + 1`` more readings close ``n`` periods."""
+        target = self.farm.calls + n + 1
+        await wait_until(lambda: self.farm.calls >= target, timeout, what=f"{n} control periods")
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ from decimal import Decimal
 
 import pytest
 
-from proxy.sim._wait import wait_until
+from proxy.sim import wait_until
 
 from .conftest import MARKET_PRICE, PER_PH, RIG_HS
 
@@ -42,8 +42,9 @@ async def test_deficit_rents_one_order_of_the_right_size_then_cancels_on_recover
     assert ctl.view()["active_order"] == order.id and ctl.view()["ordered_hs"] == pytest.approx(
         3 * RIG_HS, rel=0.01
     )
-    # no second order while the first covers the deficit
-    await asyncio.sleep(0.3)
+    # no second order while the first covers the deficit (for longer than a deficit takes
+    # to become an order)
+    await bench.control_periods(bench.trigger_periods())
     assert market.create_calls == 1
     # the rigs come back: cancel after recover_after_s, never before
     farm.hs = 10 * RIG_HS
@@ -141,5 +142,5 @@ async def test_budget_and_max_price_are_never_exceeded(bench):
     bench.config.rental.daily_budget_btc = "1"
     ctl.quote = None
     await wait_until(lambda: ctl.last_action.code == "price", 5, what="refused on price")
-    await asyncio.sleep(0.2)
+    await bench.control_periods(3)
     assert len(market.orders) == n

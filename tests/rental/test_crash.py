@@ -10,7 +10,7 @@ import sys
 import textwrap
 from pathlib import Path
 
-from proxy.sim._wait import wait_until
+from proxy.sim import wait_until
 
 from .conftest import RIG_HS
 
@@ -89,7 +89,9 @@ async def test_kill_after_the_order_was_created_but_before_the_answer(bench):
         5,
         what="the adopted order running",
     )
-    await asyncio.sleep(0.3)  # several control periods
+    # short of the target all along: a restart that had not adopted the order would place
+    # a second one within these periods
+    await bench.control_periods(bench.trigger_periods())
     assert market.create_calls == 1 and len(market.alive_orders()) == 1
     assert any(e["kind"] == "rental_reconcile" and "answer was lost" in e["reason"] for e in bench.events)
 
@@ -119,6 +121,6 @@ async def test_kill_before_the_request_reached_the_provider(bench):
     (intent,) = [i for i in ctl.ledger.intents() if i["kind"] == "place"]
     assert intent["state"] == "reconciled" and intent["order_id"] is None
     await wait_until(lambda: ctl.order is not None, 5, what="the order placed after the restart")
-    await asyncio.sleep(0.3)
+    await bench.control_periods(bench.trigger_periods())
     assert bench.market.create_calls == 1 and len(bench.market.alive_orders()) == 1
     assert [r["id"] for r in ctl.ledger.open_orders()] == [ctl.order.id]

@@ -14,7 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from proxy.config import load_dict
 from proxy.net.service import ProxyService
-from proxy.sim._wait import wait_until
+from proxy.sim import wait_until
 from proxy.sim.market import SimMarket, SimMarketConfig
 from proxy.sim.pool import SimPool, SimPoolConfig
 from proxy.sim.rigs import RigFleet

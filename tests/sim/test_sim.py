@@ -268,7 +268,9 @@ async def test_garbage_delay_rejects_and_pause(make_pool, make_fleet):
         fleet.pause_mining()
         await fleet.drain(5)
         submitted = fleet.submitted
-        await asyncio.sleep(0.5)  # nothing is awaited here: checking that nothing happens
+        # each rig's miner comes round to its next share, sees the pause and parks: from then
+        # on it cannot submit; none may have submitted on the way
+        await fleet.wait_until(lambda: fleet.idle == fleet.count, 5, "every rig's miner parked")
         assert fleet.submitted == submitted
         assert fleet.disconnects == 0
 
