@@ -56,6 +56,7 @@ class Layout:
 
     @property
     def decided(self) -> bool:
+        """Rigs can be answered: every subscribe answer uses this layout from now on."""
         return self.prefix_size is not None
 
     def learn(self, pool: str, e2_size: int) -> bool:
@@ -88,6 +89,7 @@ class Layout:
                             + (" (sizes remembered from before the restart)" if waited else ""))
 
     def view(self) -> dict[str, object]:
+        """The layout in force and why, for /api/v1/status."""
         return {"prefix_size": self.prefix_size, "extranonce2_size": self.e2_size,
                 "auto": self.auto, "decided": self.decided, "reason": self.reason,
                 "pools": dict(self.seen)}

@@ -45,6 +45,7 @@ class RigWatch:
 
     @property
     def stall_after(self) -> float:
+        """Seconds without a share after which an active rig counts as stalled."""
         return max(STALL_INTERVALS * self.core.settings.rig_share_interval_s, STALL_MIN_S)
 
     def step(self, now: float) -> None:

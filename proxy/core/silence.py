@@ -93,6 +93,8 @@ class SilenceWatch:
         return min(times) if times else None
 
     def suspect(self, pool: PoolState, by: str, reason: str, now: float) -> None:
+        """Move the rigs off a pool that went quiet, keeping its connections; a pool
+        suspected too often within the window is degraded instead."""
         core = self.core
         s = core.settings
         count = pool.health.suspected(now, s.suspect_window_s)

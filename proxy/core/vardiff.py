@@ -46,6 +46,7 @@ _targets: dict[float, int] = {}
 
 
 def pow2_floor(value: float) -> float:
+    """The largest power of two not above ``value`` (rig difficulties are powers of two)."""
     return 2.0 ** math.floor(math.log2(value))
 
 
@@ -60,6 +61,7 @@ def set_difficulty_line(difficulty: float) -> bytes:
 
 
 def target_for(difficulty: float) -> int:
+    """The 256-bit target of a difficulty, computed once per value."""
     target = _targets.get(difficulty)
     if target is None:
         if len(_targets) > 256:

@@ -27,11 +27,11 @@ async def test_pools_of_8_and_4_with_default_settings(farm, primary_e2, backup_e
         farm.pools[name] = SimPool(SimPoolConfig(name=name, port=_free_port(), extranonce2_size=e2,
                                                  difficulty=2**-24, job_interval=30.0))
     svc = await farm.start_proxy(failback_hold_s=2.0)  # default layout: "auto"
-    early = await farm.fleet(RIGS // 2, share_interval=0.3)  # before any pool is up
+    early = await farm.start_fleet(RIGS // 2, share_interval=0.3)  # before any pool is up
     assert early.subscribed == 0  # their subscribe answers wait for the pools' sizes
     for pool in farm.pools.values():
         await pool.start()
-    late = await farm.fleet(RIGS // 2, share_interval=0.3, seed=7)
+    late = await farm.start_fleet(RIGS // 2, share_interval=0.3, seed=7)
     fleets = (early, late)
     for fleet in fleets:
         await fleet.wait_until(lambda f=fleet: f.rigs_with_job_containing(b"primary") == len(f.rigs), 10,

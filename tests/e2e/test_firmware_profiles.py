@@ -63,7 +63,7 @@ async def test_profile_mines_across_a_primary_reset(farm, profile):
                                   version_mask=PRIMARY_MASK)
         backup = await farm.pool("backup", difficulty=2 * D, version_mask=BACKUP_MASK)
         await farm.start_proxy(failback_hold_s=60)
-        fleet = await farm.fleet(RIGS, profile=profile, hashrate=D * 2**32 * SHARES_PER_S,
+        fleet = await farm.start_fleet(RIGS, profile=profile, hashrate=D * 2**32 * SHARES_PER_S,
                                  reconnect_delay=0.1)
         await fleet.wait_until(lambda: fleet.rigs_with_job_containing(b"primary") == RIGS, 5,
                                "all rigs on the primary's job")
@@ -118,7 +118,7 @@ async def test_cgminer_keeps_hearing_the_proxy_while_no_pool_is_up(farm):
         await farm.pool("backup", job_interval=1.0)
         await farm.start_proxy(keepalive_s=1.0, failback_hold_s=60)
         scaled = dataclasses.replace(PROFILES["cgminer"], silence_timeout_s=3.0)
-        fleet = await farm.fleet(RIGS, profile=scaled)
+        fleet = await farm.start_fleet(RIGS, profile=scaled)
         await fleet.wait_until(lambda: fleet.rigs_with_job_containing(b"primary") == RIGS, 5,
                                "all rigs on the primary's job")
         await fleet.drain(5)

@@ -14,7 +14,7 @@ async def _farm(farm, **proxy):
     primary = await farm.pool("primary", job_interval=30.0)
     backup = await farm.pool("backup", job_interval=30.0)
     svc = await farm.start_proxy(**proxy)
-    fleet = await farm.fleet(RIGS, share_interval=0.2)
+    fleet = await farm.start_fleet(RIGS, share_interval=0.2)
     await fleet.wait_until(lambda: fleet.rigs_with_job_containing(b"primary") == RIGS, 10,
                            "all rigs on the primary's job")
     # enough answers for the proxy to know the primary's latency
