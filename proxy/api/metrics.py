@@ -126,6 +126,10 @@ def render_metrics(view: CoreView, now: float, version: str, rental: Any = None)
     w.metric("uptime_seconds", "gauge", "Seconds since the proxy core started", status["uptime_s"])
     w.metric("rigs_connected", "gauge", "Rigs currently connected", status["rigs_connected"])
     w.metric("rigs_working", "gauge", "Rigs on a ready upstream connection", status["rigs_working"])
+    w.metric("rigs_stalled", "gauge", "Rigs with no share for 6 share intervals (at least 60 s)",
+             status["rigs_stalled"])
+    w.metric("stalled_hashrate_hashes_per_second", "gauge",
+             "What the stalled rigs delivered before they went quiet", status["stalled_hashrate"])
     w.metric("hashrate_hashes_per_second", "gauge",
              "Hashrate of all rigs, from locally accepted share difficulty", status["hashrate"])
     counters = status["counters"]

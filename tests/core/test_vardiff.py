@@ -129,3 +129,40 @@ def test_forty_rigs_get_their_own_difficulty_below_the_pools():
     for m in miners:
         reported = view.rig(m.rig.session.rig_id, clock.now)["hashrate"]
         assert abs(reported / m.hashrate - 1) < 0.20, (m.hashrate, reported)
+
+
+def test_a_quiet_rig_is_lowered_then_reported_stalled_and_resumed():
+    core, io, clock = make_core(rig_share_interval_s=5.0)
+    link = connect(core, io.dialed[0], clock)
+    link.handshake(extranonce1="aaaaaaaa", e2_size=8, difficulty=2.0**-20)
+    connect(core, io.dialed[1], clock).handshake(extranonce1="bbbbbbbb", e2_size=8)
+    rng = random.Random(5)
+    miner = Miner(core, clock, rng, 0, 2.0**-26 * HASHES / 5.0)  # 64x slower than the pool's pace
+    view = CoreView(core)
+    lowered = []
+    for _ in range(int(60 / STEP)):  # no share yet: lowered 4x every 3 intervals
+        clock.advance(STEP)
+        miner.work(STEP)
+        core.tick(clock.now)
+        lowered.append(miner.rig.session.difficulty)
+    assert lowered[0] == 2.0**-20 and min(lowered) < 2.0**-20
+    assert all(math.log2(d).is_integer() for d in lowered)
+    # it dies: after 6 intervals (at least 60 s) without a share it is reported, once
+    for _ in range(int(70 / STEP)):
+        clock.advance(STEP)
+        core.tick(clock.now)
+    status = view.status(clock.now)
+    assert status["rigs_stalled"] == 1
+    stalled = [e for e in core.events.recent() if e["kind"] == "rigs_stalled"]
+    assert len(stalled) == 1 and stalled[0]["count"] == 1 and stalled[0]["workers"] == ["farm.rig1"]
+    assert view.rig(miner.rig.session.rig_id, clock.now)["stalled"] is True
+    # it comes back
+    for _ in range(int(300 / STEP)):
+        clock.advance(STEP)
+        miner.work(STEP)
+        core.tick(clock.now)
+        miner._read()
+        if miner.accepted and not view.status(clock.now)["rigs_stalled"]:
+            break
+    assert miner.accepted and view.status(clock.now)["rigs_stalled"] == 0
+    assert [e["kind"] for e in core.events.recent()].count("rigs_resumed") == 1
