@@ -21,6 +21,16 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+async def _all_mining_on(pool: SimPool, fleets) -> None:
+    """Every rig of every fleet on ``pool``'s job, and 20 more shares accepted there."""
+    tag = pool.config.name.encode()
+    for fleet in fleets:
+        await fleet.wait_until(lambda f=fleet: f.rigs_with_job_containing(tag) == len(f.rigs), 20,
+                               f"rigs on {pool.config.name}'s job")
+    accepted = pool.accepted
+    await wait_until(lambda: pool.accepted >= accepted + 20, 15, what=f"mining on {pool.config.name}")
+
+
 @pytest.mark.parametrize("primary_e2,backup_e2", [(8, 4), (4, 8)])
 async def test_pools_of_8_and_4_with_default_settings(farm, primary_e2, backup_e2):
     for name, e2 in (("primary", primary_e2), ("backup", backup_e2)):
@@ -41,17 +51,9 @@ async def test_pools_of_8_and_4_with_default_settings(farm, primary_e2, backup_e
     primary, backup = farm.pools["primary"], farm.pools["backup"]
     primary.reset_all()
     await primary.refuse()
-    for fleet in fleets:
-        await fleet.wait_until(lambda f=fleet: f.rigs_with_job_containing(b"backup") == len(f.rigs), 10,
-                               "rigs on the backup's job")
-    accepted = backup.accepted
-    await wait_until(lambda: backup.accepted >= accepted + 20, 15, what="mining on the backup")
+    await _all_mining_on(backup, fleets)
     await primary.resume()
-    for fleet in fleets:
-        await fleet.wait_until(lambda f=fleet: f.rigs_with_job_containing(b"primary") == len(f.rigs), 20,
-                               "rigs back on the primary's job")
-    accepted = primary.accepted
-    await wait_until(lambda: primary.accepted >= accepted + 20, 15, what="mining on the primary again")
+    await _all_mining_on(primary, fleets)
     for fleet in fleets:
         await fleet.drain(10)
         assert fleet.disconnects == 0 and fleet.pending == 0

@@ -21,6 +21,8 @@ from proxy.sim import wait_until
 from proxy.sim.pool import SimPool, SimPoolConfig
 from proxy.stratum import messages
 
+from .test_foundation import _read_until as read_until
+
 VECTORS = json.loads((Path(__file__).resolve().parents[2].parent / "shared" / "vectors"
                       / "mainnet_blocks.json").read_text())
 
@@ -31,16 +33,10 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-async def _read_until(reader: asyncio.StreamReader, predicate, seen: list[dict], timeout=10.0) -> dict:
-    async with asyncio.timeout(timeout):
-        while True:
-            line = await reader.readline()
-            if not line:
-                raise ConnectionError(f"closed; saw {seen}")
-            msg = json.loads(line)
-            seen.append(msg)
-            if predicate(msg):
-                return msg
+async def _read_until(reader: asyncio.StreamReader, predicate, seen: list[dict]) -> dict:
+    msg, more = await read_until(reader, predicate, timeout=10.0)
+    seen.extend(more)
+    return msg
 
 
 @pytest.mark.parametrize("layout", ["default", "fixed-2+4"])
