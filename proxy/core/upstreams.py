@@ -14,6 +14,7 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from . import pool_events as ev
 from .events import (
     LayoutChosen,
     PoolExtranonce,
@@ -26,18 +27,6 @@ from .events import (
 from .extranonce import PrefixAllocator
 from .handover import fan_out_difficulty, fan_out_job, fan_out_version_mask
 from .health import PoolHealth, soft_failure
-from .pool_events import (
-    BecameReady,
-    DifficultySet,
-    ExtranonceSet,
-    JobReceived,
-    LateAnswer,
-    PoolSaid,
-    ProtocolFailure,
-    ReconnectAsked,
-    ShareAnswered,
-    VersionMaskSet,
-)
 from .sharepath import ShareDesk
 from .silence import ANSWERS, JOBS
 from .upstream import ConnState, PoolConnection
@@ -109,14 +98,14 @@ class Upstreams:
             return
         try:
             for event in conn.receive(data, now):
-                if type(event) is ShareAnswered:
+                if type(event) is ev.ShareAnswered:
                     if ShareDesk.answered(conn, event, now):
                         self.check_soft_health(conn.pool, now)
                     if conn.pool.health.state is PoolHealth.SUSPECT:
                         waited = now - event.pending.sent_at
                         self.core.silence.heard(conn.pool, ANSWERS, f"a share answered after "
                                                                    f"{waited:.2f} s", now)
-                elif type(event) is ProtocolFailure:
+                elif type(event) is ev.ProtocolFailure:
                     self.fail(conn, event.reason, now)
                     return
                 else:
@@ -128,24 +117,24 @@ class Upstreams:
     def _event(self, conn: PoolConnection, event: object, now: float) -> None:
         core = self.core
         pool = conn.pool
-        if type(event) is JobReceived:
+        if type(event) is ev.JobReceived:
             core.jobs.add(conn, event.notify, now)
             if pool.health.state is PoolHealth.SUSPECT:
                 core.silence.heard(pool, JOBS, "a new job arrived", now)
             if conn.state is ConnState.READY:
                 fan_out_job(conn)
-        elif type(event) is BecameReady:
+        elif type(event) is ev.BecameReady:
             self._ready(conn, now)
-        elif type(event) is DifficultySet:
+        elif type(event) is ev.DifficultySet:
             if conn.state is ConnState.READY:
                 fan_out_difficulty(conn, core.vardiff, now)
-        elif type(event) is ExtranonceSet:
+        elif type(event) is ev.ExtranonceSet:
             self._extranonce(conn, event, now)
-        elif type(event) is VersionMaskSet:
+        elif type(event) is ev.VersionMaskSet:
             fan_out_version_mask(conn)
-        elif type(event) is LateAnswer:
+        elif type(event) is ev.LateAnswer:
             pool.counters.late_answers += 1
-        elif type(event) is ReconnectAsked:
+        elif type(event) is ev.ReconnectAsked:
             core.publish(PoolReconnectRequested(pool=pool.name, host=event.host, port=event.port), now)
             core.placement.retiring(conn)
             replacement = self.dial(pool, now, event.host, event.port)
@@ -153,11 +142,11 @@ class Upstreams:
             replacement.replaces = conn
             conn.replaced_by = replacement
             replacement.authorized_workers = set(conn.authorized_workers)
-        elif type(event) is PoolSaid:
+        elif type(event) is ev.PoolSaid:
             log.info("pool %s says: %s", pool.name, event.text)
             core.publish(PoolMessage(pool=pool.name, message=event.text), now)
 
-    def _extranonce(self, conn: PoolConnection, event: ExtranonceSet, now: float) -> None:
+    def _extranonce(self, conn: PoolConnection, event: ev.ExtranonceSet, now: float) -> None:
         core = self.core
         pool = conn.pool
         if event.by_pool:
