@@ -15,7 +15,7 @@
   const LATENCY_WINDOW_S = 3600;
   const LIVE_LATENCY_POINTS = 1800;  // one hour of 2 s samples per pool
   const COLORS = ["#1f5fd6", "#1f9d55", "#d98b00", "#8a3fd1", "#0a8ea8", "#d0443a", "#5b6472", "#c2417e"];
-  const STATES = ["healthy", "degraded", "down", "disabled"];
+  const STATES = ["healthy", "suspect", "degraded", "down", "disabled"];
 
   const $ = (id) => document.getElementById(id);
 
@@ -997,8 +997,9 @@
         el("td", { class: "num" }, fmtHs(r.hashrate)),
         el("td", { class: "num" }, fmtCount(r.shares && r.shares.accepted),
           rejected ? el("span", { class: "sub" }, `${fmtCount(rejected)} rejected`) : null),
-        el("td", { class: `num${num(r.last_share_age_s) && r.last_share_age_s > 300 ? " warn-text" : ""}` },
-          num(r.last_share_age_s) ? `${fmtAge(r.last_share_age_s)} ago` : "never"));
+        el("td", { class: `num${r.stalled || (num(r.last_share_age_s) && r.last_share_age_s > 300) ? " warn-text" : ""}`,
+                   title: r.stalled ? "stalled: no share for 6 share intervals" : "" },
+          (num(r.last_share_age_s) ? `${fmtAge(r.last_share_age_s)} ago` : "never") + (r.stalled ? " (stalled)" : "")));
     }));
   }
 
