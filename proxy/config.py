@@ -30,6 +30,10 @@ class ProxySection(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     # several instances on one machine share proxy.listen (SO_REUSEPORT, one per core): the
     # kernel spreads the rigs, and a rig whose instance dies reconnects to a live one
     reuse_port: bool = False
+    # behind a load balancer: the rig's real address from its PROXY protocol header ("v1",
+    # "v2"), believed only from these CIDRs (required when on); anything else is closed
+    proxy_protocol: Literal["off", "v1", "v2"] = "off"
+    trusted_proxies: list[str] = msgspec.field(default_factory=list)
     # what rigs get as extranonce2_size; "auto" (with extranonce_prefix_size "auto"): chosen
     # from the pools' own sizes at start (see README, "Extranonce layout")
     extranonce2_size: int | Literal["auto"] = "auto"
@@ -238,6 +242,14 @@ def validate(config: Config) -> Config:
     if p.rig_min_difficulty < 0 or p.rig_max_difficulty < 0 or (
             p.rig_max_difficulty and p.rig_min_difficulty > p.rig_max_difficulty):
         raise ConfigError("proxy.rig_min_difficulty / rig_max_difficulty: must be >= 0, min <= max")
+    if p.proxy_protocol != "off" and not p.trusted_proxies:
+        raise ConfigError("proxy.trusted_proxies: required with proxy_protocol (the CIDRs of "
+                          "the load balancers whose PROXY headers are believed)")
+    for i, cidr in enumerate(p.trusted_proxies):
+        try:
+            ipaddress.ip_network(cidr, strict=False)
+        except ValueError:
+            raise ConfigError(f"proxy.trusted_proxies[{i}]: not an address or CIDR: {cidr!r}") from None
     if p.suspect_limit < 1:
         raise ConfigError("proxy.suspect_limit: must be >= 1")
     for name in ("max_job_age_s", "keepalive_s", "reconnect_min_s",

@@ -12,6 +12,7 @@ from ..core.coordinator import ProxyCore
 from ..core.events import EventLog
 from ..core.view import CoreView
 from .client import Dialer
+from .proxyproto import ProxyProtocolPolicy
 from .server import RigProtocol
 
 log = logging.getLogger("proxy.service")
@@ -61,7 +62,10 @@ class ProxyService:
         self.dialer.on_wake = self._wake
         host, port = parse_address(self.config.proxy.listen, "proxy.listen")
         core = self.core
-        self.server = await loop.create_server(lambda: RigProtocol(core, loop), host, port,
+        settings = self.config.proxy
+        policy = (None if settings.proxy_protocol == "off" else
+                  ProxyProtocolPolicy(int(settings.proxy_protocol[1]), settings.trusted_proxies))
+        self.server = await loop.create_server(lambda: RigProtocol(core, loop, policy), host, port,
                                                backlog=4096, reuse_address=True,
                                                reuse_port=self.config.proxy.reuse_port or None)
         self.port = self.server.sockets[0].getsockname()[1]

@@ -53,6 +53,9 @@ class SimRig(asyncio.Protocol):
         self.worker = f"{fleet.worker_prefix}.{index:04d}"
         self.host = host
         self.port = port
+        sources = fleet.source_addresses
+        self.source = (sources[index % len(sources)], 0) if sources else None
+        self.local_address = ""  # this rig's own address:port, once connected
         self.rng = random.Random(fleet.rng.getrandbits(64))
         self.profile = fleet.profile
         self.transport: asyncio.Transport | None = None
@@ -117,6 +120,8 @@ class SimRig(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports are not asyncio.Transport subclasses, hence no isinstance
         self.transport = cast(asyncio.Transport, transport)
+        local = transport.get_extra_info("sockname")
+        self.local_address = f"{local[0]}:{local[1]}" if isinstance(local, tuple) else ""
         self.framer = LineFramer(256 * 1024)
         self._kinds.clear()
         self.connected = True
@@ -440,10 +445,12 @@ class SimRig(asyncio.Protocol):
             try:
                 if first:
                     async with sem, asyncio.timeout(fleet.connect_timeout):
-                        await loop.create_connection(lambda: self, self.host, self.port)
+                        await loop.create_connection(lambda: self, self.host, self.port,
+                                                     local_addr=self.source)
                 else:
                     async with asyncio.timeout(fleet.connect_timeout):
-                        await loop.create_connection(lambda: self, self.host, self.port)
+                        await loop.create_connection(lambda: self, self.host, self.port,
+                                                     local_addr=self.source)
             except (OSError, TimeoutError) as exc:
                 self.connect_failures += 1
                 log.debug("%s: connect to %s:%d failed: %s", self.worker, self.host, self.port,
@@ -593,8 +600,12 @@ class RigFleet:
                  max_reconnect_delay: float = 5.0, scan_limit: int = SCAN_LIMIT,
                  concurrency: int = 64, latency_window: int = 20_000,
                  hashrate: float | None = None,
-                 profile: str | RigProfile = "default") -> None:
+                 profile: str | RigProfile = "default",
+                 source_addresses: list[str] | None = None) -> None:
         self.host = host
+        # loopback source addresses the rigs connect from, in turn (127.0.0.x: a farm's many
+        # rigs on one machine, told apart by address behind a balancer)
+        self.source_addresses = list(source_addresses or [])
         self.port = port
         self.count = count
         self.worker_prefix = worker_prefix

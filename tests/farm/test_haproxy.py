@@ -8,14 +8,21 @@ RIGS = 200
 async def test_pool_reset_and_instance_death_behind_haproxy(cluster):
     primary = await cluster.pool("primary")
     await cluster.pool("backup")
-    one = await cluster.instance("proxy-1")
+    # as configs/instance-*.toml: HAProxy's send-proxy-v2 gives each rig's real address
+    behind = {"proxy_protocol": "v2", "trusted_proxies": ["127.0.0.1/32"]}
+    one = await cluster.instance("proxy-1", **behind)
     # disjoint prefixes make the rigs' extranonce spaces distinct across instances too
-    two = await cluster.instance("proxy-2", prefix_start=0x8000)
+    two = await cluster.instance("proxy-2", prefix_start=0x8000, **behind)
     port = await cluster.start_haproxy()
     farm = await cluster.start_farm()
-    fleet = await cluster.start_fleet(RIGS, port=port, share_interval=0.3)
+    sources = [f"127.0.0.{i}" for i in range(2, 6)]  # rigs from four loopback addresses
+    fleet = await cluster.start_fleet(RIGS, port=port, share_interval=0.3, source_addresses=sources)
     await fleet.wait_until(lambda: fleet.rigs_with_job_containing(b"primary") == RIGS, 15,
                            "every rig on the primary's job")
+    # each rig appears under its own address and port, not HAProxy's
+    remotes = {r["remote"] for svc in (one, two) for r in svc.view.rigs(svc.now(), 0, RIGS)[1]}
+    assert remotes == {r.local_address for r in fleet.rigs}
+    assert {a.rsplit(":", 1)[0] for a in remotes} == set(sources)
     # leastconn spreads the rigs: both instances carry a real share of them
     spread = (one.view.rig_count(), two.view.rig_count())
     assert sum(spread) == RIGS
