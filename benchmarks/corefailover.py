@@ -1,4 +1,5 @@
-"""The one-upstream-connection-per-rig failover of the sans-I/O core alone, in one process.
+"""The one-upstream-connection-per-rig failover in parts, each alone in a process: the
+sans-I/O core's calls (``measure``), and the glue's burst of pool dials (``dial_burst``).
 
 The core (``proxy.core``) does no I/O: the glue hands it each transport event in one call,
 from one event loop callback, so the time a call takes is time the event loop is held.
@@ -22,12 +23,23 @@ the network; the ``per-rig`` failover phase measures the whole proxy process on 
 Each size runs in a fresh spawned process; the garbage collector runs as in the proxy (on,
 default thresholds), after one full collection just before the reset, so a collection in
 the measured calls is one the failover's own allocations triggered.
+
+``dial_burst``: the glue's side of the same moment. The core's failover call asks the glue
+(``proxy.net.client.Dialer``) for N dials at once; here the real Dialer, on uvloop, dials N
+connections from one callback to a pool process that accepts them, for a stub core that
+writes one request per connection when it is up. The watchdog of ``benchmarks.loopwatch``
+in this loop gives the longest loop pass (``longest_pass_ms``, with this process's CPU in
+it) until every connection is up: the glue's cost of the dials, without any of the core's.
+N sockets fit this process's open-files limit, so N is the full size.
 """
 
 from __future__ import annotations
 
+import asyncio
 import gc
+import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -35,7 +47,8 @@ import msgspec
 from proxy.config import load_dict
 from proxy.core.coordinator import ProxyCore
 
-from .common import set_pdeathsig
+from .common import raise_nofile, set_pdeathsig
+from .loopwatch import LoopWatch, read_stalls
 from .poolproc import EXTRANONCE1_SIZE, make_job
 
 POOL_E2_SIZE = 8
@@ -188,11 +201,89 @@ def measure(rigs: int, difficulty: float) -> dict[str, Any]:
             "rigs_closed": sum(rig.closed for rig in farm.rigs)}
 
 
-def core_main(conn: Any, rigs: int, difficulty: float) -> None:
-    """Spawned child: one size, a fresh heap; sends ("ok", result) when done."""
+class _PoolConfig:
+    tls = False
+    ca_file = ""
+    tls_verify = True
+
+
+class _Pool:
+    config = _PoolConfig()
+
+
+class DialedConnection:
+    """What the Dialer reads of a pool connection."""
+
+    def __init__(self, conn_id: int, port: int) -> None:
+        self.conn_id = conn_id
+        self.host = "127.0.0.1"
+        self.port = port
+        self.pool = _Pool()
+        self.alive = True
+
+
+class StubCore:
+    """The core's entry points the Dialer calls: count, and write one request when up."""
+
+    def __init__(self) -> None:
+        self.connected = self.closed = 0
+
+    def pool_connected(self, conn: Any, send: Any, now: float) -> None:
+        self.connected += 1
+        send(b'{"id":1,"method":"mining.subscribe","params":["stratum-proxy/bench"]}\n')
+
+    def pool_data(self, conn: Any, data: bytes, now: float) -> None:
+        pass
+
+    def pool_closed(self, conn: Any, reason: str, now: float) -> None:
+        self.closed += 1
+
+
+async def dial_burst(dials: int, port: int, connect_timeout: float = 5.0) -> dict[str, Any]:
+    from proxy.net.client import Dialer
+
+    loop = asyncio.get_running_loop()
+    stalls = Path(tempfile.mkdtemp(prefix="bench-dials-")) / "stalls.txt"
+    LoopWatch(str(stalls)).start()
+    core = StubCore()
+    dialer = Dialer(loop, connect_timeout)
+    dialer.core = core  # type: ignore[assignment]
+    conns = [DialedConnection(i, port) for i in range(dials)]
+    await asyncio.sleep(0.1)
+    gc.collect()
+    start = time.monotonic()
+
+
+    def burst() -> None:  # what the core's failover call asks for, in one callback
+        for conn in conns:
+            dialer.dial(conn)  # type: ignore[arg-type]
+
+    loop.call_soon(burst)
+    while core.connected + core.closed < dials and time.monotonic() - start < 2 * connect_timeout:
+        await asyncio.sleep(0.005)
+    done = time.monotonic()
+    await asyncio.sleep(0.05)
+    passes = read_stalls(stalls, start, time.monotonic())
+    await dialer.aclose()
+    return {"dials": dials, "connected": core.connected, "failed": core.closed,
+            "all_up_ms": round((done - start) * 1000, 1), "longest_pass_ms": passes["stall_ms"],
+            "longest_pass_cpu_ms": passes["stall_cpu_ms"], "passes_over_10ms": passes["stalls_over_10ms"],
+            "cpu_us_per_dial": round((passes["stall_cpu_ms"] or 0.0) * 1000 / dials, 1)}
+
+
+def core_main(conn: Any, rigs: int, difficulty: float, pool_port: int = 0) -> None:
+    """Spawned child: one size, a fresh heap; sends ("ok", result) when done: the core's
+    failover calls, or with ``pool_port`` the glue's dial burst to that port."""
     set_pdeathsig()
     try:
-        result = measure(rigs, difficulty)
+        if pool_port:
+            import uvloop
+
+            raise_nofile(rigs + 200)
+            with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+                result = runner.run(dial_burst(rigs, pool_port))
+        else:
+            result = measure(rigs, difficulty)
     except Exception as exc:  # reported by the harness as a failed child
         conn.send(("error", repr(exc)))
         return

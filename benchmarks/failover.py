@@ -11,6 +11,8 @@ Phases (``--phases``, default all):
   open-files limit allows (20,000 here: 9,900 rigs); the cap is reported.
 - ``core``: the same per-rig failover in the sans-I/O core alone, no sockets, at each N of
   ``--sizes`` uncapped (``benchmarks/corefailover.py``): how long the core holds the loop.
+- ``glue``: the other half of it: the proxy's pool dialer asked for N dials at once (as the
+  core's failover call does), real sockets, no core: the longest loop pass it causes.
 
 Each farm is fresh: the primary and the backup validating sim pools, each in its own
 process; the proxy with its API under ``benchmarks.loopwatch`` (a watchdog timer in the
@@ -38,14 +40,14 @@ from proxy.core.sharepath import LOST_UNSENT
 from .common import HarnessError, Processes, have_matplotlib, md_table, proxy_config, raise_nofile
 from .corefailover import core_main
 from .loopwatch import read_stalls
-from .poolproc import fleet_main, sim_pools_main
+from .poolproc import fast_pool_main, fleet_main, sim_pools_main
 
 USE_UVLOOP = False  # this process only waits and reads: the rigs run in their own
 DIFFICULTY = 2.0 ** -28  # ~16 hashes per share: cheap for Python rigs
 RESET_BAR_MS = 200.0
 SILENT_BAR_MS = 5000.0
 STALL_BAR_MS = 100.0
-PHASES = ("reset", "stall", "per-rig", "core")
+PHASES = ("reset", "stall", "per-rig", "core", "glue")
 SIZES = (800, 1600, 3200, 10_000)
 SMOKE_SIZES = (200,)
 POOLS = ("primary", "backup")
@@ -89,8 +91,10 @@ async def run(ctx: Any) -> dict[str, Any]:
         phases.append(phase)
         timelines[phase["label"]] = timeline
     result: dict[str, Any] = {"scenario": "failover", "params": p, "phases": phases,
-                              "core_only": [await core_only(ctx, p, n) for n in p["sizes"]]
-                              if "core" in p["phases"] else []}
+                              "core_only": [await core_only(ctx, n) for n in p["sizes"]]
+                              if "core" in p["phases"] else [],
+                              "glue_only": [await glue_only(ctx, n) for n in p["sizes"]]
+                              if "glue" in p["phases"] else []}
     result["bars"] = bars(result, p)
     if have_matplotlib() and timelines:
         result["plot"] = plot(timelines, ctx.out / "failover_timeline.png")
@@ -196,7 +200,7 @@ async def _wait(fleet: Any, timeout: float, what: str, text: str, arg: Any = Non
         raise HarnessError(f"fleet: timed out after {timeout:.0f}s waiting for {text}")
 
 
-async def core_only(ctx: Any, p: dict[str, Any], n: int) -> dict[str, Any]:
+async def core_only(ctx: Any, n: int) -> dict[str, Any]:
     """The per-rig failover in the sans-I/O core, N rigs, in a fresh process."""
     procs = Processes(ctx.workdir)
     try:
@@ -207,6 +211,21 @@ async def core_only(ctx: Any, p: dict[str, Any], n: int) -> dict[str, Any]:
             f"{result['primary_connections'] - 1:,} closes {result['closes_ms']} ms, backup "
             f"connections' calls {result['backup_calls_ms']} ms (longest {result['backup_call_max_ms']} "
             f"ms); {result['rigs_on_backup']:,} rigs on the backup's job")
+    return result
+
+
+async def glue_only(ctx: Any, n: int) -> dict[str, Any]:
+    """N pool dials at once through the proxy's dialer, in a fresh process, to a pool process."""
+    raise_nofile(n + PROXY_FD_MARGIN)  # the children inherit it
+    procs = Processes(ctx.workdir)
+    try:
+        _, pool = await procs.start_child(fast_pool_main, DIFFICULTY, 8)
+        _, result = await procs.start_child(core_main, n, DIFFICULTY, pool["port"], timeout=60)
+    finally:
+        procs.close()
+    ctx.log(f"failover/glue {n:,} dials at once: all up after {result['all_up_ms']} ms, longest loop "
+            f"pass {result['longest_pass_ms']} ms ({result['longest_pass_cpu_ms']} ms CPU, "
+            f"{result['cpu_us_per_dial']} us per dial); {result['failed']} failed")
     return result
 
 
@@ -299,6 +318,10 @@ def bars(result: dict[str, Any], p: dict[str, Any]) -> list[dict[str, Any]]:
         out.append({"bar": f"core alone, per-rig {c['rigs']:,}: the failover call < {STALL_BAR_MS:g} ms "
                            "(needed for the loop-stall bar, not enough: the glue adds its own)",
                     "value": c["fail_ms"], "met": c["fail_ms"] < STALL_BAR_MS})
+    for g in result["glue_only"]:
+        out.append({"bar": f"glue alone, {g['dials']:,} dials at once: longest loop pass "
+                           f"< {STALL_BAR_MS:g} ms (needed for the loop-stall bar)",
+                    "value": g["longest_pass_ms"], "met": g["longest_pass_ms"] < STALL_BAR_MS})
     return out
 
 
@@ -352,6 +375,17 @@ def markdown(result: dict[str, Any]) -> str:
                          [[c["rigs"], c["fail_ms"], c["closes_ms"], c["backup_calls_ms"],
                            c["backup_call_max_ms"], c["core_ms"], c["rigs_on_backup"]]
                           for c in result["core_only"]])]
+    if result["glue_only"]:
+        out += ["", "*glue*: the proxy's pool dialer (proxy.net.client.Dialer, uvloop) asked for N dials "
+                "in one callback, as the core's failover call asks, real sockets to a pool process, a "
+                "stub core: the longest loop pass until every connection is up (same watchdog), the "
+                "process's CPU in it, and that CPU per dial.",
+                "",
+                md_table(["dials", "all up", "longest loop pass", "CPU in it", "CPU per dial (us)",
+                          "passes > 10 ms", "failed"],
+                         [[g["dials"], g["all_up_ms"], g["longest_pass_ms"], g["longest_pass_cpu_ms"],
+                           g["cpu_us_per_dial"], g["passes_over_10ms"], g["failed"]]
+                          for g in result["glue_only"]])]
     out += ["", md_table(["bar", "value", "met"], [[b["bar"], b["value"], b["met"]] for b in result["bars"]])]
     return "\n".join(out) + "\n"
 

@@ -150,6 +150,16 @@ def test_failover_one_connection_per_rig(results):
     assert len(stall_bars) == len(per_rig)
 
 
+def test_failover_glue_dial_burst(results):
+    """The glue phase dialed every connection of its size, under the loop watchdog."""
+    r = results["failover"]
+    assert [g["dials"] for g in r["glue_only"]] == r["params"]["sizes"]
+    for g in r["glue_only"]:
+        assert g["connected"] == g["dials"] and g["failed"] == 0
+        assert g["all_up_ms"] > 0 and g["longest_pass_ms"] >= 0 and g["passes_over_10ms"] >= 0
+        assert g["cpu_us_per_dial"] >= 0
+
+
 def test_two_instances_sharing_the_rig_port(tmp_path):
     """--instances 2: two proxy processes on one port; every rig served, sums reported."""
     proc = subprocess.run([sys.executable, "-m", "benchmarks", "connections", "throughput", "--smoke",
