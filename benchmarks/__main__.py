@@ -1,4 +1,5 @@
-"""``python -m benchmarks [scenario ...] [--smoke] [--rigs N] [--rate R] [--duration S] [--out DIR]``
+"""``python -m benchmarks [scenario ...] [--smoke] [--rigs N] [--rate R] [--duration S] [--out DIR]
+[--instances N] [--phases P,...] [--sizes N,...]``
 
 Runs the scenarios (default: all) against simulated pools on loopback, each with the
 proxy in its own process (``python -m proxy run -c <generated toml>``), the pool in
@@ -29,7 +30,7 @@ SCENARIOS = {
     "failover": failover,
 }
 # hard limits per scenario (seconds): the whole scenario, processes included
-BUDGET = {"latency": 240, "throughput": 240, "connections": 240, "failover": 240}
+BUDGET = {"latency": 240, "throughput": 240, "connections": 240, "failover": 900}
 SMOKE_BUDGET = 45
 
 
@@ -62,6 +63,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--instances", type=int, default=1,
                         help="throughput, connections: proxy processes sharing the rig port "
                              "(SO_REUSEPORT, one per core); results go to <scenario>-x<N>.json")
+    parser.add_argument("--phases", default="",
+                        help="failover: comma-separated phases to run, of reset, stall, per-rig, core "
+                             "(default: all)")
+    parser.add_argument("--sizes", default="",
+                        help="failover: comma-separated rig counts for the per-rig and core phases "
+                             "(default 800,1600,3200,10000; --smoke 200)")
     args = parser.parse_args(argv)
     unknown = [s for s in args.scenarios if s not in SCENARIOS]
     if unknown:

@@ -317,17 +317,21 @@ class Processes:
         return child, info
 
     async def start_proxy(self, config: dict[str, Any], name: str = "proxy",
-                          timeout: float = 20.0) -> tuple[subprocess.Popen, int, int | None]:
-        """``python -m proxy run -c <generated toml>``; returns (popen, rig port, api port)."""
+                          timeout: float = 20.0, stalls: Path | None = None,
+                          ) -> tuple[subprocess.Popen, int, int | None]:
+        """``python -m proxy run -c <generated toml>``; returns (popen, rig port, api port).
+        With ``stalls``, the same proxy under ``benchmarks.loopwatch``, whose watchdog in the
+        proxy's event loop writes every stall of the loop to that file."""
         path = self.workdir / f"{name}.toml"
         path.write_text(to_toml(config))
         log_path = self.workdir / f"{name}.log"
         self.logs.append(log_path)
         log = open(log_path, "wb")  # noqa: SIM115 - closed when the process is reaped
         env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-        popen = subprocess.Popen([sys.executable, "-m", "proxy", "--log-level", "INFO", "run",
-                                  "-c", str(path)], cwd=REPO, env=env, stdout=log,
-                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        command = (["-m", "proxy", "--log-level", "INFO", "run"] if stalls is None
+                   else ["-m", "benchmarks.loopwatch", "--stalls", str(stalls)])
+        popen = subprocess.Popen([sys.executable, *command, "-c", str(path)], cwd=REPO, env=env,
+                                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                  preexec_fn=set_pdeathsig)
         log.close()
         self.popens.append(popen)

@@ -1,6 +1,7 @@
-"""Pool processes: a minimal fast answering pool, and the validating sim pools.
+"""Pool processes (a minimal fast answering pool, the validating sim pools) and the rig
+fleet process of the failover scenario.
 
-Both run in their own (spawned) process, controlled through a pipe by the harness.
+Each runs in its own (spawned) process, controlled through a pipe by the harness.
 
 The **fast pool** is for the latency and throughput scenarios. The validating
 ``proxy.sim.pool.SimPool`` rebuilds and double-SHA256es every share in Python (tens of
@@ -214,15 +215,27 @@ def fast_pool_main(conn: Any, difficulty: float, e2_size: int) -> None:
         runner.run(main())
 
 
+# the sim pool's listen backlog: asyncio's default (100) drops SYNs when a proxy dials
+# thousands of connections at once (one per rig), and a dropped SYN is retried after 1 s
+SIM_POOL_BACKLOG = 4096
+
+
 def sim_pools_main(conn: Any, specs: list[dict[str, Any]]) -> None:
     """Validating sim pools (proxy.sim.pool.SimPool), one process, several pools."""
     set_pdeathsig()
     from proxy.sim.pool import SimPool, SimPoolConfig
 
+    class WideSimPool(SimPool):
+        async def _listen(self) -> None:
+            self._server = await asyncio.get_running_loop().create_server(
+                self._make_conn, self.config.host, self.port, reuse_address=True,
+                backlog=SIM_POOL_BACKLOG)
+            self.port = self._server.sockets[0].getsockname()[1]
+
     async def main() -> None:
         pools: dict[str, SimPool] = {}
         for spec in specs:
-            pool = SimPool(SimPoolConfig(**spec))
+            pool = WideSimPool(SimPoolConfig(**spec))
             await pool.start()
             pools[spec["name"]] = pool
 
@@ -257,6 +270,65 @@ def sim_pools_main(conn: Any, specs: list[dict[str, Any]]) -> None:
         await _control(conn, handlers)
         for p in pools.values():
             await p.stop()
+
+    with asyncio.Runner(loop_factory=_new_loop) as runner:
+        runner.run(main())
+
+
+def fleet_main(conn: Any, host: str, port: int, count: int, options: dict[str, Any]) -> None:
+    """A ``proxy.sim.rigs.RigFleet`` of ``count`` rigs mining through the proxy at host:port
+    (real double-SHA256 shares). In its own process: its sockets count against its own
+    open-files limit, and its CPU is not the harness's."""
+    set_pdeathsig()
+    import logging
+
+    from proxy.sim.rigs import RigFleet
+
+    logging.getLogger("proxy.sim").setLevel(logging.ERROR)
+
+    async def main() -> None:
+        fleet = RigFleet(host, port, count, **options)
+        conditions = {
+            "authorized": lambda arg: fleet.authorized == count,
+            "on_job": lambda tag: fleet.rigs_with_job_containing(tag.encode()) == count,
+            "accepted": lambda at_least: fleet.accepted >= at_least,
+        }
+
+        async def wait(what: str, within: float, arg: Any = None) -> bool:
+            """True once the condition holds; False after ``within`` seconds."""
+            try:
+                await fleet.wait_until(lambda: conditions[what](arg), within, what)
+            except TimeoutError:
+                return False
+            return True
+
+        def counts() -> dict[str, Any]:
+            return {"connected": fleet.connected, "authorized": fleet.authorized,
+                    "disconnects": fleet.disconnects, "lost": fleet.lost,
+                    "submitted": fleet.submitted, "accepted": fleet.accepted}
+
+        def moved(t: float, tag: str) -> list[float]:
+            """ms from ``t`` until each rig's first job from the pool tagged ``tag`` (sorted;
+            rigs that got none are left out)."""
+            times = fleet.first_notify_after(t, tag.encode())
+            return sorted((at - t) * 1000 for at in times if at is not None)
+
+        async def drain(within: float) -> dict[str, Any]:
+            """Stop mining, wait for the answers to what was sent; the fleet's ledger."""
+            try:
+                await fleet.drain(within)
+            except TimeoutError:
+                pass
+            return {**counts(), "unanswered": fleet.unanswered(), "pending": fleet.pending,
+                    "rejected": {str(k): v for k, v in fleet.rejected.items()},
+                    "reconnect_requests": fleet.reconnect_requests,
+                    "set_extranonce_received": fleet.set_extranonce_received}
+
+        handlers = {"start": fleet.start, "wait": wait, "counts": counts, "moved": moved,
+                    "drain": drain, "stop": fleet.stop}
+        conn.send(("ok", {"pid": os.getpid()}))
+        await _control(conn, handlers)
+        await fleet.stop()
 
     with asyncio.Runner(loop_factory=_new_loop) as runner:
         runner.run(main())

@@ -117,14 +117,18 @@ def test_connections(results):
 def test_failover(results):
     r = results["failover"]
     _common(r, "failover")
-    assert [ph["fault"] for ph in r["phases"]] == ["reset", "stall"]
+    cap = r["params"]["per_rig_max_rigs"]
+    per_rig = [min(n, cap) for n in r["params"]["sizes"]]
+    assert [ph["label"] for ph in r["phases"]] == ["reset", "stall"] + [f"per-rig {n:,}" for n in per_rig]
+    assert [ph["rigs"] for ph in r["phases"]] == [r["params"]["rigs"]] * 2 + per_rig
     for ph in r["phases"]:
-        assert ph["rigs"] == r["params"]["rigs"] == ph["rigs_connected"]
+        assert ph["rigs"] == ph["rigs_connected"]
         # the failover is invisible to the rigs: every one moved to the backup's job, none
         # disconnected, every submit answered
         assert ph["rigs_moved"] == ph["rigs"] and ph["rigs_not_moved"] == 0, ph["fault"]
         assert ph["disconnects"] == 0 and ph["unanswered_submits"] == 0, ph["fault"]
         assert ph["proxy_counters"]["rigs_disconnected"] == 0
+        assert ph["rigs_asked"] >= ph["rigs"]
         assert ph["submitted"] >= ph["accepted_by_proxy"] > 0
         assert 0 <= ph["first_on_backup_ms"] <= ph["median_on_backup_ms"] <= ph["all_on_backup_ms"]
         # every share the proxy accepted from a rig is accounted for exactly once
@@ -144,6 +148,47 @@ def test_failover(results):
         assert backup["accepted"] == backup["forwarded"] == sims["backup"]["accepted"] > 0, (backup, sims)
         if ph["fault"] == "stall":  # silence is only seen as a share left unanswered: timed out
             assert acc["per_pool"]["primary"]["timeouts"] >= 1, acc
+        # the proxy ran under the loop watchdog, in every phase
+        for window in (ph["loop_stall"], ph["loop_stall_before_fault"]):
+            assert window["watched"] is True
+            assert window["stall_ms"] >= 0 and window["stalls_over_10ms"] >= window["stalls_over_100ms"] >= 0
+        assert ph["loop_stall_ms"] == ph["loop_stall"]["stall_ms"]
+
+
+def test_failover_one_connection_per_rig(results):
+    """The per-rig phase really gives every rig its own pool connection and moves them all;
+    the core-only phase moves every rig of its size."""
+    r = results["failover"]
+    assert r["params"]["nofile_limit"] > 2 * r["params"]["per_rig_max_rigs"]
+    per_rig = [ph for ph in r["phases"] if ph["label"].startswith("per-rig")]
+    assert per_rig and all(ph["extranonce_prefix_size"] == 0 for ph in per_rig)
+    for ph in per_rig:
+        assert ph["rigs_moved"] == ph["rigs"]  # every rig got the backup's job
+        # one upstream connection per rig on the backup (a folding proxy would hold one)
+        assert ph["sim_pools"]["backup"]["connections"] >= ph["rigs"]
+        assert ph["sim_pools"]["primary"]["connections"] == 0  # reset, then refused
+    fold = [ph for ph in r["phases"] if ph["extranonce_prefix_size"]]
+    assert all(ph["sim_pools"]["backup"]["connections"] < ph["rigs"] for ph in fold)
+    assert [c["rigs"] for c in r["core_only"]] == r["params"]["sizes"]
+    for c in r["core_only"]:
+        n = c["rigs"]
+        assert c["rigs_on_primary_before"] == c["primary_connections"] == c["rigs_on_backup"] == n
+        assert c["backup_connections"] >= n - 1  # one rig took the backup's warm connection
+        assert c["rigs_closed"] == 0
+        assert 0 < c["fail_ms"] <= c["core_ms"]
+        assert c["backup_call_max_ms"] <= c["backup_calls_ms"]
+    stall_bars = [b for b in r["bars"] if "event-loop stall" in b["bar"]]
+    assert len(stall_bars) == len(per_rig)
+
+
+def test_failover_glue_dial_burst(results):
+    """The glue phase dialed every connection of its size, under the loop watchdog."""
+    r = results["failover"]
+    assert [g["dials"] for g in r["glue_only"]] == r["params"]["sizes"]
+    for g in r["glue_only"]:
+        assert g["connected"] == g["dials"] and g["failed"] == 0
+        assert g["all_up_ms"] > 0 and g["longest_pass_ms"] >= 0 and g["passes_over_10ms"] >= 0
+        assert g["cpu_us_per_dial"] >= 0
 
 
 def test_two_instances_sharing_the_rig_port(tmp_path):
