@@ -20,9 +20,11 @@ Here N rigs and two pools are driven through the core's entry points without soc
 
 Left out: the glue's own work per connection (sockets, transports, one task per dial) and
 the network; the ``per-rig`` failover phase measures the whole proxy process on sockets.
-Each size runs in a fresh spawned process; the garbage collector runs as in the proxy (on,
-default thresholds), after one full collection just before the reset, so a collection in
-the measured calls is one the failover's own allocations triggered.
+Each size runs in a fresh spawned process; the garbage collector runs as in the proxy
+(``proxy.net.service.tune_gc``: raised thresholds, start-up objects frozen), after one full
+collection just before the reset, so a collection in the measured calls is one the
+failover's own allocations triggered.  The core moves a plan's rigs a batch per run of its
+timers (``MOVE_BATCH``); each run is timed as a call (``move_batches`` of them).
 
 ``dial_burst``: the glue's side of the same moment. The core's failover call asks the glue
 (``proxy.net.client.Dialer``) for N dials at once; here the real Dialer, on uvloop, dials N
@@ -172,6 +174,7 @@ class Farm:
 
     def reset_primary(self) -> dict[str, Any]:
         primary = connections(self.core.pools["primary"])
+        dialed_before = len(self.io.dialed)
         reason = "connection reset by pool"
         gc.collect()
         t0 = _perf()
@@ -181,16 +184,26 @@ class Farm:
             self.core.pool_closed(conn, reason, self.now)
         t2 = _perf()
         calls = self.serve_dials()
+        batches = 0
+        while self.core.mover.pending:  # the core moves a batch of rigs per run of its timers
+            t3 = _perf()
+            self.core.tick(self.now)
+            calls.append(_perf() - t3)
+            batches += 1
+            calls += self.serve_dials()
         fail, closes = t1 - t0, t2 - t1
         return {"primary_connections": len(primary), "fail_ms": round(fail * 1000, 2),
                 "closes_ms": round(closes * 1000, 2),
-                "backup_connections": len(calls) // 2,
+                "backup_connections": len(self.io.dialed) - dialed_before, "move_batches": batches,
                 "backup_call_max_ms": round(max(calls, default=0.0) * 1000, 3),
                 "backup_calls_ms": round(sum(calls) * 1000, 2),
                 "core_ms": round((fail + closes + sum(calls)) * 1000, 2)}
 
 
 def measure(rigs: int, difficulty: float) -> dict[str, Any]:
+    from proxy.net.service import tune_gc
+
+    tune_gc()
     t0 = time.monotonic()
     farm = Farm(rigs, difficulty)
     setup_s = time.monotonic() - t0

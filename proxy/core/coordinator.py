@@ -17,6 +17,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from ..config import Config
+from ..stratum.messages import Message
 from .events import CoreEvent, EventLog, PoolSwitched
 from .extranonce import PrefixAllocator
 from .handover import Mover
@@ -32,6 +33,7 @@ from .rig import (
     ConfigureRequest,
     RateLimited,
     RigPolicy,
+    RigRequest,
     RigSession,
     RigState,
     SubmitRequest,
@@ -154,30 +156,36 @@ class ProxyCore:
     def rig_data(self, rig: RigSession, data: bytes, now: float) -> None:
         """Feed bytes from a rig; each request is handled before the next is read, and a failing
         one costs an error answer, never the process."""
-        if rig.closed:
-            return
-        for request in rig.receive(data, now):
-            kind = type(request)
-            try:
-                if kind is SubmitRequest:
-                    self.shares.submit(rig, request.msg, now)
-                elif kind is SubscribeRequest:
-                    self.handshake.subscribe(rig, request, now)
-                elif kind is AuthorizeRequest:
-                    self.handshake.authorize(rig, request, now)
-                elif kind is ConfigureRequest:
-                    self.handshake.configure(rig, request)
-                elif kind is RateLimited:
-                    self.totals["rate_limited"] += 1
-                elif kind is BadLine:
-                    self.totals["bad_lines"] += 1
-                elif kind is Violation:
-                    self.totals["bad_lines"] += request.bad_line
-                    self.close_rig(rig, request.reason, now)
-                    return
-            except Exception as exc:  # a bug (or a refused request) costs one answer, never the process
-                if rig.request_failed(request, exc):
-                    self.totals["rejected"] += 1
+        if not rig.closed:
+            rig.receive(data, now, self)
+
+    def rig_submit(self, rig: RigSession, msg: Message, now: float) -> None:
+        """A rig's mining.submit (the hot path, straight from its session)."""
+        try:
+            self.shares.submit(rig, msg, now)
+        except Exception as exc:  # a bug costs one answer (a reject), never the process
+            if rig.request_failed(SubmitRequest(msg), exc):
+                self.totals["rejected"] += 1
+
+    def rig_request(self, rig: RigSession, request: RigRequest, now: float) -> None:
+        """Everything else a rig's session could not answer alone, one request at a time."""
+        kind = type(request)
+        try:
+            if kind is SubscribeRequest:
+                self.handshake.subscribe(rig, request, now)
+            elif kind is AuthorizeRequest:
+                self.handshake.authorize(rig, request, now)
+            elif kind is ConfigureRequest:
+                self.handshake.configure(rig, request)
+            elif kind is RateLimited:
+                self.totals["rate_limited"] += 1
+            elif kind is BadLine:
+                self.totals["bad_lines"] += 1
+            elif kind is Violation:
+                self.totals["bad_lines"] += request.bad_line
+                self.close_rig(rig, request.reason, now)
+        except Exception as exc:  # a bug (or a refused request) costs one answer, never the process
+            rig.request_failed(request, exc)
 
     def rig_closed(self, rig: RigSession, now: float) -> None:
         """The rig's transport is gone (or we closed it): release everything it held."""
@@ -236,7 +244,8 @@ class ProxyCore:
         hold_check_at = self.timers.hold_check_at = self.router.hold_expires_at(self.pools.values(), now)
         if hold_check_at is not None:
             self.timers.due(hold_check_at)
-        waiting = bool(group) and bool(self.placement.unplaced)
+        # rigs on no connection wait for a plan, unless a plan is still being carried out
+        waiting = bool(group) and bool(self.placement.unplaced) and not self.mover.pending
         if names == self._active_names and not force and not waiting:
             return
         previous = self._active_names
@@ -257,10 +266,7 @@ class ProxyCore:
         rigs = [r for r in self.rigs.values() if r.placeable]
         self.mover.layout_moves.clear()
         plan = self.router.plan(rigs, group)
-        for rig_id, pool in plan.items():
-            rig = self.rigs.get(rig_id)
-            if rig is not None and rig.placeable:
-                self.place(rig, pool, now)
+        self.mover.carry_out(plan, now)
         if names != previous:
             self.totals["pool_switches"] += 1
             self.publish(PoolSwitched(

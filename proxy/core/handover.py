@@ -9,9 +9,10 @@ a rig that subscribed to it, else by ``client.reconnect``; both are counted and 
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, deque
 from typing import TYPE_CHECKING
 
+from .events import RigsExtranonceChanged
 from .vardiff import set_difficulty_line
 
 if TYPE_CHECKING:
@@ -21,6 +22,7 @@ if TYPE_CHECKING:
     from .upstream import PoolConnection
     from .vardiff import Vardiff
 
+MOVE_BATCH = 1000  # rigs moved per run of the core (about 10 ms)
 SET_EXTRANONCE = "set_extranonce"
 RECONNECT = "client.reconnect"
 
@@ -123,11 +125,45 @@ class Mover:
     """Moves rigs between connections for one core, counting the layout changes it needed
     (the switch event reports them)."""
 
-    __slots__ = ("core", "layout_moves")
+    __slots__ = ("core", "layout_moves", "pending", "_later_moves")
 
     def __init__(self, core: ProxyCore) -> None:
         self.core = core
         self.layout_moves: Counter[str] = Counter()
+        self.pending: deque[tuple[int, PoolState]] = deque()  # a plan's moves not made yet
+        self._later_moves: Counter[str] = Counter()  # layout changes of the later batches
+
+    def carry_out(self, plan: dict[int, PoolState], now: float) -> None:
+        """Make a plan's moves (it replaces any unfinished one): MOVE_BATCH now, the rest a
+        batch per run of the core, so moving 10,000 rigs never holds the loop for all."""
+        self.pending = deque(plan.items())
+        self._later_moves.clear()
+        self.continue_moves(now, first=True)
+
+    def continue_moves(self, now: float, first: bool = False) -> None:
+        """The next batch of the plan in progress."""
+        core = self.core
+        pending = self.pending
+        if not first:
+            self.layout_moves.clear()
+        for _ in range(min(MOVE_BATCH, len(pending))):
+            rig_id, pool = pending.popleft()
+            rig = core.rigs.get(rig_id)
+            if rig is not None and rig.placeable and pool.name in core.active_pools():
+                self.place(rig, pool, now)
+        if not first:
+            self._later_moves.update(self.layout_moves)
+        if pending:
+            core.timers.due(now)
+            return
+        if self._later_moves:
+            # the switch event counted the first batch's; these are the rest
+            core.publish(RigsExtranonceChanged(pool=",".join(core.active_pools()),
+                                               reason="the rest of the switch",
+                                               extranonce_changes=dict(self._later_moves)), now)
+            self._later_moves.clear()
+        if not first and core.placement.unplaced:
+            core.reroute(now, "rigs waiting for a connection")
 
     def place(self, rig: RigSession, pool: PoolState, now: float) -> None:
         """Put the rig on a connection of ``pool``; it sees only difficulty, mask and a job."""

@@ -52,36 +52,33 @@ class ConnectionIndex:
 class Placement:
     """Attaches and detaches rigs, and finds the connection a rig should go to."""
 
-    __slots__ = ("indexes", "unplaced")
+    __slots__ = ("unplaced",)
 
     def __init__(self) -> None:
-        self.indexes: dict[str, ConnectionIndex] = {}
         self.unplaced: set[RigSession] = set()  # active rigs on no connection
 
-    def index(self, pool: PoolState) -> ConnectionIndex:
-        """The pool's connection index, created on first use."""
-        index = self.indexes.get(pool.name)
-        if index is None:
-            index = self.indexes[pool.name] = ConnectionIndex()
-        return index
+    @staticmethod
+    def index(pool: PoolState) -> ConnectionIndex:
+        """The pool's index (kept on the pool itself: no lookup per connection)."""
+        return pool.slots
 
     # ------------------------------------------------------------------ connections
 
     def added(self, conn: PoolConnection) -> None:
         """A connection was dialed: the pool owns it and the index files it."""
         conn.pool.connections[conn.conn_id] = conn
-        index = self.index(conn.pool)
+        index = conn.pool.slots
         index.live += 1
         index.file(conn)
 
     def changed(self, conn: PoolConnection) -> None:
         """The connection became ready, exclusive or retiring."""
-        self.index(conn.pool).file(conn)
+        conn.pool.slots.file(conn)
 
     def retiring(self, conn: PoolConnection) -> None:
         """The connection is being replaced: it takes no new rigs and no longer counts as live."""
         conn.retiring = True
-        index = self.index(conn.pool)
+        index = conn.pool.slots
         index.live -= 1
         index.forget(conn)
 
@@ -89,7 +86,7 @@ class Placement:
         """The connection closed; returns the rigs it carried (now on no connection)."""
         pool = conn.pool
         pool.connections.pop(conn.conn_id, None)
-        index = self.index(pool)
+        index = pool.slots
         if not conn.retiring:
             index.live -= 1
         index.forget(conn)
@@ -105,12 +102,12 @@ class Placement:
 
     def spare(self, conn: PoolConnection) -> bool:
         """True when the pool keeps another live connection, so this idle one can go."""
-        live = self.index(conn.pool).live
+        live = conn.pool.slots.live
         return live > 1 or (live == 1 and conn.retiring)
 
     def connection_for(self, pool: PoolState, rig: RigSession) -> PoolConnection | None:
         """A connection of ``pool`` that can take ``rig`` (ready ones first); None: dial."""
-        index = self.index(pool)
+        index = pool.slots
         waiting: PoolConnection | None = None
         for conn in index.shared.values():
             if rig.prefix in conn.rigs:
@@ -136,7 +133,7 @@ class Placement:
         conn.pool.rig_total += 1
         self.unplaced.discard(rig)
         if conn.exclusive:
-            self.index(conn.pool).file(conn)
+            conn.pool.slots.file(conn)
 
     def detach(self, rig: RigSession) -> PoolConnection | None:
         """Take the rig off its connection (it may still submit old jobs there)."""
@@ -154,7 +151,7 @@ class Placement:
         if conn.alive:
             self._remember(rig, conn)
             if conn.exclusive:
-                self.index(conn.pool).file(conn)
+                conn.pool.slots.file(conn)
         return conn
 
     def activated(self, rig: RigSession) -> None:

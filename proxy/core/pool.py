@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from ..config import PoolConfig
 from .health import PoolHealth, PoolHealthMachine
+from .placement import ConnectionIndex
 from .stats import SlidingRatio, WindowedHistogram
 
 if TYPE_CHECKING:
@@ -55,6 +56,8 @@ class PoolState:
         self.narrow = ""  # why rigs cannot be folded onto this pool, if so
         self.last_job_at = 0.0
         self.rig_total = 0  # rigs on this pool's connections, kept by the placement
+        self.slots = ConnectionIndex()  # its connections by what they can take (placement)
+        self._endpoint: tuple[PoolConfig, tuple[str, int]] | None = None
         # requests in flight to this pool, in send order (sent, connection, id): silence
         self.requests: deque[tuple[float, PoolConnection, int]] = deque()
         self.job_intervals: deque[float] = deque(maxlen=16)  # its own pace, for suspicion
@@ -68,6 +71,14 @@ class PoolState:
     def name(self) -> str:
         """The pool's name from the config: the key everywhere (API, events, routing)."""
         return self.config.name
+
+    @property
+    def endpoint(self) -> tuple[str, int]:
+        """(host, port) from the URL, parsed once per config (a failover may dial thousands)."""
+        cached = self._endpoint
+        if cached is None or cached[0] is not self.config:
+            cached = self._endpoint = (self.config, self.config.endpoint)
+        return cached[1]
 
     @property
     def priority(self) -> int:

@@ -8,16 +8,7 @@ from typing import TYPE_CHECKING
 from ..stratum.messages import Notify
 
 if TYPE_CHECKING:
-    from .upstream import Pending
-
-
-@dataclass(slots=True)
-class ShareAnswered:
-    """The pool answered a forwarded share; ``pending`` says which rig and difficulty it was."""
-
-    pending: Pending
-    accepted: bool
-    reason: str  # the reject reason ("" when accepted)
+    pass
 
 
 @dataclass(slots=True)
@@ -83,5 +74,5 @@ class ProtocolFailure:
     reason: str
 
 
-PoolEvent = (ShareAnswered | LateAnswer | ExtranonceSet | JobReceived | DifficultySet
+PoolEvent = (LateAnswer | ExtranonceSet | JobReceived | DifficultySet
              | VersionMaskSet | BecameReady | ReconnectAsked | PoolSaid | ProtocolFailure)

@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 from fnmatch import fnmatchcase
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .. import __version__
 from ..stratum import errors, messages
@@ -109,6 +109,16 @@ class RateLimited:
 
 RigRequest = (SubscribeRequest | AuthorizeRequest | ConfigureRequest | SubmitRequest | Violation
               | BadLine | RateLimited)
+
+
+class RigSink(Protocol):
+    """Where a session delivers what needs the farm (the coordinator).  A submit goes
+    straight to ``rig_submit`` as its decoded message (the hot path: no wrapper, no
+    generator); everything else is a typed request for ``rig_request``."""
+
+    def rig_submit(self, rig: RigSession, msg: Message, now: float) -> None: ...
+
+    def rig_request(self, rig: RigSession, request: RigRequest, now: float) -> None: ...
 
 
 class RigPolicy:
@@ -235,7 +245,10 @@ class RigSession:
     def request_failed(self, request: RigRequest, exc: Exception) -> bool:
         """Answer a request whose handling raised; True when it counts as a rejected share.
         A StratumError is the refusal meant for the rig; anything else is a bug, logged."""
-        msg = request.msg  # type: ignore[union-attr]  # only requests with a message raise
+        msg = getattr(request, "msg", None)
+        if msg is None:  # a counter or a close failed: nothing to answer
+            log.exception("error handling %s for rig %s", type(request).__name__, self.rig_id)
+            return False
         if isinstance(exc, StratumError):
             self.reply_error(msg.id, exc.code, exc.message)
             return False
@@ -276,12 +289,13 @@ class RigSession:
 
     # ------------------------------------------------------------------ bytes in
 
-    def receive(self, data: bytes, now: float) -> Iterator[RigRequest]:
-        """The rig's requests in ``data`` that need the coordinator, one at a time."""
+    def receive(self, data: bytes, now: float, sink: RigSink) -> None:
+        """Frame, rate-limit and decode ``data``; each request that needs the farm goes to
+        ``sink`` and is handled before the next line is read."""
         try:
             lines = self.framer.feed(data)
         except LineTooLong as exc:
-            yield Violation(str(exc))
+            sink.rig_request(self, Violation(str(exc)), now)
             return
         if not lines:
             return
@@ -294,9 +308,9 @@ class RigSession:
             if self.tokens < 1.0:
                 # a flood costs the flooder only: refuse, and close a rig that keeps on
                 self.rate_limited += 1
-                yield RateLimited()
+                sink.rig_request(self, RateLimited(), now)
                 if self.rate_limited > RATE_LIMIT_CLOSE_AFTER:
-                    yield Violation("request flood", bad_line=False)
+                    sink.rig_request(self, Violation("request flood", bad_line=False), now)
                     return
                 if self.rate_limited % 100 == 1:  # say why, without decoding what we refuse
                     self.send(RATE_LIMITED_ERROR)
@@ -306,10 +320,13 @@ class RigSession:
                 msg = messages.decode(line)
             except BadMessage as exc:
                 if exc.msg_id is None:
-                    yield Violation(f"garbage: {exc}")
+                    sink.rig_request(self, Violation(f"garbage: {exc}"), now)
                     return
                 self.reply_error(exc.msg_id, errors.PARSE_ERROR, str(exc)[:200])
-                yield BadLine()
+                sink.rig_request(self, BadLine(), now)
+                continue
+            if msg.method == "mining.submit":
+                sink.rig_submit(self, msg, now)
                 continue
             try:
                 request = self._request(msg)
@@ -317,12 +334,10 @@ class RigSession:
                 self.reply_error(msg.id, exc.code, exc.message)
                 continue
             if request is not None:
-                yield request
+                sink.rig_request(self, request, now)
 
     def _request(self, msg: Message) -> RigRequest | None:
         method = msg.method
-        if method == "mining.submit":
-            return SubmitRequest(msg)
         if method == "mining.subscribe":
             if not self.subscribed and self.subscribe_held is None and msg.params \
                     and isinstance(msg.params[0], str):

@@ -16,7 +16,7 @@ from ..stratum import errors, messages
 from ..stratum.errors import StratumError
 from ..stratum.messages import Message
 from .handover import retarget
-from .shares import check_share
+from .shares import LOW64, check_share
 from .stats import HASHES_PER_DIFF1
 from .upstream import ConnState
 from .vardiff import Vardiff, target_for
@@ -24,9 +24,9 @@ from .vardiff import Vardiff, target_for
 if TYPE_CHECKING:
     from ..config import ProxySection
     from .jobs import Job, JobBook
-    from .pool_events import ShareAnswered
+    from .pool import PoolState
     from .rig import RigSession
-    from .upstream import PoolConnection
+    from .upstream import Pending, PoolConnection
 
 # lost[] reason of a share owed to a pool whose connection was gone before it could be written
 LOST_UNSENT = "not sent: pool connection closed"
@@ -45,44 +45,43 @@ class ShareDesk:
         self.vardiff = vardiff
 
     def submit(self, rig: RigSession, msg: Message, now: float) -> None:
-        """Check and answer one mining.submit; a bad share is answered with its error."""
+        """Check and answer one mining.submit; a bad share is answered with its error.
+        (One frame for the whole check: this runs for every share of the farm.)"""
         totals = self.totals
         totals["submits"] += 1
         try:
-            self._accept(rig, msg, now)
+            if not rig.subscribed:
+                raise StratumError(errors.NOT_SUBSCRIBED)
+            sub = messages.parse_submit(msg.params)
+            if sub.worker not in rig.workers:
+                raise StratumError(errors.UNAUTHORIZED)
+            job = self.jobs.get(sub.job_id)
+            if job is None or not rig.may_submit_to(job.conn):
+                raise StratumError(errors.JOB_NOT_FOUND)
+            conn = job.conn
+            vardiff = self.vardiff
+            rig_target = previous_target = None
+            if rig.difficulty is not None:
+                # the rig's own difficulty, and the one before it while firmware catches up
+                rig_target, previous_target = vardiff.targets(rig, now)
+            easiest = rig_target if previous_target is None else max(rig_target or 0, previous_target)
+            verdict = check_share(job, rig, sub, self.settings.ntime_window_s,
+                                  target_for(conn.difficulty), easiest)
+            key = verdict.value & LOW64
+            if key in job.seen:
+                raise StratumError(errors.DUPLICATE)
         except StratumError as exc:
             rig.rejected[exc.code] += 1
             totals["rejected"] += 1
             rig.reply_error(msg.id, exc.code, exc.message)
-
-    def _accept(self, rig: RigSession, msg: Message, now: float) -> None:
-        if not rig.subscribed:
-            raise StratumError(errors.NOT_SUBSCRIBED)
-        sub = messages.parse_submit(msg.params)
-        if sub.worker not in rig.workers:
-            raise StratumError(errors.UNAUTHORIZED)
-        job = self.jobs.get(sub.job_id)
-        if job is None or not rig.may_submit_to(job.conn):
-            raise StratumError(errors.JOB_NOT_FOUND)
-        conn = job.conn
-        vardiff = self.vardiff
-        rig_target = previous_target = None
-        if rig.difficulty is not None:
-            # the rig's own difficulty, and the one before it while firmware catches up
-            rig_target, previous_target = vardiff.targets(rig, now)
-        easiest = rig_target if previous_target is None else max(rig_target or 0, previous_target)
-        verdict = check_share(job, rig, sub, self.settings.ntime_window_s,
-                              target_for(conn.difficulty), easiest)
-        key = verdict.duplicate_key
-        if key in job.seen:
-            raise StratumError(errors.DUPLICATE)
+            return
         job.seen.add(key)
         if verdict.forward:  # forward first: the pool gets it one write sooner
             self._forward(rig, job, msg, sub.version_bits is not None, now)
         elif verdict.outside_pool_mask:
-            self.totals["outside_pool_mask"] += 1  # the rig never negotiated: cannot be sent
+            totals["outside_pool_mask"] += 1  # the rig never negotiated: cannot be sent
         else:
-            self.totals["below_pool_target"] += 1
+            totals["below_pool_target"] += 1
         rig.send(messages.true_response(msg.id))
         # credited at the difficulty the share met: the rig's, or its previous one in grace
         if rig_target is not None and verdict.value <= rig_target:
@@ -93,10 +92,9 @@ class ShareDesk:
         rig.last_share_at = now
         rig.accepted_difficulty += credit
         rig.hashrate.add(credit * HASHES_PER_DIFF1, now)
-        self.totals["accepted"] += 1
+        totals["accepted"] += 1
         conn.pool.split_work += credit
-        on = rig.conn or conn
-        new = vardiff.after_share(rig, on.difficulty, now)
+        new = vardiff.after_share(rig, (rig.conn or conn).difficulty, now)
         if new is not None:
             retarget(rig, new, vardiff, now)
 
@@ -126,18 +124,17 @@ class ShareDesk:
         return rig.upstream_worker or conn.pool.config.user
 
     @staticmethod
-    def answered(conn: PoolConnection, answer: ShareAnswered, now: float) -> bool:
+    def answered(pool: PoolState, pending: Pending, accepted: bool, reason: str, now: float) -> bool:
         """Account the pool's verdict; True when it was a reject (health may need a look)."""
-        pool = conn.pool
         counters = pool.counters
-        pool.latency.observe(now - answer.pending.sent_at, now)
+        pool.latency.observe(now - pending.sent_at, now)
         pool.timeouts.record(False)
-        if answer.accepted:
+        if accepted:
             counters.accepted += 1
-            counters.accepted_difficulty += answer.pending.difficulty
+            counters.accepted_difficulty += pending.difficulty
             pool.rejects.record(False)
             return False
-        counters.rejected[answer.reason] += 1
+        counters.rejected[reason] += 1
         pool.rejects.record(True)
         return True
 

@@ -31,7 +31,7 @@ class RigTerms(Protocol):
         """The version mask the rig asked for; None: it never sent mining.configure."""
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(slots=True)
 class ShareVerdict:
     """A share that passed: its hash value and whether it meets the pool's target."""
 

@@ -65,6 +65,8 @@ class Timers:
         s = core.settings
         if not core.layout.decided and now >= core.layout.deadline:
             core.upstreams.choose_layout(now, waited=True)
+        if core.mover.pending:
+            core.mover.continue_moves(now)
         core.silence.check(now)
         self._stale(now)
         for pool in list(core.pools.values()):
@@ -123,6 +125,8 @@ class Timers:
         core = self.core
         s = core.settings
         times = [self.last_keepalive + KEEPALIVE_SCAN_S]
+        if core.mover.pending:
+            times.append(now)
         if not core.layout.decided:
             times.append(core.layout.deadline)
         if core.rigs:

@@ -10,10 +10,10 @@ notify must be stored before the connection turns ready; a failure stops the rea
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .. import __version__
 from ..stratum import errors, messages, work
@@ -30,7 +30,6 @@ from .pool_events import (
     PoolSaid,
     ProtocolFailure,
     ReconnectAsked,
-    ShareAnswered,
     VersionMaskSet,
 )
 
@@ -82,6 +81,16 @@ def _unconnected(data: bytes) -> None:
 
 def _unwatched(sent_at: float, conn: PoolConnection, msg_id: int) -> None:
     pass
+
+
+class PoolSink(Protocol):
+    """Where a connection delivers what happened (the pool side of the coordinator): a
+    share's verdict straight to ``share_answered`` (the hot path), the rest as typed events."""
+
+    def share_answered(self, conn: PoolConnection, pending: Pending, accepted: bool, reason: str,
+                       now: float) -> None: ...
+
+    def pool_event(self, conn: PoolConnection, event: PoolEvent, now: float) -> None: ...
 
 
 class PoolConnection:
@@ -191,12 +200,16 @@ class PoolConnection:
             self.send(self._worker_request(name, password, now))
 
     def submit(self, params: list, rig: RigSession, difficulty: float, now: float) -> None:
-        """Forward a share; its answer comes back as ``ShareAnswered``."""
+        """Forward a share; its answer comes back through ``PoolSink.share_answered``."""
         msg_id = self.next_id
         self.next_id += 1
         self.pending[msg_id] = Pending(RequestKind.SHARE, now, rig, difficulty)
         self.shares_in_flight += 1
-        self.watch(now, self, msg_id)
+        requests = self.pool.requests
+        if requests:  # the silence watch's queue: its timer is armed by the first entry
+            requests.append((now, self, msg_id))
+        else:
+            self.watch(now, self, msg_id)
         self.send(messages.request(msg_id, "mining.submit", params))
 
     def oldest_pending(self) -> float | None:
@@ -216,13 +229,14 @@ class PoolConnection:
 
     # ------------------------------------------------------------------ bytes in
 
-    def receive(self, data: bytes, now: float) -> Iterator[PoolEvent]:
-        """Events for the lines in ``data``, one at a time; stops once the connection closes."""
+    def receive(self, data: bytes, now: float, sink: PoolSink) -> None:
+        """Frame and decode ``data``; each happening goes to ``sink`` before the next line is
+        read (a notify is stored before the connection turns ready; a failure stops it)."""
         self.last_rx = now
         try:
             lines = self.framer.feed(data)
         except LineTooLong:
-            yield ProtocolFailure("pool sent an over-long line")
+            sink.pool_event(self, ProtocolFailure("pool sent an over-long line"), now)
             return
         for line in lines:
             if self.state is ConnState.CLOSED:
@@ -230,27 +244,29 @@ class PoolConnection:
             try:
                 msg = messages.decode(line)
             except BadMessage as exc:
-                yield ProtocolFailure(f"pool sent garbage: {str(exc)[:120]}")
+                sink.pool_event(self, ProtocolFailure(f"pool sent garbage: {str(exc)[:120]}"), now)
                 return
             try:
                 if msg.method is None:
-                    yield from self._response(msg)
+                    self._response(msg, now, sink)
                 else:
-                    yield from self._method(msg)
+                    self._method(msg, now, sink)
             except StratumError as exc:
-                yield ProtocolFailure(f"pool sent a bad {msg.method or 'response'}: {exc.message}")
+                sink.pool_event(self, ProtocolFailure(
+                    f"pool sent a bad {msg.method or 'response'}: {exc.message}"), now)
                 return
 
-    def _response(self, msg: Message) -> Iterator[PoolEvent]:
+    def _response(self, msg: Message, now: float, sink: PoolSink) -> None:
         pending = self.pending.pop(msg.id, None) if isinstance(msg.id, int) else None
         if pending is None:
-            yield LateAnswer()
+            sink.pool_event(self, LateAnswer(), now)
             return
         kind = pending.kind
-        if kind is RequestKind.SHARE:
+        if kind is RequestKind.SHARE:  # the hot path: straight to the sink, no event object
             self.shares_in_flight -= 1
             accepted = msg.result is True and msg.error is None
-            yield ShareAnswered(pending, accepted, "" if accepted else reason_from_error(msg.error))
+            sink.share_answered(self, pending, accepted, "" if accepted else reason_from_error(msg.error),
+                                now)
         elif kind is RequestKind.SUBSCRIBE:
             if msg.error is not None or msg.result is None:
                 raise StratumError(errors.OTHER, f"subscribe refused: {msg.error}")
@@ -258,14 +274,15 @@ class PoolConnection:
             self.extranonce1 = result.extranonce1
             self.extranonce2_size = result.extranonce2_size
             self.subscribed = True
-            yield ExtranonceSet(result.extranonce1, result.extranonce2_size, by_pool=False)
-            yield from self._maybe_ready()
+            sink.pool_event(self, ExtranonceSet(result.extranonce1, result.extranonce2_size,
+                                                by_pool=False), now)
+            self._maybe_ready(now, sink)
         elif kind is RequestKind.AUTHORIZE:
             if msg.result is not True:
                 raise StratumError(errors.UNAUTHORIZED, f"pool refused authorization of "
                                                         f"{self.pool.config.user!r}: {msg.error}")
             self.authorized = True
-            yield from self._maybe_ready()
+            self._maybe_ready(now, sink)
         elif kind is RequestKind.CONFIGURE:
             result = msg.result if isinstance(msg.result, dict) else {}
             if result.get("version-rolling") is True:
@@ -276,39 +293,40 @@ class PoolConnection:
         elif kind is RequestKind.WORKER and msg.result is not True:
             log.warning("pool %s refused worker %s: %s", self.pool.name, pending.worker, msg.error)
 
-    def _maybe_ready(self) -> Iterator[PoolEvent]:
+    def _maybe_ready(self, now: float, sink: PoolSink) -> None:
         if (self.state is ConnState.HANDSHAKE and self.subscribed and self.authorized
                 and self.current_job is not None):
             self.state = ConnState.READY
-            yield BecameReady()
+            sink.pool_event(self, BecameReady(), now)
 
-    def _method(self, msg: Message) -> Iterator[PoolEvent]:
+    def _method(self, msg: Message, now: float, sink: PoolSink) -> None:
         method = msg.method
         if method == "mining.notify":
             if not self.subscribed:
                 raise StratumError(errors.OTHER, "notify before subscribe")
-            yield JobReceived(messages.parse_notify(msg.params))
-            # the coordinator stored the job (current_job) while we were suspended
-            yield from self._maybe_ready()
+            sink.pool_event(self, JobReceived(messages.parse_notify(msg.params)), now)
+            # the sink stored the job (current_job) before this line
+            self._maybe_ready(now, sink)
         elif method == "mining.set_difficulty":
             difficulty = messages.parse_difficulty(msg.params)
             if difficulty != self.difficulty:
                 self.difficulty = difficulty
-                yield DifficultySet(difficulty)
+                sink.pool_event(self, DifficultySet(difficulty), now)
         elif method == "mining.set_extranonce":
             result = messages.parse_set_extranonce(msg.params)
             self.extranonce1 = result.extranonce1
             self.extranonce2_size = result.extranonce2_size
-            yield ExtranonceSet(result.extranonce1, result.extranonce2_size, by_pool=True)
+            sink.pool_event(self, ExtranonceSet(result.extranonce1, result.extranonce2_size,
+                                                by_pool=True), now)
         elif method == "mining.set_version_mask":
             if not msg.params:
                 raise StratumError(errors.INVALID_PARAMS, "set_version_mask without a mask")
             self.version_mask = messages.parse_version_mask(msg.params[0])
-            yield VersionMaskSet(self.version_mask)
+            sink.pool_event(self, VersionMaskSet(self.version_mask), now)
         elif method == "client.reconnect":
-            yield self._reconnect_target(msg.params or [])
+            sink.pool_event(self, self._reconnect_target(msg.params or []), now)
         elif method == "client.show_message":
-            yield PoolSaid(str((msg.params or [""])[0])[:500])
+            sink.pool_event(self, PoolSaid(str((msg.params or [""])[0])[:500]), now)
         elif method == "client.get_version":
             if msg.id is not None:
                 self.send(messages.response(msg.id, AGENT))

@@ -29,7 +29,7 @@ from .handover import fan_out_difficulty, fan_out_job, fan_out_version_mask
 from .health import PoolHealth, soft_failure
 from .sharepath import ShareDesk
 from .silence import ANSWERS, JOBS
-from .upstream import ConnState, PoolConnection
+from .upstream import ConnState, Pending, PoolConnection
 
 if TYPE_CHECKING:
     from .coordinator import ProxyCore
@@ -53,7 +53,7 @@ class Upstreams:
         """Open a connection to the pool (or to a client.reconnect target); rigs may be attached
         at once and get work when it is ready."""
         core = self.core
-        cfg_host, cfg_port = pool.config.endpoint
+        cfg_host, cfg_port = pool.endpoint
         conn = PoolConnection(self._next_conn_id, pool, host or cfg_host, port or cfg_port,
                               core.settings.max_line_bytes)
         self._next_conn_id += 1
@@ -97,22 +97,27 @@ class Upstreams:
         if conn.state is ConnState.CLOSED:
             return
         try:
-            for event in conn.receive(data, now):
-                if type(event) is ev.ShareAnswered:
-                    if ShareDesk.answered(conn, event, now):
-                        self.check_soft_health(conn.pool, now)
-                    if conn.pool.health.state is PoolHealth.SUSPECT:
-                        waited = now - event.pending.sent_at
-                        self.core.silence.heard(conn.pool, ANSWERS, f"a share answered after "
-                                                                   f"{waited:.2f} s", now)
-                elif type(event) is ev.ProtocolFailure:
-                    self.fail(conn, event.reason, now)
-                    return
-                else:
-                    self._event(conn, event, now)
+            conn.receive(data, now, self)
         except Exception:
             log.exception("error handling a message from pool %s", conn.pool.name)
             self.fail(conn, "internal error on a pool message", now)
+
+    def share_answered(self, conn: PoolConnection, pending: Pending, accepted: bool, reason: str,
+                       now: float) -> None:
+        """The pool's verdict on a forwarded share (the hot path of the pool side)."""
+        pool = conn.pool
+        if ShareDesk.answered(pool, pending, accepted, reason, now):
+            self.check_soft_health(pool, now)
+        if pool.health.state is PoolHealth.SUSPECT:
+            self.core.silence.heard(pool, ANSWERS, f"a share answered after "
+                                                   f"{now - pending.sent_at:.2f} s", now)
+
+    def pool_event(self, conn: PoolConnection, event: ev.PoolEvent, now: float) -> None:
+        """Anything else the connection reports; a protocol failure fails the pool."""
+        if type(event) is ev.ProtocolFailure:
+            self.fail(conn, event.reason, now)
+        else:
+            self._event(conn, event, now)
 
     def _event(self, conn: PoolConnection, event: object, now: float) -> None:
         core = self.core

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import socket
 import ssl
+from collections import deque
 from collections.abc import Callable
 from time import monotonic
 from typing import TYPE_CHECKING
@@ -15,6 +16,8 @@ if TYPE_CHECKING:
     from ..core.upstream import PoolConnection
 
 log = logging.getLogger("proxy.net")
+
+DIALS_PER_PASS = 256
 
 
 def describe_error(exc: BaseException | None) -> str:
@@ -82,14 +85,33 @@ class Dialer:
         self._tasks: set[asyncio.Task] = set()
         self._ssl_contexts: dict[tuple[str, bool], ssl.SSLContext] = {}
         self.on_wake: Callable[[float], None] = lambda at: None
+        self._queue: deque[PoolConnection] = deque()
+        self._draining = False
 
     def wake(self, at: float) -> None:
         self.on_wake(at)
 
     def dial(self, conn: PoolConnection) -> None:
-        task = self.loop.create_task(self._dial(conn))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        """Queue a dial: at most DIALS_PER_PASS start per loop pass, so a failover that
+        needs one connection per rig (10,000 dials) never holds the loop for all of them."""
+        self._queue.append(conn)
+        if not self._draining:
+            self._draining = True
+            self.loop.call_soon(self._start_dials)
+
+    def _start_dials(self) -> None:
+        queue = self._queue
+        for _ in range(min(DIALS_PER_PASS, len(queue))):
+            conn = queue.popleft()
+            if not conn.alive:
+                continue  # closed while it waited (the pool failed again, shutdown)
+            task = self.loop.create_task(self._dial(conn))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        if queue:
+            self.loop.call_soon(self._start_dials)
+        else:
+            self._draining = False
 
     def close_pool(self, conn: PoolConnection) -> None:
         proto = self.protocols.pop(conn.conn_id, None)
@@ -116,12 +138,13 @@ class Dialer:
             host = conn.host
             if self.resolver is not None:
                 host = await self.resolver(host)  # type: ignore[operator]
-            transport, proto = await asyncio.wait_for(
-                self.loop.create_connection(
+            # asyncio.timeout, not wait_for: no second task per dial (a failover may dial
+            # one connection per rig)
+            async with asyncio.timeout(self.connect_timeout):
+                transport, proto = await self.loop.create_connection(
                     lambda: PoolProtocol(core, conn, self.loop, self.protocols), host, conn.port, ssl=ssl_ctx,
                     server_hostname=conn.host if ssl_ctx else None,
-                    ssl_handshake_timeout=self.connect_timeout if ssl_ctx else None),
-                self.connect_timeout)
+                    ssl_handshake_timeout=self.connect_timeout if ssl_ctx else None)
         except asyncio.CancelledError:
             core.pool_closed(conn, "dial cancelled", monotonic())
             raise
@@ -145,6 +168,7 @@ class Dialer:
         core.pool_connected(conn, transport.write, monotonic())
 
     async def aclose(self) -> None:
+        self._queue.clear()
         for task in list(self._tasks):
             task.cancel()
         for proto in list(self.protocols.values()):

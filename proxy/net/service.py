@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import time
 from typing import Any
@@ -22,6 +23,14 @@ log = logging.getLogger("proxy.service")
 TICK_CAP_S = 0.25
 MIN_TICK_S = 0.001
 DRAIN_POLL_S = 0.01
+
+
+def tune_gc() -> None:
+    """Fewer, cheaper garbage collections: the proxy allocates an object or two per share
+    and almost never a cycle, and a full collection over 10,000 rigs' objects took 200-475 ms
+    of stalled loop in the failover benchmark.  Objects alive at start are frozen out of it."""
+    gc.set_threshold(50_000, 20, 100)
+    gc.freeze()
 
 
 class ProxyService:
@@ -48,6 +57,7 @@ class ProxyService:
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
+        tune_gc()
         self.dialer = Dialer(loop, self.config.proxy.connect_timeout_s, self.resolver)
         now = time.monotonic()
         from ..store.history import remembered_extranonce2_sizes
