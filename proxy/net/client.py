@@ -86,6 +86,7 @@ class Dialer:
         self._ssl_contexts: dict[tuple[str, bool], ssl.SSLContext] = {}
         self.on_wake: Callable[[float], None] = lambda at: None
         self._queue: deque[PoolConnection] = deque()
+        self._closing: deque[asyncio.BaseTransport] = deque()
         self._draining = False
 
     def wake(self, at: float) -> None:
@@ -114,9 +115,22 @@ class Dialer:
             self._draining = False
 
     def close_pool(self, conn: PoolConnection) -> None:
+        """Abort the transport; a pool failing with one connection per rig closes thousands
+        at once, so they are aborted DIALS_PER_PASS per loop pass (the core has already
+        accounted for them: whatever still arrives on one is ignored)."""
         proto = self.protocols.pop(conn.conn_id, None)
-        if proto is not None and proto.transport is not None:
-            proto.transport.abort()
+        if proto is None or proto.transport is None:
+            return
+        self._closing.append(proto.transport)
+        if len(self._closing) == 1:
+            self.loop.call_soon(self._abort_some)
+
+    def _abort_some(self) -> None:
+        closing = self._closing
+        for _ in range(min(DIALS_PER_PASS, len(closing))):
+            closing.popleft().abort()
+        if closing:
+            self.loop.call_soon(self._abort_some)
 
     def _ssl_context(self, ca_file: str, verify: bool) -> ssl.SSLContext:
         key = (ca_file, verify)
@@ -169,6 +183,8 @@ class Dialer:
 
     async def aclose(self) -> None:
         self._queue.clear()
+        while self._closing:
+            self._closing.popleft().abort()
         for task in list(self._tasks):
             task.cancel()
         for proto in list(self.protocols.values()):
