@@ -17,7 +17,6 @@ from collections.abc import Callable
 from typing import Protocol
 
 from ..config import Config
-from ..stratum.messages import Message
 from .events import CoreEvent, EventLog, PoolSwitched
 from .extranonce import PrefixAllocator
 from .handover import Mover
@@ -36,7 +35,6 @@ from .rig import (
     RigRequest,
     RigSession,
     RigState,
-    SubmitRequest,
     SubscribeRequest,
     Violation,
 )
@@ -157,15 +155,7 @@ class ProxyCore:
         """Feed bytes from a rig; each request is handled before the next is read, and a failing
         one costs an error answer, never the process."""
         if not rig.closed:
-            rig.receive(data, now, self)
-
-    def rig_submit(self, rig: RigSession, msg: Message, now: float) -> None:
-        """A rig's mining.submit (the hot path, straight from its session)."""
-        try:
-            self.shares.submit(rig, msg, now)
-        except Exception as exc:  # a bug costs one answer (a reject), never the process
-            if rig.request_failed(SubmitRequest(msg), exc):
-                self.totals["rejected"] += 1
+            rig.receive(data, now, self, self.shares)
 
     def rig_request(self, rig: RigSession, request: RigRequest, now: float) -> None:
         """Everything else a rig's session could not answer alone, one request at a time."""

@@ -112,13 +112,16 @@ RigRequest = (SubscribeRequest | AuthorizeRequest | ConfigureRequest | SubmitReq
 
 
 class RigSink(Protocol):
-    """Where a session delivers what needs the farm (the coordinator).  A submit goes
-    straight to ``rig_submit`` as its decoded message (the hot path: no wrapper, no
-    generator); everything else is a typed request for ``rig_request``."""
-
-    def rig_submit(self, rig: RigSession, msg: Message, now: float) -> None: ...
+    """Where a session delivers what needs the farm (the coordinator): a typed request."""
 
     def rig_request(self, rig: RigSession, request: RigRequest, now: float) -> None: ...
+
+
+class ShareSink(Protocol):
+    """Where a session delivers a mining.submit, as its decoded message: the hot path goes
+    straight to the share desk, no wrapper object, no extra frame."""
+
+    def submit(self, rig: RigSession, msg: Message, now: float) -> None: ...
 
 
 class RigPolicy:
@@ -289,9 +292,9 @@ class RigSession:
 
     # ------------------------------------------------------------------ bytes in
 
-    def receive(self, data: bytes, now: float, sink: RigSink) -> None:
+    def receive(self, data: bytes, now: float, sink: RigSink, shares: ShareSink) -> None:
         """Frame, rate-limit and decode ``data``; each request that needs the farm goes to
-        ``sink`` and is handled before the next line is read."""
+        ``sink`` (a submit to ``shares``) and is handled before the next line is read."""
         try:
             lines = self.framer.feed(data)
         except LineTooLong as exc:
@@ -326,7 +329,7 @@ class RigSession:
                 sink.rig_request(self, BadLine(), now)
                 continue
             if msg.method == "mining.submit":
-                sink.rig_submit(self, msg, now)
+                shares.submit(self, msg, now)
                 continue
             try:
                 request = self._request(msg)

@@ -16,6 +16,7 @@ from ..stratum import errors, messages
 from ..stratum.errors import StratumError
 from ..stratum.messages import Message
 from .handover import retarget
+from .rig import SubmitRequest
 from .shares import LOW64, check_share
 from .stats import HASHES_PER_DIFF1
 from .upstream import ConnState
@@ -45,8 +46,16 @@ class ShareDesk:
         self.vardiff = vardiff
 
     def submit(self, rig: RigSession, msg: Message, now: float) -> None:
-        """Check and answer one mining.submit; a bad share is answered with its error.
-        (One frame for the whole check: this runs for every share of the farm.)"""
+        """Check and answer one mining.submit; a bad share is answered with its error, and a
+        bug costs one answer (a reject), never the process."""
+        try:
+            self._submit(rig, msg, now)
+        except Exception as exc:
+            if rig.request_failed(SubmitRequest(msg), exc):
+                self.totals["rejected"] += 1
+
+    def _submit(self, rig: RigSession, msg: Message, now: float) -> None:
+        # one frame for the whole check: this runs for every share of the farm
         totals = self.totals
         totals["submits"] += 1
         try:
@@ -60,11 +69,13 @@ class ShareDesk:
                 raise StratumError(errors.JOB_NOT_FOUND)
             conn = job.conn
             vardiff = self.vardiff
-            rig_target = previous_target = None
+            rig_target = easiest = None
             if rig.difficulty is not None:
                 # the rig's own difficulty, and the one before it while firmware catches up
-                rig_target, previous_target = vardiff.targets(rig, now)
-            easiest = rig_target if previous_target is None else max(rig_target or 0, previous_target)
+                rig_target = easiest = target_for(rig.difficulty)
+                state = rig.vardiff
+                if state.previous is not None and now - state.changed_at < vardiff.grace_s:
+                    easiest = max(rig_target, target_for(state.previous))
             verdict = check_share(job, rig, sub, self.settings.ntime_window_s,
                                   target_for(conn.difficulty), easiest)
             key = verdict.value & LOW64

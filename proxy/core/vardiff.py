@@ -87,11 +87,12 @@ class RigDifficulty:
 class Vardiff:
     """Decides every rig's difficulty for one core."""
 
-    __slots__ = ("settings", "interval", "_in_use")
+    __slots__ = ("settings", "interval", "grace_s", "_in_use")
 
     def __init__(self, settings: ProxySection) -> None:
         self.settings = settings
         self.interval = settings.rig_share_interval_s
+        self.grace_s = GRACE_INTERVALS * self.interval  # shares at the previous difficulty count
         self._in_use: Counter[float] = Counter()  # difficulty -> settled rigs on it
 
     def clamp(self, wanted: float, rig: RigSession, pool_difficulty: float) -> float:
@@ -178,12 +179,3 @@ class Vardiff:
             if self._in_use[rig.difficulty] <= 0:
                 del self._in_use[rig.difficulty]
             rig.vardiff.settled = False
-
-    def targets(self, rig: RigSession, now: float) -> tuple[int, int | None]:
-        """(the rig's target now, the previous one while its grace lasts)."""
-        assert rig.difficulty is not None
-        state = rig.vardiff
-        previous = None
-        if state.previous is not None and now - state.changed_at < GRACE_INTERVALS * self.interval:
-            previous = target_for(state.previous)
-        return target_for(rig.difficulty), previous
