@@ -63,9 +63,10 @@ class SimPoolConfig:
     version_mask: int = 0x1FFFE000
     tag: str | None = None  # embedded in every coinb1; defaults to name
     # the template: what the coinbase pays (one payout output; set_template changes it) and
-    # the network target in the header, as a job's nbits
-    coinbase_value_sat: int = 625_000_000
-    nbits: int = 0x1D00FFFF
+    # the network target as a job's nbits (shares are judged by the pool difficulty, never by
+    # it); the defaults make a mainnet-like hashprice, ~0.00073 BTC per PH/s per day
+    coinbase_value_sat: int = 312_500_000
+    nbits: int = 0x17034219
     seed: int | None = None
     max_share_records: int = 100_000  # bounds memory of ``shares`` in long demos
     # per-connection vardiff, off by default (then every connection has ``difficulty``);

@@ -171,7 +171,7 @@ def test_a_schema_1_database_gains_the_hashprice_columns(tmp_path):
 
 
 async def test_the_pools_hashprice_is_recorded_per_minute(api):
-    pool = await api.pool("primary", nbits=0x17034219, coinbase_value_sat=312_500_000)
+    pool = await api.pool("primary", nbits=0x1703A30C, coinbase_value_sat=312_500_000)
     svc = await api.start(history_db="", history_interval=0.05)
     recorder = svc.api_runner.app[RECORDER]
     await wait_until(lambda: api.view("primary")["hashprice"]["btc_per_ph_day"] is not None, 10,
