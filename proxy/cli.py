@@ -104,8 +104,10 @@ def describe_farm(config: FarmConfig) -> str:
 
 
 def _describe_rental(r: Any) -> str:
+    cap = (f"max_price the hashprice {r.max_premium:+.1%}" if r.follows_hashprice
+           else f"max_price {r.max_price} BTC/PH/day")
     return (f"rental: {r.provider} at {r.api_url}, target {r.target_hashrate} -> {r.pool}, "
-            f"max_price {r.max_price} BTC/PH/day, budget {r.daily_budget_btc} BTC/day, "
+            f"{cap}, budget {r.daily_budget_btc} BTC/day, "
             f"ledger {r.ledger}; credentials from ${r.key_env} ${r.secret_env} ${r.org_env}")
 
 

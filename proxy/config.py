@@ -125,6 +125,7 @@ class PoolConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
 
 RENTAL_PROXY_TARGET = "@proxy"  # [rental] pool value: point rented hashpower at the proxy itself
+HASHPRICE = "hashprice"  # [rental] max_price value: the cap follows what the hashrate earns
 
 
 class RentalSection(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -145,7 +146,11 @@ class RentalSection(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     # default half of trigger_deficit, so a cancel never re-triggers at once
     recover_band: float = -1.0
     recover_after_s: float = 600.0
-    max_price: str  # BTC per PH/s per day, a decimal string; never exceeded
+    # BTC per PH/s per day, a decimal string, never exceeded; or "hashprice": what the farm's
+    # hashrate earns, read from the pools' jobs (plus max_premium), so renting never costs more
+    # than it brings in
+    max_price: str
+    max_premium: float = 0.0  # with max_price = "hashprice": pay at most this fraction above it
     daily_budget_btc: str  # decimal string; spent today + escrow of open orders stays within it
     min_order_s: float = 1800.0  # an order runs at least this long before it is cancelled
     # where rented hashpower is pointed: a [[pools]] name, or "@proxy" (this proxy's rig port,
@@ -164,8 +169,13 @@ class RentalSection(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
         return float(parse_hashrate(self.target_hashrate))
 
     @property
-    def max_price_btc(self) -> Decimal:
-        return Decimal(self.max_price)
+    def follows_hashprice(self) -> bool:
+        return self.max_price == HASHPRICE
+
+    @property
+    def max_price_btc(self) -> Decimal | None:
+        """The fixed cap; None when it follows the hashprice."""
+        return None if self.follows_hashprice else Decimal(self.max_price)
 
     @property
     def daily_budget(self) -> Decimal:
@@ -328,7 +338,17 @@ def validate_rental(config: Any) -> None:
         parse_hashrate(r.target_hashrate)
     except ValueError as exc:
         raise ConfigError(f"rental.target_hashrate: {exc}") from None
-    _decimal(r.max_price, "rental.max_price")
+    if r.max_price != HASHPRICE:
+        try:
+            _decimal(r.max_price, "rental.max_price")
+        except ConfigError as exc:
+            raise ConfigError(f'{exc} (or "{HASHPRICE}")') from None
+        if r.max_premium:
+            raise ConfigError(f'rental.max_premium: only with max_price = "{HASHPRICE}" (a fixed '
+                              f"max_price is the cap itself), got {r.max_premium}")
+    if not -1 < r.max_premium <= 1:
+        raise ConfigError(f"rental.max_premium: a fraction above the hashprice in (-1, 1] "
+                          f"(0.05 = at most 5% above), got {r.max_premium}")
     _decimal(r.daily_budget_btc, "rental.daily_budget_btc")
     if not r.api_url.startswith(("https://", "http://")):
         raise ConfigError(f"rental.api_url: expected an https:// URL, got {r.api_url!r}")

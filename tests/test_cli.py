@@ -138,3 +138,15 @@ def test_run_without_marketplace_credentials_exits_with_the_reason(tmp_path):
     assert proc.returncode == 2
     assert "cannot start" in proc.stderr and "NO_SUCH_KEY_VAR" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_check_config_describes_a_hashprice_cap_and_names_a_bad_premium(tmp_path):
+    cfg = tmp_path / "proxy.toml"
+    base = ('[[pools]]\nname = "a"\nurl = "stratum+tcp://127.0.0.1:9"\nuser = "u"\n'
+            '[rental]\ntarget_hashrate = "1 PH/s"\nmax_price = "hashprice"\ndaily_budget_btc = "0.01"\n')
+    cfg.write_text(base + "max_premium = 0.05\n")
+    check = _cli("check-config", str(cfg))
+    assert check.returncode == 0 and "max_price the hashprice +5.0%" in check.stdout, check.stdout
+    cfg.write_text(base + "max_premium = 2.0\n")
+    bad = _cli("check-config", str(cfg))
+    assert bad.returncode != 0 and "rental.max_premium" in bad.stderr + bad.stdout

@@ -18,6 +18,20 @@ from ..store.history import lost_without_timeouts
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 PREFIX = "stratum_proxy_"
 
+# the "hashprice" figures of a pool view -> (metric name without prefix, help)
+HASHPRICE_GAUGES = (
+    ("hashprice_btc_per_ph_day", "btc_per_ph_day",
+     "What a PH/s earns a day on the pool's current job: block value / (difficulty x 2^32) x "
+     "86400 x 1e15 (BTC, before pool fee and luck)"),
+    ("network_difficulty", "network_difficulty",
+     "Network difficulty from the nbits of the pool's current job"),
+    ("block_value_btc", "block_value_btc",
+     "Sum of the coinbase outputs of the pool's current job: subsidy plus fees (BTC)"),
+    ("hashprice_age_seconds", "age_s", "Seconds since the job the pool's hashprice comes from"),
+    ("expected_earnings_btc_per_day", "expected_btc_per_day",
+     "The pool's hashrate times its hashprice (BTC per day)"),
+)
+
 # core.totals key -> (metric name without prefix, help)
 TOTALS: dict[str, tuple[str, str]] = {
     "submits": ("submits_total", "mining.submit requests received from rigs"),
@@ -101,7 +115,13 @@ RENTAL_GAUGES = (
     ("rental_delivered_hashrate", "delivered_hashrate", "Hashrate the open backfill order delivers (H/s)"),
     ("rental_order_price_btc", "order_price_btc",
      "Price of the open backfill order (BTC per PH/s per day); absent without an open order"),
-    ("rental_max_price_btc", "max_price_btc", "Configured max_price (BTC per PH/s per day)"),
+    ("rental_max_price_btc", "max_price_btc",
+     "The price cap in force (BTC per PH/s per day): max_price, or the hashprice plus max_premium "
+     "when max_price = \"hashprice\"; absent while that is unknown"),
+    ("rental_hashprice_btc", "hashprice_btc",
+     "The hashprice the controller decided with (BTC per PH/s per day); absent while unknown"),
+    ("rental_market_price_btc", "market_price_btc",
+     "The marketplace's price for hashpower now (BTC per PH/s per day); absent before a quote"),
     ("rental_spent_btc_total", "spent_btc_total", "BTC spent on backfill orders, as the ledger knows"),
     ("rental_budget_btc", "budget_btc", "Configured daily backfill budget (BTC)"),
     ("rental_budget_left_btc", "budget_left_btc", "Daily backfill budget not yet spent or committed (BTC)"),
@@ -172,6 +192,20 @@ def render_metrics(view: CoreView, now: float, version: str, rental: Any = None)
         for p in pools:
             if p.get(key) is not None:
                 w.sample(name, p[key], pool=p["name"])
+
+    for name, key, help_text in HASHPRICE_GAUGES:  # absent while unknown
+        w.family(name, "gauge", help_text)
+        for p in pools:
+            if p["hashprice"][key] is not None:
+                w.sample(name, p["hashprice"][key], pool=p["name"])
+    farm = status["hashprice"]
+    w.family("farm_hashprice_btc_per_ph_day", "gauge",
+             "The farm's hashprice: the active pool's (BTC per PH/s per day); absent while unknown")
+    w.family("farm_expected_earnings_btc_per_day", "gauge",
+             "The farm's hashrate times its hashprice (BTC per day); absent while unknown")
+    if farm["btc_per_ph_day"] is not None:
+        w.sample("farm_hashprice_btc_per_ph_day", farm["btc_per_ph_day"], pool=farm["pool"])
+        w.sample("farm_expected_earnings_btc_per_day", farm["expected_btc_per_day"], pool=farm["pool"])
 
     w.family("shares_total", "counter",
              "Forwarded shares by the pool's verdict: accepted, rejected_<reason>, timeout "

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from ..config import PoolConfig
+from .hashprice import HashpriceMeter
 from .health import PoolHealth, PoolHealthMachine
 from .placement import ConnectionIndex
 from .stats import SlidingRatio, WindowedHistogram
@@ -66,6 +67,7 @@ class PoolState:
         # work (sum of accepted share difficulty) delivered since the active group formed:
         # the weighted split steers on this
         self.split_work = 0.0
+        self.hashprice = HashpriceMeter()  # what its jobs say the hashrate earns
 
     @property
     def name(self) -> str:

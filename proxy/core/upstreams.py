@@ -124,6 +124,9 @@ class Upstreams:
         pool = conn.pool
         if type(event) is ev.JobReceived:
             core.jobs.add(conn, event.notify, now)
+            n = event.notify
+            pool.hashprice.job(n.coinb1, n.coinb2, len(conn.extranonce1) + conn.extranonce2_size,
+                               n.nbits, now)
             if pool.health.state is PoolHealth.SUSPECT:
                 core.silence.heard(pool, JOBS, "a new job arrived", now)
             if conn.state is ConnState.READY:

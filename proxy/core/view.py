@@ -12,6 +12,7 @@ import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from .hashprice import HashpriceMeter
 from .rigstats import EXACT_UP_TO, exact
 from .stats import LATENCY_BUCKETS
 
@@ -213,6 +214,8 @@ class CoreView:
             # silence: a request waiting longer than this makes the pool suspect, and why
             "suspect_after_s": round(pool.suspect_after, 3) if pool.suspect_after else None,
             "suspect_bound": pool.suspect_reason,
+            # network difficulty, block value and hashprice from the pool's latest job
+            "hashprice": pool.hashprice.view(now, hashrate),
         }
 
     def latency_histogram(self, name: str) -> tuple[tuple[float, ...], list[int], float, int]:
@@ -254,7 +257,17 @@ class CoreView:
             "active_pools": core.active_pools(),
             "counters": dict(core.totals),
             "pools": {p.name: p.health.state.value for p in core.pools.values()},
+            "hashprice": self.hashprice(now, hashrate),
         }
+
+    def hashprice(self, now: float, hashrate: float | None = None) -> dict[str, Any]:
+        """The farm's hashprice: the active pool's (the first of the active group with a known
+        figure), with ``pool`` naming it; ``expected_btc_per_day`` for ``hashrate`` if given."""
+        group = self._core.group()
+        pool = next((p for p in group if p.hashprice.price is not None), group[0] if group else None)
+        if pool is None:
+            return {**HashpriceMeter().view(now), "reason": "no active pool", "pool": None}
+        return {**pool.hashprice.view(now, hashrate), "pool": pool.name}
 
     def totals(self) -> dict[str, int]:
         """The core's counters since start (submits, accepted, switches, ...), as a copy."""

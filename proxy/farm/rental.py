@@ -14,8 +14,8 @@ import logging
 import time
 from typing import Any
 
-from ..rental.controller import BackfillController
-from ..rental.local import WindowedHashrate, build_provider, destination_for
+from ..rental.controller import BackfillController, HashpriceReading
+from ..rental.local import WindowedHashrate, build_provider, destination_for, reading_from
 
 log = logging.getLogger("proxy.farm.rental")
 
@@ -51,6 +51,13 @@ def _accepted_difficulty(inst: Any) -> float:
     return float(sum(p.get("accepted_difficulty") or 0.0 for p in inst.pools))
 
 
+def farm_hashprice(farm: Any) -> HashpriceReading:
+    """The hashprice the first answering instance reads from its active pool's jobs."""
+    readings = [reading_from((inst.status or {}).get("hashprice")) for inst in farm.instances if inst.up]
+    return next((r for r in readings if r.value is not None),
+                readings[0] if readings else HashpriceReading(None, "no instance answering"))
+
+
 async def start_farm_rental(farm: Any, provider: Any = None) -> tuple[BackfillController, FarmHashrate]:
     config = farm.config
     rental = config.rental
@@ -61,7 +68,8 @@ async def start_farm_rental(farm: Any, provider: Any = None) -> tuple[BackfillCo
         farm.events.emit(kind, time.time(), instance=config.farm.name, reason=reason, **fields)
 
     controller = BackfillController(rental, provider or build_provider(rental), meter, rental.ledger,
-                                    destination, events=sink, rented_in_source=via_farm)
+                                    destination, events=sink, rented_in_source=via_farm,
+                                    hashprice=lambda: farm_hashprice(farm))
     await controller.start()
     log.info("farm rental: backfill to %s %s:%d for %d instances, target %s", destination.name,
              destination.host, destination.port, len(farm.instances), rental.target_hashrate)

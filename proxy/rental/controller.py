@@ -53,9 +53,10 @@ from .units import format_btc, format_hashrate, format_price, price_decimals
 
 log = logging.getLogger("proxy.rental")
 
-__all__ = ["Action", "BackfillController", "BackfillPolicy", "PolicyConfig"]
+__all__ = ["Action", "BackfillController", "BackfillPolicy", "HashpriceReading", "PolicyConfig", "price_cap"]
 
 SATOSHI = Decimal("0.00000001")
+PRICE_FIELDS = ("hashprice", "market_price", "max_price")  # in every decision, BTC/PH/day
 DAY_S = 86400
 FUNDING_MIN_S = 3600.0  # an order is funded for max(min_order_s, this)
 REFILL_WHEN_LEFT_S = 900.0  # refill when the escrow covers less than this much running
@@ -74,8 +75,9 @@ class PolicyConfig:
     trigger_after_s: float
     recover_band: float
     recover_after_s: float
-    max_price: Decimal
+    max_price: Decimal | None  # None: follow the hashprice (``max_price = "hashprice"``)
     min_order_s: float
+    max_premium: Decimal = Decimal(0)  # with the hashprice: pay at most this fraction above it
 
     @classmethod
     def from_rental(cls, cfg: Any) -> PolicyConfig:
@@ -87,7 +89,31 @@ class PolicyConfig:
             recover_after_s=cfg.recover_after_s,
             max_price=cfg.max_price_btc,
             min_order_s=cfg.min_order_s,
+            max_premium=Decimal(repr(cfg.max_premium)),
         )
+
+
+@dataclass(frozen=True)
+class HashpriceReading:
+    """What the farm's hashrate earns (BTC per PH/s per day), as the proxy reads it from its
+    pools' jobs; ``value`` None with the ``reason`` while unknown."""
+
+    value: Decimal | None
+    reason: str = ""
+    pool: str | None = None
+
+
+def price_cap(cfg: PolicyConfig, hashprice: HashpriceReading | None) -> tuple[Decimal | None, str]:
+    """The most an order may pay now, and how it was found: a fixed ``max_price``, or the
+    hashprice plus ``max_premium`` (rounded down to the satoshi); None while that is unknown."""
+    if cfg.max_price is not None:
+        return cfg.max_price, f"max_price {format_price(cfg.max_price, None)}"
+    if hashprice is None or hashprice.value is None:
+        why = hashprice.reason if hashprice is not None else "no hashprice source"
+        return None, f"hashprice unknown ({why})"
+    cap = (hashprice.value * (1 + cfg.max_premium)).quantize(SATOSHI, ROUND_DOWN)
+    premium = f" {cfg.max_premium:+.1%}" if cfg.max_premium else ""
+    return cap, f"hashprice {format_price(hashprice.value, None)}{premium} = {format_price(cap, None)}"
 
 
 @dataclass
@@ -108,7 +134,12 @@ class Action:
             out["price"] = str(self.price)
         if self.amount is not None:
             out["amount_btc"] = str(self.amount)
+        out.update(self.prices())
         return out
+
+    def prices(self) -> dict[str, Any]:
+        """The hashprice, the market price and the cap the decision was made with."""
+        return {k: self.fields[k] for k in PRICE_FIELDS if k in self.fields}
 
 
 class WindowAverage:
@@ -192,20 +223,30 @@ class BackfillPolicy:
         budget_left: Decimal,
         quote: Quote | None,
         rented_hs: float | None = None,
+        hashprice: HashpriceReading | None = None,
     ) -> Action:
         """``delivered_hs``: everything delivered to the pool (own + rented); ``rented_hs``: the
-        rented part of it, when the caller knows it better than ``order.delivered_hs``."""
+        rented part of it, when the caller knows it better than ``order.delivered_hs``;
+        ``hashprice``: what the hashrate earns, the price cap when ``max_price`` follows it."""
         c = self.cfg
         target = c.target_hs
+        cap, cap_text = price_cap(c, hashprice)
+        prices = {
+            "hashprice": _str_or_none(hashprice.value if hashprice is not None else None),
+            "market_price": _str_or_none(quote.price if quote is not None else None),
+            "max_price": _str_or_none(cap),
+        }
         if delivered_hs is None:
-            return Action("none", "unknown", "delivered hashrate unknown (not enough history): holding")
+            return Action("none", "unknown", "delivered hashrate unknown (not enough history): holding",
+                          fields=prices)
         live = order is not None and order.alive
         rented = 0.0
         if live and order is not None:
             rented = order.delivered_hs if rented_hs is None else rented_hs
         own = max(0.0, delivered_hs - rented)
         need = max(0.0, target - own)
-        info = {"delivered_hs": delivered_hs, "own_hs": own, "rented_hs": rented, "target_hs": target}
+        info = {"delivered_hs": delivered_hs, "own_hs": own, "rented_hs": rented, "target_hs": target,
+                **prices}
         if not live or order is None:
             self.recovered_since = self.starving_since = self.order_since = None
             floor = target * (1 - c.trigger_deficit)
@@ -238,15 +279,18 @@ class BackfillPolicy:
                 )
             if quote is None:
                 return Action("wait", "no_quote", "no market quote yet", fields=info)
-            if quote.price > c.max_price:
+            if cap is None:
+                return Action("wait", "no_hashprice", f"market price {_price(quote.price, quote)} "
+                              f"BTC/PH/day, {cap_text}: not renting", fields=info)
+            if quote.price > cap:
                 return Action(
                     "wait",
                     "price",
-                    f"market price {_price(quote.price, quote)} BTC/PH/day is above max_price "
-                    f"{_price(c.max_price, quote)}: not renting",
+                    f"market price {_price(quote.price, quote)} BTC/PH/day is above {cap_text}: "
+                    "not renting",
                     fields=info,
                 )
-            price = quote.price if quote.price > 0 else c.max_price
+            price = quote.price if quote.price > 0 else cap
             limit = self._limit(need, quote)
             amount = self.amount_for(price, limit, quote, budget_left)
             if amount is None:
@@ -262,7 +306,7 @@ class BackfillPolicy:
                 "place",
                 f"deficit {format_hashrate(target - delivered_hs)} "
                 f"({(target - delivered_hs) / target:.1%}) for {lasted:.0f}s: renting "
-                f"{format_hashrate(limit)} at {_price(price, quote)} BTC/PH/day",
+                f"{format_hashrate(limit)} at {_price(price, quote)} BTC/PH/day (within {cap_text})",
                 limit,
                 price,
                 amount,
@@ -280,22 +324,21 @@ class BackfillPolicy:
                 f"over the daily budget by {format_btc(-budget_left)} BTC (budget lowered?): cancelling",
                 fields=info,
             )
-        if order.price > c.max_price:
+        if cap is not None and order.price > cap:
             if now < self.change_allowed_at:
                 return Action(
                     "wait",
                     "cooldown",
-                    f"order price {_price(order.price, quote)} above max_price {_price(c.max_price, quote)}; "
+                    f"order price {_price(order.price, quote)} above {cap_text}; "
                     f"cooldown {self.change_allowed_at - now:.0f}s",
                     fields=info,
                 )
             return Action(
                 "resize",
                 "max_price",
-                f"order price {_price(order.price, quote)} above max_price {_price(c.max_price, quote)}: "
-                "lowering",
+                f"order price {_price(order.price, quote)} above {cap_text}: lowering",
                 order.limit_hs,
-                c.max_price,
+                cap,
                 fields=info,
             )
         recovered_at = target * (1 - c.recover_band)
@@ -359,13 +402,13 @@ class BackfillPolicy:
             if self.starving_since is None:
                 self.starving_since = now
             if now - self.starving_since >= c.trigger_after_s:
-                if quote.price > c.max_price:
+                if cap is None or quote.price > cap:
                     return Action(
                         "wait",
-                        "price",
+                        "price" if cap is not None else "no_hashprice",
                         f"order gets {format_hashrate(rented)} of "
                         f"{format_hashrate(order.limit_hs)}; market price {_price(quote.price, quote)} "
-                        f"is above max_price {_price(c.max_price, quote)}",
+                        f"is {'above ' if cap is not None else ''}{cap_text}",
                         fields=info,
                     )
                 self.starving_since = None
@@ -431,6 +474,7 @@ class BackfillController:
         rented_in_source: bool = False,
         quote_every_s: float = 60.0,
         own_provider: bool = True,
+        hashprice: Callable[[], HashpriceReading] | None = None,
     ) -> None:
         self.config = config
         self.provider = provider
@@ -443,6 +487,8 @@ class BackfillController:
         self.rented_in_source = rented_in_source
         self.quote_every_s = quote_every_s
         self.own_provider = own_provider
+        self.read_hashprice = hashprice
+        self.hashprice: HashpriceReading | None = None
         self.policy = BackfillPolicy(PolicyConfig.from_rental(config))
         self.ledger: Ledger | None = None
         self.pool_id: str | None = None
@@ -682,8 +728,10 @@ class BackfillController:
         else:
             self.delivered_hs = self.measured_hs + rented
         budget_left = self.budget_left()
+        self.hashprice = self._hashprice()
         action = self.policy.decide(
-            now, self.delivered_hs, self.order, budget_left=budget_left, quote=self.quote, rented_hs=rented_hs
+            now, self.delivered_hs, self.order, budget_left=budget_left, quote=self.quote,
+            rented_hs=rented_hs, hashprice=self.hashprice,
         )
         self.last_action = action
         self.last_decision = {
@@ -700,6 +748,7 @@ class BackfillController:
                     code=action.code,
                     delivered_hs=self.delivered_hs,
                     target_hs=self.config.target_hs,
+                    **action.prices(),
                 )
             self._last_code = action.code
             self.state = (
@@ -710,6 +759,19 @@ class BackfillController:
         await self._execute(action, budget_left)
         self.state = "renting" if self.order is not None else "idle"
         return action
+
+    def _hashprice(self) -> HashpriceReading:
+        if self.read_hashprice is None:
+            return HashpriceReading(None, "no hashprice source")
+        try:
+            return self.read_hashprice()
+        except Exception as exc:  # the proxy's figures are advisory: never stop the controller
+            log.exception("reading the hashprice failed")
+            return HashpriceReading(None, f"cannot read the hashprice: {exc}")
+
+    def price_cap(self) -> Decimal | None:
+        """The most an order may pay now (fixed, or the hashprice plus the premium)."""
+        return price_cap(self.policy.cfg, self.hashprice)[0]
 
     async def _execute(self, action: Action, budget_left: Decimal) -> None:
         if action.kind == "place":
@@ -724,8 +786,9 @@ class BackfillController:
 
     def _guard(self, price: Decimal | None, amount: Decimal | None, budget_left: Decimal) -> str | None:
         """Last line of defence, independent of the policy: max price and budget."""
-        if price is not None and price > self.config.max_price_btc:
-            return f"price {price} above max_price {self.config.max_price_btc}"
+        cap, cap_text = price_cap(self.policy.cfg, self.hashprice)
+        if price is not None and (cap is None or price > cap):
+            return f"price {price} above {cap_text}" if cap is not None else f"price {price}: {cap_text}"
         if amount is not None and (amount <= 0 or amount > budget_left):
             return f"amount {amount} outside the budget left {budget_left}"
         return None
@@ -782,6 +845,7 @@ class BackfillController:
             limit_hs=action.limit_hs,
             price=str(action.price),
             amount_btc=str(action.amount),
+            **action.prices(),
         )
 
     async def _resize(self, order: OrderStatus, action: Action) -> None:
@@ -821,7 +885,8 @@ class BackfillController:
         self.ledger.finish(key, "done", {"limit_hs": st.limit_hs, "price": str(st.price)}, wall=self.wall())
         self.order = st
         self._emit(
-            "rental_order_resized", action.reason, order_id=st.id, limit_hs=st.limit_hs, price=str(st.price)
+            "rental_order_resized", action.reason, order_id=st.id, limit_hs=st.limit_hs, price=str(st.price),
+            **action.prices(),
         )
 
     async def _refill(self, order: OrderStatus, action: Action, budget_left: Decimal) -> None:
@@ -907,7 +972,13 @@ class BackfillController:
             "budget_btc": str(cfg.daily_budget),
             "spent_today_btc": None if spent_today is None else str(spent_today),
             "budget_left_btc": None if budget_left is None else str(max(budget_left, Decimal(0))),
-            "max_price": str(cfg.max_price_btc),
+            "max_price": cfg.max_price,  # a decimal string, or "hashprice"
+            "max_premium": cfg.max_premium if cfg.follows_hashprice else None,
+            # the cap in force now: max_price, or the hashprice plus max_premium (None: unknown)
+            "price_cap": _str_or_none(self.price_cap()),
+            "hashprice": _str_or_none(self.hashprice.value if self.hashprice is not None else None),
+            "hashprice_reason": self.hashprice.reason if self.hashprice is not None else None,
+            "market_price": _str_or_none(self.quote.price if self.quote is not None else None),
             # the marketplace's price precision (decimals of its price step), None until quoted
             "price_decimals": price_decimals(self.quote.price_down_step) if self.quote is not None else None,
             "last_decision": self.last_decision,
@@ -922,10 +993,20 @@ class BackfillController:
             "ordered_hashrate": order.limit_hs if order is not None else 0.0,
             "delivered_hashrate": order.delivered_hs if order is not None else 0.0,
             "order_price_btc": float(order.price) if order is not None else None,
-            "max_price_btc": float(self.config.max_price_btc),
+            "max_price_btc": _float_or_none(self.price_cap()),
+            "hashprice_btc": _float_or_none(self.hashprice.value if self.hashprice is not None else None),
+            "market_price_btc": _float_or_none(self.quote.price if self.quote is not None else None),
             "farm_hashrate": self.delivered_hs,
             "spent_btc_total": spent_total,
             "budget_btc": float(self.config.daily_budget),
             "budget_left_btc": budget_left,
             "target_hashrate": float(self.config.target_hs),
         }
+
+
+def _str_or_none(value: Decimal | None) -> str | None:
+    return None if value is None else str(value)
+
+
+def _float_or_none(value: Decimal | None) -> float | None:
+    return None if value is None else float(value)

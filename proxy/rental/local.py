@@ -5,6 +5,9 @@
   accepted share difficulty over a window"), summed over every pool: the farm's output
   wherever failover has put it.  ``None`` until a full window has been seen, so a fresh
   start never looks like a deficit.
+* ``core_hashprice``: what the farm's hashrate earns, the active pool's hashprice as the
+  core reads it from that pool's jobs (``CoreView.hashprice``); with ``max_price =
+  "hashprice"`` it is the price cap.
 * ``start_for_service``: build the provider from ``[rental]`` (credentials from the
   environment), the destination (a ``[[pools]]`` entry, or ``"@proxy"``: the proxy's own rig
   port as ``public_address``, in which case the rented rigs are part of the measurement),
@@ -18,10 +21,11 @@ import os
 import time
 from collections import deque
 from collections.abc import Callable
+from decimal import Decimal
 from typing import Any
 
 from ..config import RENTAL_PROXY_TARGET, ConfigError, parse_address
-from .controller import BackfillController
+from .controller import BackfillController, HashpriceReading
 from .nicehash import NiceHashProvider
 from .provider import Destination
 
@@ -29,7 +33,8 @@ log = logging.getLogger("proxy.rental")
 
 HASHES_PER_DIFF1 = 2**32
 
-__all__ = ["WindowedHashrate", "build_provider", "destination_for", "start_for_service"]
+__all__ = ["WindowedHashrate", "build_provider", "core_hashprice", "destination_for", "reading_from",
+           "start_for_service"]
 
 
 class WindowedHashrate:
@@ -76,6 +81,23 @@ class WindowedHashrate:
 def core_accepted_difficulty(service: Any) -> float:
     view = service.view
     return 0.0 if view is None else view.accepted_difficulty()
+
+
+def reading_from(figures: dict[str, Any] | None) -> HashpriceReading:
+    """A hashprice view (``/api/v1/status`` ``hashprice``) as the controller reads it."""
+    if not figures:
+        return HashpriceReading(None, "no hashprice figures yet")
+    value = figures.get("btc_per_ph_day")
+    if value is None:
+        return HashpriceReading(None, str(figures.get("reason") or "unknown"), figures.get("pool"))
+    return HashpriceReading(Decimal(repr(float(value))), "", figures.get("pool"))
+
+
+def core_hashprice(service: Any) -> HashpriceReading:
+    view = service.view
+    if view is None:
+        return HashpriceReading(None, "the proxy core is not running")
+    return reading_from(view.hashprice(service.now()))
 
 
 def destination_for(config: Any, rig_port: int) -> tuple[Destination, bool]:
@@ -133,6 +155,7 @@ async def start_for_service(service: Any, provider: Any = None) -> BackfillContr
         destination,
         events=sink,
         rented_in_source=via_proxy,
+        hashprice=lambda: core_hashprice(service),
     )
     await controller.start()
     log.info(

@@ -62,6 +62,11 @@ class SimPoolConfig:
     reject_ratio: float = 0.0
     version_mask: int = 0x1FFFE000
     tag: str | None = None  # embedded in every coinb1; defaults to name
+    # the template: what the coinbase pays (one payout output; set_template changes it) and
+    # the network target as a job's nbits (shares are judged by the pool difficulty, never by
+    # it); the defaults make a mainnet-like hashprice, ~0.00073 BTC per PH/s per day
+    coinbase_value_sat: int = 312_500_000
+    nbits: int = 0x17034219
     seed: int | None = None
     max_share_records: int = 100_000  # bounds memory of ``shares`` in long demos
     # per-connection vardiff, off by default (then every connection has ``difficulty``);
@@ -756,12 +761,12 @@ class SimPool:
             + bytes([script_len]) + script_prefix
         )
         coinb2 = (
-            b"\xff\xff\xff\xff" + b"\x01" + struct.pack("<Q", 625_000_000)
+            b"\xff\xff\xff\xff" + b"\x01" + struct.pack("<Q", self.config.coinbase_value_sat)
             + b"\x16\x00\x14" + rng.randbytes(20) + b"\x00\x00\x00\x00"
         )
         branch = [rng.randbytes(32) for _ in range(rng.randint(1, 4))]
         prevhash = rng.randbytes(28) + b"\x00\x00\x00\x00"  # the header's zeros, word-swapped
-        version, nbits, ntime = 0x20000000, 0x1D00FFFF, self._ntime()
+        version, nbits, ntime = 0x20000000, self.config.nbits, self._ntime()
         params = [job_id, prevhash.hex(), coinb1.hex(), coinb2.hex(), [b.hex() for b in branch],
                   f"{version:08x}", f"{nbits:08x}", f"{ntime:08x}"]
         return _Job(job_id, prevhash, coinb1, coinb2, branch, version, nbits, ntime, params)
@@ -787,6 +792,16 @@ class SimPool:
         if not self.stalled:
             self._broadcast(job, clean)
         return job.job_id
+
+    def set_template(self, *, coinbase_value_sat: int | None = None, nbits: int | None = None,
+                     clean: bool = True) -> str:
+        """Change what the template pays (and the network target) and send a new job now, as a
+        pool does when fees arrive or the difficulty adjusts; returns the new job id."""
+        if coinbase_value_sat is not None:
+            self.config.coinbase_value_sat = coinbase_value_sat
+        if nbits is not None:
+            self.config.nbits = nbits
+        return self.broadcast_job(clean=clean)
 
     def _schedule_jobs(self) -> None:
         if self._timer is not None:

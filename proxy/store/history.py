@@ -28,11 +28,14 @@ from ..core.view import CoreView
 
 log = logging.getLogger("proxy.store")
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 ADDED = ("accepted", "rejected", "timeouts", "lost", "accepted_difficulty")
-LATEST = ("hashrate", "rigs", "latency_p50_ms", "latency_p99_ms", "state")
+# what the pool's jobs say the hashrate earns (view "hashprice" key -> column), per minute
+HASHPRICE_COLUMNS = {"btc_per_ph_day": "hashprice", "network_difficulty": "network_difficulty",
+                     "block_value_btc": "block_value_btc"}
+LATEST = ("hashrate", "rigs", "latency_p50_ms", "latency_p99_ms", "state", *HASHPRICE_COLUMNS.values())
 COLUMNS = ("minute", "pool", *ADDED, *LATEST)
-KEEP_IF_NULL = ("latency_p50_ms", "latency_p99_ms")
+KEEP_IF_NULL = ("latency_p50_ms", "latency_p99_ms", *HASHPRICE_COLUMNS.values())
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
@@ -55,9 +58,20 @@ CREATE TABLE IF NOT EXISTS pool_minutes (
     latency_p50_ms REAL,
     latency_p99_ms REAL,
     state TEXT,
+    hashprice REAL,
+    network_difficulty REAL,
+    block_value_btc REAL,
     PRIMARY KEY (minute, pool)
 ) WITHOUT ROWID;
 """
+
+
+def _migrate(db: sqlite3.Connection) -> None:
+    """Schema 1 had no hashprice columns: add them (older rows keep NULL there)."""
+    have = {row[1] for row in db.execute("PRAGMA table_info(pool_minutes)")}
+    for column in HASHPRICE_COLUMNS.values():
+        if column not in have:
+            db.execute(f"ALTER TABLE pool_minutes ADD COLUMN {column} REAL")
 
 
 def _upsert_sql() -> str:
@@ -134,6 +148,7 @@ class HistoryStore:
             db.execute("PRAGMA synchronous=NORMAL")
             db.execute("PRAGMA busy_timeout=5000")
             db.executescript(_SCHEMA)
+            _migrate(db)
             db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
             self._db = db
         except (sqlite3.Error, OSError) as exc:
@@ -353,6 +368,7 @@ class HistoryRecorder:
                 "hashrate": view["hashrate"], "rigs": view["rigs"],
                 "latency_p50_ms": latency["p50"], "latency_p99_ms": latency["p99"],
                 "state": view["state"],
+                **{column: view["hashprice"][key] for key, column in HASHPRICE_COLUMNS.items()},
             })
         for name in [n for n in self._prev if n not in seen]:
             del self._prev[name]

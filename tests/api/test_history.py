@@ -148,3 +148,44 @@ async def test_history_parameters_are_checked(api):
         assert bad.split("=")[0] in err["error"]
     got = await _history(api, pool="no-such-pool-ever")
     assert got["rows"] == []
+
+
+def test_a_schema_1_database_gains_the_hashprice_columns(tmp_path):
+    path = str(tmp_path / "old.db")
+    with sqlite3.connect(path) as db:  # the table as schema 1 made it
+        db.execute("""CREATE TABLE pool_minutes (minute INTEGER NOT NULL, pool TEXT NOT NULL,
+            accepted INTEGER NOT NULL DEFAULT 0, rejected INTEGER NOT NULL DEFAULT 0,
+            timeouts INTEGER NOT NULL DEFAULT 0, lost INTEGER NOT NULL DEFAULT 0,
+            accepted_difficulty REAL NOT NULL DEFAULT 0, hashrate REAL, rigs INTEGER,
+            latency_p50_ms REAL, latency_p99_ms REAL, state TEXT,
+            PRIMARY KEY (minute, pool)) WITHOUT ROWID""")
+        db.execute("INSERT INTO pool_minutes (minute, pool, accepted) VALUES (60, 'a', 4)")
+    store = HistoryStore(path).open()
+    assert store.backend == "sqlite" and not store.error
+    store.write([{**_row(120, "a", 1), "hashprice": 0.0005, "network_difficulty": 1.5e14,
+                  "block_value_btc": 3.2}], [])
+    old, new = store.query(since=0)["rows"]
+    assert (old["accepted"], old["hashprice"]) == (4, None)
+    assert (new["hashprice"], new["network_difficulty"], new["block_value_btc"]) == (0.0005, 1.5e14, 3.2)
+    store.close()
+
+
+async def test_the_pools_hashprice_is_recorded_per_minute(api):
+    pool = await api.pool("primary", nbits=0x1703A30C, coinbase_value_sat=312_500_000)
+    svc = await api.start(history_db="", history_interval=0.05)
+    recorder = svc.api_runner.app[RECORDER]
+    await wait_until(lambda: api.view("primary")["hashprice"]["btc_per_ph_day"] is not None, 10,
+                     what="the pool's hashprice")
+    first = api.view("primary")["hashprice"]
+    taken = recorder.samples
+    await wait_until(lambda: recorder.samples >= taken + 2, 5, what="a sample with the hashprice")
+    row = (await _history(api, pool="primary", minutes=5))["rows"][-1]
+    assert row["hashprice"] == first["btc_per_ph_day"] and row["block_value_btc"] == 3.125
+    assert row["network_difficulty"] == first["network_difficulty"]
+    pool.set_template(coinbase_value_sat=625_000_000)  # twice the value
+    await wait_until(lambda: api.view("primary")["hashprice"]["block_value_btc"] == 6.25, 10,
+                     what="the new template's value")
+    taken = recorder.samples
+    await wait_until(lambda: recorder.samples >= taken + 2, 5, what="a sample with the new value")
+    row = (await _history(api, pool="primary", minutes=5))["rows"][-1]
+    assert row["hashprice"] == pytest.approx(2 * first["btc_per_ph_day"])

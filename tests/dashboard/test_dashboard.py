@@ -235,8 +235,12 @@ async def test_rental_card_reads_either_shape_of_the_rentals_api(dash):
     page = await dash.open(rigs=RIGS)
     await page.route("**/api/v1/rentals", rentals)
     await expect(page.locator("#stat-rental")).to_have_text("renting")
+    # the farm's hashprice (the status API's, from the active pool's job) next to the rental
+    earns = (await dash.api.get("/api/v1/status"))["hashprice"]["btc_per_ph_day"]
+    assert 0.0001 < earns < 0.01  # the sim pool's mainnet-like template
     await expect(page.locator("#stat-rental-sub")).to_have_text(
-        "sim · order 600 H/s, delivering 550 H/s · deficit 350 H/s · budget left 0.0042 BTC")
+        f"sim · order 600 H/s, delivering 550 H/s · deficit 350 H/s · hashprice {earns:.4g} BTC/PH/day"
+        " · budget left 0.0042 BTC")
     await expect(page.locator("#stat-target")).to_contain_text("target 2.00 kH/s")
     await expect(page.locator("#history-chart line.target")).to_have_count(1)
 

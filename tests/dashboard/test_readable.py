@@ -77,7 +77,8 @@ async def test_events_in_words_with_human_units_at_both_sizes(dash, tmp_path, mo
             decision = page.locator("#events li[data-kind=rental_decision] .ev-text",
                                     has_text="Under target").first
             await expect(decision).to_have_text(re.compile(
-                r"^Under target: \d+(\.\d+)? [kM]?H/s delivered of 100 kH/s$"))
+                r"^Under target: \d+(\.\d+)? [kM]?H/s delivered of 100 kH/s"
+                r" · market 2000 BTC/PH/day, hashprice 0\.000\d+ BTC/PH/day$"))
             await expect(page.locator("#stat-rental-sub")).to_contain_text("budget left 0.00")
             events = await page.locator("#events").inner_text()
             # nothing of the raw fields: names, unrounded floats, 12-decimal prices

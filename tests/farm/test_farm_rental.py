@@ -79,6 +79,10 @@ async def test_rig_failure_on_both_instances_places_one_order(cluster, tmp_path,
         assert sorted(view["instances"]) == ["proxy-1", "proxy-2"]
         placed = [e for e in farm.events.recent(200) if e["kind"] == "rental_order_placed"]
         assert len(placed) == 1 and placed[0]["instance"] == "farm"
+        # the farm decided with the hashprice its instances read from the pool's jobs
+        earns = one.view.hashprice(one.now())["btc_per_ph_day"]
+        assert earns is not None and Decimal(placed[0]["hashprice"]) == Decimal(repr(earns))
+        assert view["hashprice"] == placed[0]["hashprice"] and view["max_price"] == "4000"
         assert all(f.disconnects == 0 for f in stay)
     finally:
         if farm is not None:

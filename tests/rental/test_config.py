@@ -58,6 +58,11 @@ def test_money_reads_to_the_marketplace_precision():
         ({"target_hashrate": "0 TH/s"}, "rental.target_hashrate"),
         ({"max_price": "cheap"}, "rental.max_price"),
         ({"max_price": 0.0005}, "rental.max_price"),  # a float: money must be a decimal string
+        ({"max_price": "Hashprice"}, "rental.max_price"),
+        ({"max_premium": 0.05}, "rental.max_premium"),  # a premium needs max_price = "hashprice"
+        ({"max_price": "hashprice", "max_premium": -1.0}, "rental.max_premium"),
+        ({"max_price": "hashprice", "max_premium": float("nan")}, "rental.max_premium"),
+        ({"max_price": "hashprice", "max_premium": "5%"}, "rental.max_premium"),
         ({"daily_budget_btc": "-1"}, "rental.daily_budget_btc"),
         ({"trigger_deficit": 1.5}, "rental.trigger_deficit"),
         ({"recover_band": 0.2}, "rental.recover_band"),
@@ -73,6 +78,14 @@ def test_bad_fields_name_their_path(override, path):
     with pytest.raises(ConfigError) as info:
         load(**override)
     assert str(info.value).startswith(path), str(info.value)
+
+
+def test_max_price_may_follow_the_hashprice():
+    r = load(max_price="hashprice", max_premium=0.05).rental
+    assert r.follows_hashprice and r.max_price_btc is None and r.max_premium == 0.05
+    fixed = load().rental
+    assert not fixed.follows_hashprice and fixed.max_price_btc == Decimal("0.00050")
+    assert load(max_price="hashprice").rental.max_premium == 0.0
 
 
 def test_proxy_target_and_relative_ledger(tmp_path):

@@ -133,7 +133,7 @@ async def test_synthetic_jobs_carry_the_tag_and_unique_extranonce1(make_pool):
             await client.call("mining.authorize", ["w", "x"])
             notify = await client.notification("mining.notify")
             assert b"TAG-alpha" in bytes.fromhex(notify["params"][2])
-            assert notify["params"][5:8] == ["20000000", "1d00ffff", notify["params"][7]]
+            assert notify["params"][5:8] == ["20000000", "17034219", notify["params"][7]]
             assert notify["params"][8] is True
         assert ext1[0] != ext1[1]
         job_id = pool.broadcast_job()
@@ -361,3 +361,15 @@ def test_on_uvloop():
     uvloop = pytest.importorskip("uvloop")
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         runner.run(_uvloop_scenario())
+
+
+def test_the_sim_templates_coinbase_pays_its_configured_value():
+    from proxy.stratum.coinbase import coinbase_from_job
+
+    pool = SimPool(SimPoolConfig(name="v", extranonce1_size=4, extranonce2_size=8,
+                                 coinbase_value_sat=123_456_789))
+    job = pool._make_job()
+    assert coinbase_from_job(job.coinb1, job.coinb2, 12).value_sat == 123_456_789
+    pool.config.coinbase_value_sat = 5
+    job = pool._make_job()
+    assert coinbase_from_job(job.coinb1, job.coinb2, 12).value_sat == 5

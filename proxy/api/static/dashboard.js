@@ -181,10 +181,17 @@
   // BTC per PH/s per day, to the decimals of the marketplace's price step (rentals API)
   const fmtPrice = (v) => `${fmtDecimal(v, num(S.rentals && S.rentals.price_decimals) ? S.rentals.price_decimals : 0)} BTC/PH/day`;
 
+  // the hashprice (BTC per PH/s per day) to 4 significant digits: it is an estimate, not money
+  function fmtHashprice(v) {
+    const x = toNum(v);
+    return x == null ? "unknown" : `${x >= 1e4 ? fmtCompact(x) : String(Number(x.toPrecision(4)))} BTC/PH/day`;
+  }
+
   // one field of an event, by the unit its name carries: limit_hs 16201.4 -> "limit 16.2 kH/s"
   function fmtField(name, v) {
     const label = name.replace(/_(hs|btc|s)$/, "").replace(/_/g, " ");
     if (/_hs$/.test(name)) return `${label} ${fmtHs(toNum(v))}`;
+    if (name === "hashprice") return `${label} ${fmtHashprice(v)}`;
     if (name === "price" || /_price$/.test(name)) return `${label} ${fmtPrice(v)}`;
     if (/_btc$/.test(name) || name === "amount") return `${label} ${fmtBtc(v)}`;
     if (/_s$/.test(name) && toNum(v) != null) return `${label} ${fmtAge(toNum(v))}`;
@@ -422,11 +429,21 @@
     return t != null && t > 0 ? t : null;
   }
 
+  // what the farm's hashrate earns (status API: the active pool's job), next to the rental price
+  function farmHashprice() {
+    const hp = S.status && S.status.hashprice;
+    if (!hp || typeof hp !== "object") return "";
+    return hp.btc_per_ph_day != null ? `hashprice ${fmtHashprice(hp.btc_per_ph_day)}`
+      : `hashprice unknown${hp.reason ? ` (${hp.reason})` : ""}`;
+  }
+
   function rentalView(r) {
-    if (!r || typeof r !== "object") return { value: "—", sub: "", cls: "" };
+    const earns = farmHashprice();
+    if (!r || typeof r !== "object") return { value: "—", sub: earns, cls: "" };
     if (r.error) return { value: "unknown", sub: `rentals: ${r.error}`, cls: "warn" };
-    if (r.enabled === false) return { value: "off", sub: "not configured", cls: "" };
-    if (!r.provider) return { value: "off", sub: "not configured", cls: "" };
+    if (r.enabled === false || !r.provider) {
+      return { value: "off", sub: ["not configured", earns].filter(Boolean).join(" · "), cls: "" };
+    }
     const orders = Array.isArray(r.orders) ? r.orders : [];
     const state = typeof r.state === "string" && r.state ? r.state
       : orders.length ? `${orders.length} order${orders.length === 1 ? "" : "s"}` : "idle";
@@ -442,6 +459,9 @@
     if (limit > 0) parts.push(`order ${fmtHs(limit)}, delivering ${fmtHs(getting)}`);
     else parts.push("no order");
     if (deficit != null && deficit > 0) parts.push(`deficit ${fmtHs(deficit)}`);
+    if (r.market_price != null) parts.push(`market ${fmtPrice(r.market_price)}`);
+    if (earns) parts.push(earns);
+    if (r.max_price === "hashprice") parts.push(r.price_cap != null ? `cap ${fmtPrice(r.price_cap)}` : "no cap yet");
     if (r.budget_left_btc != null && r.budget_left_btc !== "") parts.push(`budget left ${fmtBtc(r.budget_left_btc)}`);
     const busy = /rent|order|active|running|placing/i.test(state) && !/idle|off|none/i.test(state);
     return { value: state, sub: parts.join(" · "), cls: busy ? "warn" : "good" };
@@ -677,7 +697,8 @@
   const RENTAL_CODES = {
     ok: "on target, no rental needed", unknown: "delivered hashrate not known yet",
     deficit: "under target", covered: "the order covers the deficit", recovering: "rigs are back",
-    min_order: "rigs are back; the order runs its minimum time", price: "market price above max_price",
+    min_order: "rigs are back; the order runs its minimum time", price: "market price above the price cap",
+    no_hashprice: "hashprice unknown: not renting on a guess",
     budget: "budget too low for an order", backoff: "backing off after a marketplace error",
     no_quote: "no market quote yet", cooldown: "waiting out the marketplace's cooldown",
   };
@@ -689,7 +710,9 @@
       case "rental_decision": {
         const words = RENTAL_CODES[e.code] || String(e.code || e.action || "decision").replace(/_/g, " ");
         const figures = num(e.delivered_hs) ? `: ${fmtHs(e.delivered_hs)} delivered of ${fmtHs(e.target_hs)}` : "";
-        return rental(`${words.charAt(0).toUpperCase()}${words.slice(1)}${figures}`);
+        const prices = e.market_price != null && e.hashprice != null
+          ? ` · market ${fmtPrice(e.market_price)}, hashprice ${fmtHashprice(e.hashprice)}` : "";
+        return rental(`${words.charAt(0).toUpperCase()}${words.slice(1)}${figures}${prices}`);
       }
       case "rental_order_placed":
         return rental(`${order} placed: ${fmtHs(toNum(e.limit_hs))} at ${fmtPrice(e.price)}, ${fmtBtc(e.amount_btc)} in escrow`);
