@@ -88,9 +88,11 @@ class PoolSink(Protocol):
     share's verdict straight to ``share_answered`` (the hot path), the rest as typed events."""
 
     def share_answered(self, conn: PoolConnection, pending: Pending, accepted: bool, reason: str,
-                       now: float) -> None: ...
+                       now: float) -> None:
+        """The pool's verdict on one forwarded share (the hot path)."""
 
-    def pool_event(self, conn: PoolConnection, event: PoolEvent, now: float) -> None: ...
+    def pool_event(self, conn: PoolConnection, event: PoolEvent, now: float) -> None:
+        """Anything else, before the connection reads its next line."""
 
 
 class PoolConnection:
