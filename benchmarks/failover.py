@@ -4,7 +4,11 @@ Phases (``--phases``, default all):
 
 - ``reset``, ``stall``: 1,000 rigs folded onto shared upstream connections (the default
   ``extranonce_prefix_size = 2``); the primary resets every connection (then refuses), or
-  goes silent (detected after ``silent_timeout_s``).
+  goes silent (detected after a fixed ``silent_timeout_s``, 4 s).
+- ``stall-auto``: the same silent primary with the default ``silent_timeout_s = "auto"``:
+  the pool is suspect once a share waits longer than its own latency allows (issue 20);
+  compared with ``stall``: the time until every rig is on the backup's job and the shares
+  sent to the silent pool (lost: no verdict).
 - ``per-rig``: the primary resets under N rigs with one upstream connection per rig
   (``extranonce_prefix_size = 0``), for each N of ``--sizes``. The proxy then holds two
   sockets per rig (the rig's and its pool connection), so N is capped at what its
@@ -47,7 +51,9 @@ DIFFICULTY = 2.0 ** -28  # ~16 hashes per share: cheap for Python rigs
 RESET_BAR_MS = 200.0
 SILENT_BAR_MS = 5000.0
 STALL_BAR_MS = 100.0
-PHASES = ("reset", "stall", "per-rig", "core", "glue")
+PHASES = ("reset", "stall", "stall-auto", "per-rig", "core", "glue")
+SILENT_AUTO_BAR_MS = 1000.0  # issue 20: every rig on the backup's job within 1 s
+LOST_RATIO_BAR = 4.0  # ... and at least 4x fewer shares lost than with the fixed window
 SIZES = (800, 1600, 3200, 10_000)
 SMOKE_SIZES = (200,)
 POOLS = ("primary", "backup")
@@ -78,15 +84,18 @@ async def run(ctx: Any) -> dict[str, Any]:
     logging.getLogger("proxy.sim").setLevel(logging.ERROR)
     phases = []
     timelines: dict[str, list[float]] = {}
-    # (fault, rigs asked for, rigs run, extranonce_prefix_size)
-    runs = [(fault, p["rigs"], p["rigs"], 2) for fault in ("reset", "stall") if fault in p["phases"]]
+    # (fault, rigs asked for, rigs run, extranonce_prefix_size, silent_timeout_s)
+    runs = [(fault, p["rigs"], p["rigs"], 2, p["silent_timeout_s"])
+            for fault in ("reset", "stall") if fault in p["phases"]]
+    if "stall-auto" in p["phases"]:
+        runs.append(("stall", p["rigs"], p["rigs"], 2, "auto"))
     if "per-rig" in p["phases"]:
         nofile = raise_nofile(NOFILE_WANTED)  # the children inherit it
         fit = (nofile - PROXY_FD_MARGIN) // 2
         p["nofile_limit"], p["per_rig_max_rigs"] = nofile, fit
-        runs += [("reset", n, min(n, fit), 0) for n in p["sizes"]]
-    for fault, asked, n, prefix in runs:
-        phase, timeline = await one_fault(ctx, p, fault, n, prefix)
+        runs += [("reset", n, min(n, fit), 0, p["silent_timeout_s"]) for n in p["sizes"]]
+    for fault, asked, n, prefix, silent in runs:
+        phase, timeline = await one_fault(ctx, p, fault, n, prefix, silent)
         phase["rigs_asked"] = asked
         phases.append(phase)
         timelines[phase["label"]] = timeline
@@ -101,11 +110,11 @@ async def run(ctx: Any) -> dict[str, Any]:
     return result
 
 
-async def one_fault(ctx: Any, p: dict[str, Any], fault: str, n: int,
-                    prefix: int) -> tuple[dict[str, Any], list[float]]:
+async def one_fault(ctx: Any, p: dict[str, Any], fault: str, n: int, prefix: int,
+                    silent: float | str) -> tuple[dict[str, Any], list[float]]:
     """One farm, one fault: ``prefix`` is the proxy's extranonce_prefix_size (0: one
-    upstream connection per rig)."""
-    label = fault if prefix else f"per-rig {n:,}"
+    upstream connection per rig), ``silent`` its silent_timeout_s (a number or "auto")."""
+    label = (fault if silent != "auto" else f"{fault}-auto") if prefix else f"per-rig {n:,}"
     workdir = ctx.workdir / label.replace(" ", "-").replace(",", "")
     workdir.mkdir(exist_ok=True)
     stalls = workdir / "stalls.txt"
@@ -120,7 +129,7 @@ async def one_fault(ctx: Any, p: dict[str, Any], fault: str, n: int,
         _, proxy_port, api_port = await procs.start_proxy(proxy_config(
             [{"name": name, "url": f"stratum+tcp://127.0.0.1:{ports[name]}", "user": "bench",
               "priority": i} for i, name in enumerate(POOLS)],
-            api=True, silent_timeout_s=p["silent_timeout_s"], failback_hold_s=3600.0,
+            api=True, silent_timeout_s=silent, failback_hold_s=3600.0,
             extranonce_prefix_size=prefix), name="proxy", stalls=stalls)
         # as many shares per second in all as the 1,000-rig phases
         interval = p["share_interval_s"] * max(1.0, n / p["rigs"])
@@ -156,6 +165,7 @@ async def one_fault(ctx: Any, p: dict[str, Any], fault: str, n: int,
             "upstream": "one connection per rig" if prefix == 0 else f"shared (prefix {prefix})",
             "extranonce_prefix_size": prefix,
             "rigs": n,
+            "silent_timeout_s": silent,
             "rigs_connected": ledger["connected"],
             "rigs_moved": len(moved),
             "rigs_not_moved": n - len(moved),
@@ -302,9 +312,12 @@ def bars(result: dict[str, Any], p: dict[str, Any]) -> list[dict[str, Any]]:
             stall = ph["loop_stall_ms"]
             out.append({"bar": f"{label}: no event-loop stall over {STALL_BAR_MS:g} ms",
                         "value": stall, "met": stall < STALL_BAR_MS})
-        limit = RESET_BAR_MS if ph["fault"] == "reset" else SILENT_BAR_MS
+        auto = ph.get("silent_timeout_s") == "auto"
+        limit = (RESET_BAR_MS if ph["fault"] == "reset" else SILENT_AUTO_BAR_MS if auto
+                 else SILENT_BAR_MS)
         value = ph["all_on_backup_ms"]
         what = ("pool reset" if ph["fault"] == "reset"
+                else "pool silent (silent_timeout_s auto)" if auto
                 else f"pool silent (detection window {p['silent_timeout_s']:g} s)")
         out.append({"bar": f"{label}, {what}: every rig on the backup's job < {limit:g} ms",
                     "value": value, "met": value is not None and value < limit})
@@ -314,6 +327,16 @@ def bars(result: dict[str, Any], p: dict[str, Any]) -> list[dict[str, Any]]:
                     "value": f"{ph['disconnects']} / {ph['unanswered_submits']} / "
                              f"{ph['accounting'].get('unaccounted_total')}",
                     "met": clean})
+    by_label = {ph["label"]: ph for ph in result["phases"]}
+    if "stall" in by_label and "stall-auto" in by_label:
+        fixed = by_label["stall"]["accounting"]["lost_shares"]
+        auto_lost = by_label["stall-auto"]["accounting"]["lost_shares"]
+        ratio = fixed / auto_lost if auto_lost else (float("inf") if fixed else None)
+        shown = f" ({ratio:.1f}x)" if ratio is not None and ratio != float("inf") else ""
+        out.append({"bar": f"silent pool: shares lost with auto at least {LOST_RATIO_BAR:g}x fewer "
+                           "than with the fixed window",
+                    "value": f"{auto_lost} vs {fixed}{shown}",
+                    "met": ratio is not None and ratio >= LOST_RATIO_BAR})
     for c in result["core_only"]:
         out.append({"bar": f"core alone, per-rig {c['rigs']:,}: the failover call < {STALL_BAR_MS:g} ms "
                            "(needed for the loop-stall bar, not enough: the glue adds its own)",
