@@ -130,6 +130,8 @@ async def one_fault(ctx: Any, p: dict[str, Any], fault: str, n: int, prefix: int
             [{"name": name, "url": f"stratum+tcp://127.0.0.1:{ports[name]}", "user": "bench",
               "priority": i} for i, name in enumerate(POOLS)],
             api=True, silent_timeout_s=silent, failback_hold_s=3600.0,
+            # auto: its ceiling is the fixed window of the run (4 s, the default; 1 s in smoke)
+            **({"silent_ceiling_s": p["silent_timeout_s"]} if silent == "auto" else {}),
             extranonce_prefix_size=prefix), name="proxy", stalls=stalls)
         # as many shares per second in all as the 1,000-rig phases
         interval = p["share_interval_s"] * max(1.0, n / p["rigs"])

@@ -119,8 +119,13 @@ def test_failover(results):
     _common(r, "failover")
     cap = r["params"]["per_rig_max_rigs"]
     per_rig = [min(n, cap) for n in r["params"]["sizes"]]
-    assert [ph["label"] for ph in r["phases"]] == ["reset", "stall"] + [f"per-rig {n:,}" for n in per_rig]
-    assert [ph["rigs"] for ph in r["phases"]] == [r["params"]["rigs"]] * 2 + per_rig
+    assert [ph["label"] for ph in r["phases"]] == (["reset", "stall", "stall-auto"]
+                                                   + [f"per-rig {n:,}" for n in per_rig])
+    assert [ph["rigs"] for ph in r["phases"]] == [r["params"]["rigs"]] * 3 + per_rig
+    # a silent pool: the fixed window (1 s in smoke) and auto each moved every rig
+    auto = next(ph for ph in r["phases"] if ph["label"] == "stall-auto")
+    assert auto["silent_timeout_s"] == "auto" and auto["rigs_moved"] == auto["rigs"]
+    assert any(b["bar"].startswith("silent pool: shares lost with auto") for b in r["bars"])
     for ph in r["phases"]:
         assert ph["rigs"] == ph["rigs_connected"]
         # the failover is invisible to the rigs: every one moved to the backup's job, none
@@ -146,8 +151,9 @@ def test_failover(results):
         assert sims["primary"]["invalid"] == sims["backup"]["invalid"] == 0
         backup = acc["per_pool"]["backup"]
         assert backup["accepted"] == backup["forwarded"] == sims["backup"]["accepted"] > 0, (backup, sims)
-        if ph["fault"] == "stall":  # silence is only seen as a share left unanswered: timed out
-            assert acc["per_pool"]["primary"]["timeouts"] >= 1, acc
+        if ph["fault"] == "stall":  # silence is only seen as shares left without a verdict
+            primary = acc["per_pool"]["primary"]
+            assert primary["timeouts"] + primary["lost_in_flight"] >= 1, acc
         # the proxy ran under the loop watchdog, in every phase
         for window in (ph["loop_stall"], ph["loop_stall_before_fault"]):
             assert window["watched"] is True
