@@ -8,16 +8,17 @@ validating ``SimPool`` with per-connection vardiff (ckpool's rules): it raises t
 connection's difficulty to the whole farm's hashrate, starting from ``POOL_START`` (where
 every rig starts too, so the proxy has to move each one up to its own).
 
-Each rig hashes at a fixed true rate (log-uniform in ``HASHRATE`` H/s, a fixed seed), and
-mines for real: double-SHA256 over the header of the job it holds, at the target of the
-difficulty the proxy last sent it (applied from the next notify, as firmware does).
-Hashing is simulated exactly, not in real time: the rig grinds nonces from where it
-stopped until one meets its target, and submits it at the moment a rig of its hashrate
-would have found it (``hashes / rate`` after it started on that job). A new job or
-difficulty drops the share being worked towards, which is what a real rig loses too
-(nothing was found before then, and hashing is memoryless). So the load generator does
-exactly the hashes the farm would (~40,000/s at 10,000 rigs) and no more, and a share
-reaches the proxy exactly when the rig would send it.
+Each rig hashes at a fixed true rate (log-uniform in ``HASHRATE`` H/s, a fixed seed) at
+the difficulty the proxy last sent it (applied from the next notify, as firmware does).
+When its shares come is drawn, not hashed out in real time: each hash meets the target
+with probability p = (target + 1) / 2^256, so at H hashes/s shares come as a Poisson
+process of rate H * p (a real rig does ~10^14 hashes/s: the time to the next share is
+exponential; whole hashes at 2-8 H/s would lose half a hash at every restart). A new job
+or difficulty starts a new draw from that moment (memoryless: nothing lost or gained).
+Every share sent is real all the same: when it is due, the rig grinds nonces on its job
+until one meets its target (double-SHA256, 1/p hashes on average, ~16 at 2^-28), so the
+proxy validates each one in full and the pool accepts the ones it forwards. A share that
+fell due before a notify was read (this loop was busy) is still sent, on its old job.
 
 Measured over a window after a warm-up: the proxy's CPU (utime + stime from /proc) per rig
 per hour, the rig shares it validated and accepted per second, the shares it forwarded
@@ -62,7 +63,8 @@ HASHRATE = (2.0, 8.0)  # H/s per rig, log-uniform: ~2^-29..2^-27 at one share pe
 SEED = 14
 POOL_START = 2.0 ** -30  # the pool's first difficulty for a connection (and its floor)
 POOL_MAX = 2.0 ** -8  # the pool's vardiff ceiling: far above the farm's 2^-15 or so
-CHUNK_S = 10.0  # a rig grinds at most this many seconds of its hashes in one go
+JOBS_CACHED = 64  # notify lines parsed once for the whole fleet
+MAX_GRIND = 1 << 22  # hashes to find one share (~5 s of CPU): far beyond any rig here
 ID_BASE = 1000
 DIFF1 = 2 ** 32
 _sha256 = hashlib.sha256
@@ -104,14 +106,15 @@ class HashingRig(asyncio.Protocol):
         self.sent_difficulty: float | None = None  # the last set_difficulty, from the next job
         self.difficulty = 0.0
         self.target = 0
-        self.job: messages.Notify | None = None
+        self.job: messages.Notify | None = None  # the last notify
+        self.work_job: messages.Notify | None = None  # the job being mined
+        self.share_rate = 0.0  # shares/s at the target: hashrate * P(a hash meets it)
         self.job_key: tuple[str, bytes] | None = None
         self.mid: Any = None
         self.tail = b""
         self.jprefix = b""  # the submit line up to the ntime, for the job held
         self.ntime = b""
         self.nonce = 0
-        self.found: int | None = None  # the nonce the running timer submits
         self.timer: asyncio.TimerHandle | None = None
         self.due = 0.0  # loop time the rig's hashing has reached
         self.next_id = ID_BASE
@@ -136,13 +139,25 @@ class HashingRig(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         chunk, self.buf = take_lines(self.buf, data)
+        jobs = self.fleet.jobs
         for line in chunk.split(b"\n"):
-            if line:
-                try:
-                    msg = messages.decode(line)
-                except messages.BadMessage:
-                    self.fleet.bad_lines += 1
-                    continue
+            if not line:
+                continue
+            job = jobs.get(line)  # the proxy writes one job line to every rig
+            if job is not None:
+                self._on_notify(job)
+                continue
+            try:
+                msg = messages.decode(line)
+            except messages.BadMessage:
+                self.fleet.bad_lines += 1
+                continue
+            if msg.method == "mining.notify":
+                if len(jobs) >= JOBS_CACHED:
+                    jobs.clear()
+                job = jobs[line] = messages.parse_notify(msg.params)
+                self._on_notify(job)
+            else:
                 self._on_message(msg)
 
     # --- messages ---
@@ -174,76 +189,93 @@ class HashingRig(asyncio.Protocol):
             self.sent_difficulty = d
             self.difficulties.append((fleet.loop.time(), d))
             fleet.set_difficulty += 1
-        elif msg.method == "mining.notify":
-            self.job = messages.parse_notify(msg.params)
-            fleet.notifies += 1
-            self._start()
         else:
             fleet.other_methods[msg.method] += 1
 
+    def _on_notify(self, job: messages.Notify) -> None:
+        fleet = self.fleet
+        if self.job is None or job.job_id != self.job.job_id:
+            # a new job: when this rig read it, for the spread over the fleet
+            now = fleet.loop.time()
+            seen = fleet.job_seen.get(job.job_id)
+            if seen is None:
+                fleet.job_seen[job.job_id] = [now, now, 1]
+            else:
+                seen[1] = now
+                seen[2] += 1
+        self.job = job
+        fleet.notifies += 1
+        self._start()
+
     def _start(self) -> None:
-        """(Re)start work on the job held, at the difficulty last sent."""
+        """Mine the job held, at the difficulty last sent (on every notify)."""
         if not (self.authorized and self.job is not None and self.sent_difficulty and self.e2):
             return
         if self.fleet.stopped:
             return
-        loop = self.fleet.loop
-        now = loop.time()
+        now = self.fleet.loop.time()
         if self.started_at is None:
             self.started_at = now
             self.fleet.working += 1
         if self.timer is not None:
             self.timer.cancel()
-        job = self.job
-        key = (job.job_id, self.ext1)
-        if key != self.job_key:
-            self.job_key = key
-            self.mid, self.tail = header_midstate(job, self.ext1, self.e2)
-            self.ntime = b'","' + f"{job.ntime:08x}".encode() + b'","'
-            self.jprefix = self.wprefix + job.job_id.encode() + b'","' + self.e2.hex().encode()
+            self.timer = None
+            if self.due <= now:
+                # found before this notify was read (this loop was busy): a rig sends it
+                self._submit()
+        self.work_job = self.job
         if self.sent_difficulty != self.difficulty:
             self.difficulty = self.sent_difficulty
             self.target = work.difficulty_to_target(self.difficulty)
+            self.share_rate = self.hashrate * (self.target + 1) / 2 ** 256
         self.due = now
-        self._grind()
+        self._schedule()
 
-    def _grind(self) -> None:
-        """Try nonces until one meets the target (at most CHUNK_S of this rig's hashes) and
-        set the timer for when the rig would have got there."""
-        mid, tail, target = self.mid, self.tail, self.target
-        nonce = self.nonce
-        budget = max(1, int(self.hashrate * CHUNK_S))
-        found = None
-        n = 0
-        while n < budget:
-            h = mid.copy()
-            h.update(tail + _pack(nonce))
-            n += 1
-            if int.from_bytes(_sha256(h.digest()).digest(), "little") <= target:
-                found = nonce
-                nonce = (nonce + 1) & 0xFFFFFFFF
-                break
-            nonce = (nonce + 1) & 0xFFFFFFFF
-        self.fleet.hashes += n
-        self.nonce = nonce
-        self.found = found
-        self.due += n / self.hashrate
+    def _schedule(self) -> None:
+        """The timer for the next share, an exponential time at this rig's share rate."""
+        self.due += self.fleet.rng.expovariate(self.share_rate)
         self.timer = self.fleet.loop.call_at(self.due, self._fire)
 
     def _fire(self) -> None:
         self.timer = None
         fleet = self.fleet
-        if self.found is not None:
-            if fleet.lags is not None:
-                fleet.lags.append(fleet.loop.time() - self.due)
-            msg_id = self.next_id
-            self.next_id += 1
-            self.pending[msg_id] = self.difficulty
-            self.submits_at.append(self.due)
-            self.transport.write(b'{"id":%d,' % msg_id + self.jprefix + self.ntime
-                                 + b'%08x"]}\n' % self.found)
-            fleet.submitted += 1
-        self._grind()
+        if fleet.lags is not None:
+            fleet.lags.append(fleet.loop.time() - self.due)
+        self._submit()
+        self._schedule()
+
+    def _submit(self) -> None:
+        """Grind nonces on the job being mined until one meets the target; submit it."""
+        fleet = self.fleet
+        job = self.work_job
+        assert job is not None
+        if self.job_key != (job.job_id, self.ext1):
+            self.job_key = (job.job_id, self.ext1)
+            self.mid, self.tail = header_midstate(job, self.ext1, self.e2)
+            self.ntime = b'","' + f"{job.ntime:08x}".encode() + b'","'
+            self.jprefix = self.wprefix + job.job_id.encode() + b'","' + self.e2.hex().encode()
+        mid, tail, target = self.mid, self.tail, self.target
+        nonce = self.nonce
+        n = 0
+        while True:
+            h = mid.copy()
+            h.update(tail + _pack(nonce))
+            nonce = (nonce + 1) & 0xFFFFFFFF
+            n += 1
+            if int.from_bytes(_sha256(h.digest()).digest(), "little") <= target:
+                break
+            if n >= MAX_GRIND:
+                raise HarnessError(f"{self.worker}: no share in {n} hashes at difficulty "
+                                   f"{self.difficulty:g}")
+        fleet.hashes += n
+        self.nonce = nonce
+        msg_id = self.next_id
+        self.next_id += 1
+        self.pending[msg_id] = self.difficulty
+        self.submits_at.append(self.due)
+        self.transport.write(b'{"id":%d,' % msg_id + self.jprefix + self.ntime
+                             + b'%08x"]}\n' % ((nonce - 1) & 0xFFFFFFFF))
+        fleet.submitted += 1
 
     def stop(self) -> None:
         if self.timer is not None:
@@ -269,6 +301,11 @@ class Fleet:
         self.set_difficulty = 0
         self.notifies = 0
         self.hashes = 0
+        self.rng = random.Random(SEED)
+        self.jobs: dict[bytes, messages.Notify] = {}  # notify line -> parsed, for every rig
+        self.job_seen: dict[str, list[Any]] = {}  # job id -> [first read, last read, rigs]
+        self.connected_at = math.inf  # loop time every rig had its first job
+        self.stopped_at = math.inf
         self.other_methods: Counter[str] = Counter()
         self.bad_lines = 0
         self.layouts: Counter[tuple[int, int]] = Counter()  # (extranonce1, extranonce2) sizes
@@ -280,6 +317,7 @@ class Fleet:
             await open_connections(self.host, self.port, self.rigs)
             while self.working < len(self.rigs):
                 await asyncio.sleep(0.05)
+        self.connected_at = self.loop.time()
         return time.monotonic() - t0
 
     def counters(self) -> dict[str, Any]:
@@ -293,6 +331,7 @@ class Fleet:
     async def stop_mining(self, drain_timeout: float) -> int:
         """Stop every rig's hashing, wait for the answers still owed; the unanswered count."""
         self.stopped = True
+        self.stopped_at = self.loop.time()
         for rig in self.rigs:
             rig.stop()
         deadline = self.loop.time() + drain_timeout
@@ -391,6 +430,11 @@ async def _measure(ctx: Any, p: dict[str, Any], api: ProxyApi, fleet: Fleet, poo
                    "rigs": {f"{e1}+{e2}": c for (e1, e2), c in fleet.layouts.items()}},
         "window": window,
         "proxy_rss_kib": rss_kib(pid),
+        # pool jobs broadcast to every rig: first to last rig reading it here, ms (the
+        # proxy's fan-out plus this loop's own time; shares sent meanwhile may be stale)
+        "job_broadcast_read_spread_ms": [round((last - first) * 1000, 1) for first, last, count
+                                         in fleet.job_seen.values()
+                                         if count == n and first > fleet.connected_at],
         "loadgen_timer_lag_ms": {"p50": _ms(quantile(lags, 0.5)), "p99": _ms(quantile(lags, 0.99)),
                                  "max": _ms(lags[-1] if lags else None), "count": len(lags)},
     }
@@ -542,6 +586,7 @@ def dump_rigs(path: Any, fleet: Fleet, views: list[dict[str, Any]]) -> Any:
         out.append({"worker": r.worker, "hashrate": round(r.hashrate, 3),
                     "difficulties": [(round(t - t0, 3), d) for t, d in r.difficulties],
                     "submits": [round(t - t0, 3) for t in r.submits_at], "accepted": r.accepted,
+                    "credited": r.credited, "hashing_s": round(fleet.stopped_at - t0, 3),
                     "proxy": {k: v.get(k) for k in ("difficulty", "hashrate", "hashrate_shares",
                                                     "stalled", "last_share_age_s")}})
     write_json(path, {"rigs": out})
@@ -554,11 +599,14 @@ def hashrate_error(rigs: list[dict[str, Any]], fleet: Fleet, now: float) -> dict
     shares: the part of the error that is Poisson noise, not the proxy."""
     by_worker = {r.worker: r for r in fleet.rigs}
     errs, ratios, ideal, ideal_ratios, shares = [], [], [], [], []
+    reported = true = ideal_work = true_work = 0.0
     for view in rigs:
         rig = by_worker.get(view["worker"])
         if rig is None or rig.started_at is None:
             continue
         ratio = view["hashrate"] / rig.hashrate
+        reported += view["hashrate"]
+        true += rig.hashrate
         ratios.append(ratio)
         errs.append(abs(ratio - 1))
         shares.append(view["hashrate_shares"])
@@ -566,6 +614,8 @@ def hashrate_error(rigs: list[dict[str, Any]], fleet: Fleet, now: float) -> dict
         if elapsed > 0:
             ideal_ratios.append(rig.credited * DIFF1 / elapsed / rig.hashrate)
             ideal.append(abs(ideal_ratios[-1] - 1))
+            ideal_work += rig.credited * DIFF1
+            true_work += rig.hashrate * elapsed
     errs.sort()
     ideal.sort()
     shares.sort()
@@ -579,6 +629,9 @@ def hashrate_error(rigs: list[dict[str, Any]], fleet: Fleet, now: float) -> dict
         "ideal_mean_ratio": _round(sum(ideal_ratios) / len(ideal_ratios) if ideal_ratios else None),
         "ideal_p90_abs_error": _round(quantile(ideal, 0.9)),
         "median_shares_per_rig": quantile(shares, 0.5),
+        # the farm: the sum of the rigs' reported hashrates over the sum of the true ones
+        "farm_reported_over_true": _round(reported / true if true else None),
+        "farm_ideal_over_true": _round(ideal_work / true_work if true_work else None),
     }
 
 
@@ -662,10 +715,12 @@ def markdown(result: dict[str, Any]) -> str:
         ["rigs in the proxy's band (0.5-2 shares per interval) / too few / too many",
          f"{tg['rigs_in_band']:,} / {tg['rigs_below_band']:,} / {tg['rigs_above_band']:,}"],
         ["hashrate error abs(reported / true - 1), median / p90",
-         f"{h['median_abs_error']} / {h['p90_abs_error']} (mean ratio {h['mean_ratio']})"],
+         f"{h['median_abs_error']} / {h['p90_abs_error']} (mean ratio {h['mean_ratio']}; "
+         f"farm: sum reported / sum true {h['farm_reported_over_true']})"],
         ["the same for an ideal meter of the same shares",
          f"{h['ideal_median_abs_error']} / {h['ideal_p90_abs_error']} (mean ratio "
-         f"{h['ideal_mean_ratio']}; {h['median_shares_per_rig']} shares per rig, median)"],
+         f"{h['ideal_mean_ratio']}; farm {h['farm_ideal_over_true']}; "
+         f"{h['median_shares_per_rig']} shares per rig, median)"],
         ["rejects (code:n), disconnects, unanswered, rigs reported stalled",
          f"{', '.join(f'{k}:{v}' for k, v in hl['loadgen_rejected'].items()) or '0'}, "
          f"{hl['disconnects']}, {hl['unanswered']}, {hl['rigs_stalled']}"],
@@ -673,6 +728,8 @@ def markdown(result: dict[str, Any]) -> str:
         ["pool CPU, load generator CPU", f"{w['pool_cpu_util']:.1%}, {w['loadgen_cpu_util']:.1%}"],
         ["load generator share timer lag p50 / p99 / max",
          " / ".join(f"{result['loadgen_timer_lag_ms'][k]} ms" for k in ("p50", "p99", "max"))],
+        ["new pool jobs: first to last rig reading each (fan-out + load generator)",
+         ", ".join(f"{x:g} ms" for x in result["job_broadcast_read_spread_ms"]) or "-"],
     ]
     hist = ", ".join(f"{k}: {v:,}" for k, v in d["rig_histogram"].items())
     return "\n".join([
