@@ -5,8 +5,9 @@ extranonce2_size 4 on a pool of extranonce2_size 8, so every rig shares one upst
 connection) and gives each rig its own difficulty, aiming at one share per
 ``rig_share_interval_s`` (5 s) and never above the pool connection's. The pool is a
 validating ``SimPool`` with per-connection vardiff (ckpool's rules): it raises that one
-connection's difficulty to the whole farm's hashrate, starting from ``POOL_START`` (where
-every rig starts too, so the proxy has to move each one up to its own).
+connection's difficulty to the whole farm's hashrate, starting from ``POOL_START``. The
+first rigs start there too; rigs that connect after the pool's first retarget start at its
+raised difficulty. Either way the proxy has to move each rig to its own.
 
 Each rig hashes at a fixed true rate (log-uniform in ``HASHRATE`` H/s, a fixed seed) at
 the difficulty the proxy last sent it (applied from the next notify, as firmware does).
@@ -696,7 +697,8 @@ def markdown(result: dict[str, Any]) -> str:
         ["validated local shares/s (rig shares checked and accepted)", w["validated_per_s"]],
         ["shares/s the rigs send at their final difficulties (true hashrates)",
          tg["shares_per_s_at_final_difficulties"]],
-        ["forwarded shares/s (met the pool's target)", w["forwarded_per_s"]],
+        ["forwarded shares/s (met the pool's target, or the lower one of their job)",
+         w["forwarded_per_s"]],
         ["pool accepted/s", w["pool_accepted_per_s"]],
         ["set_difficulty to rigs (retargets)", f"{w['set_difficulty_per_s']}/s, "
          f"{w['set_difficulty_per_rig_minute']} per rig per minute"],
