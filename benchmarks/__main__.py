@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import connections, failover, latency, throughput
+from . import connections, failover, latency, throughput, vardiff
 from .common import REPO, Processes, describe_machine, machine_info, write_json
 
 SCENARIOS = {
@@ -28,9 +28,11 @@ SCENARIOS = {
     "throughput": throughput,
     "connections": connections,
     "failover": failover,
+    "vardiff": vardiff,
 }
 # hard limits per scenario (seconds): the whole scenario, processes included
-BUDGET = {"latency": 240, "throughput": 240, "connections": 240, "failover": 900}
+BUDGET = {"latency": 240, "throughput": 240, "connections": 240, "failover": 900,
+          "vardiff": 300}
 SMOKE_BUDGET = 45
 
 
@@ -58,7 +60,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--rate", type=int, default=0,
                         help="latency: the one rate to run; throughput: the top of the ramp")
     parser.add_argument("--duration", type=float, default=0.0,
-                        help="seconds per measured phase (latency phase, throughput step)")
+                        help="seconds per measured phase (latency phase, throughput step, "
+                             "vardiff window)")
     parser.add_argument("--out", default="", help="results directory")
     parser.add_argument("--instances", type=int, default=1,
                         help="throughput, connections: proxy processes sharing the rig port "

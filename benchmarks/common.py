@@ -447,6 +447,38 @@ def proxy_config(pools: list[dict[str, Any]], api: bool = False, **proxy: Any) -
             "pools": pools}
 
 
+class ProxyApi:
+    """Reads from the proxy's REST API on loopback over one HTTP session (``async with``)."""
+
+    def __init__(self, port: int) -> None:
+        self.base = f"http://127.0.0.1:{port}"
+        self.session: Any = None
+
+    async def __aenter__(self) -> ProxyApi:
+        import aiohttp
+
+        self.session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=20))
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.session.close()
+
+    async def get(self, path: str, **query: Any) -> Any:
+        async with self.session.get(self.base + path, params=query or None) as r:
+            if r.status != 200:
+                raise HarnessError(f"{path} answered {r.status}: {(await r.text())[:300]}")
+            return await r.json()
+
+    async def all_rigs(self, page: int = 5000) -> list[dict[str, Any]]:
+        """Every rig of ``/api/v1/rigs``, a page at a time."""
+        rigs: list[dict[str, Any]] = []
+        while True:
+            data = await self.get("/api/v1/rigs", offset=len(rigs), limit=page)
+            rigs += data["rigs"]
+            if not data["rigs"] or len(rigs) >= data["total"]:
+                return rigs
+
+
 def log_tail(path: Path, lines: int = 20) -> str:
     with contextlib.suppress(OSError):
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])

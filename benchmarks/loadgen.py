@@ -31,6 +31,29 @@ _sha256 = hashlib.sha256
 _pack = struct.Struct("<I").pack
 
 
+def header_midstate(job: messages.Notify, ext1: bytes, e2: bytes) -> tuple[Any, bytes]:
+    """(SHA-256 state after the header's first 64 bytes, the 12 bytes before the nonce): a
+    nonce is then tried with ``state.copy()``, ``update(tail + nonce)`` and a second SHA-256."""
+    cb = work.dsha256(job.coinb1 + ext1 + e2 + job.coinb2)
+    root = work.merkle_root(cb, job.merkle_branch)
+    header = work.build_header(job.version, work.prevhash_to_header(job.prevhash), root,
+                               job.ntime, job.nbits, 0)
+    return _sha256(header[:64]), header[64:76]
+
+
+async def open_connections(host: str, port: int, protocols: list[asyncio.Protocol],
+                           concurrency: int = 200) -> None:
+    """Connect every protocol to host:port, at most ``concurrency`` connects at once."""
+    loop = asyncio.get_running_loop()
+    sem = asyncio.Semaphore(concurrency)
+
+    async def one(protocol: asyncio.Protocol) -> None:
+        async with sem:
+            await loop.create_connection(lambda: protocol, host, port)
+
+    await asyncio.gather(*(one(p) for p in protocols))
+
+
 class ShareRig(asyncio.Protocol):
     def __init__(self, gen: LoadGen, index: int) -> None:
         self.gen = gen
@@ -110,11 +133,7 @@ class ShareRig(asyncio.Protocol):
         self.midstates = []
         for variant in range(2):  # a second extranonce2 for the rare nonce that misses
             e2 = ((self.index << 8) | variant).to_bytes(8, "big")[-self.e2_size:]
-            cb = work.dsha256(job.coinb1 + self.ext1 + e2 + job.coinb2)
-            root = work.merkle_root(cb, job.merkle_branch)
-            header = work.build_header(job.version, work.prevhash_to_header(job.prevhash), root,
-                                       job.ntime, job.nbits, 0)
-            self.midstates.append((e2, _sha256(header[:64]), header[64:76]))
+            self.midstates.append((e2, *header_midstate(job, self.ext1, e2)))
         self.prefix = (b'"method":"mining.submit","params":["' + self.worker.encode() + b'","'
                        + job.job_id.encode() + b'","')
         self.ntime_hex = f"{job.ntime:08x}".encode()
@@ -162,20 +181,11 @@ class LoadGen:
         self.sent_in_phase = 0
 
     async def connect(self, timeout: float = 30.0, concurrency: int = 200) -> None:
-        loop = asyncio.get_running_loop()
-        sem = asyncio.Semaphore(concurrency)
-
-        async def one(i: int) -> None:
-            async with sem:
-                rig = ShareRig(self, i)
-                await loop.create_connection(lambda: rig, self.host, self.port)
-                self.rigs.append(rig)
-
+        self.rigs = [ShareRig(self, i) for i in range(self.count)]
         async with asyncio.timeout(timeout):
-            await asyncio.gather(*(one(i) for i in range(self.count)))
+            await open_connections(self.host, self.port, self.rigs, concurrency)
             while self.ready < self.count:
                 await asyncio.sleep(0.01)
-        self.rigs.sort(key=lambda r: r.index)
 
     def close(self) -> None:
         self.closing = True

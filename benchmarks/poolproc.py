@@ -242,7 +242,12 @@ def sim_pools_main(conn: Any, specs: list[dict[str, Any]]) -> None:
         def stats() -> dict[str, Any]:
             return {name: {"accepted": p.accepted, "rejected": dict(p.rejected),
                            "connections": p.connections, "jobs_sent": p.jobs_sent,
-                           "submits": p.submits, "invalid": sum(1 for s in p.shares if not s.valid)}
+                           "submits": p.submits, "invalid": sum(1 for s in p.shares if not s.valid),
+                           # per open connection: the difficulty in force, vardiff changes,
+                           # difficulty credited
+                           "conns": [{"difficulty": s.difficulty, "retargets": s.retargets,
+                                      "credited": s.credited, "accepted": s.accepted}
+                                     for s in p.open_stats()]}
                     for name, p in pools.items()}
 
         def broadcast(name: str) -> dict[str, Any]:

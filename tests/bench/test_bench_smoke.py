@@ -1,11 +1,11 @@
 """The benchmark harness in --smoke mode, so it cannot rot.
 
-One run of ``python -m benchmarks --smoke`` (all four scenarios, a few seconds each) in a
+One run of ``python -m benchmarks --smoke`` (all five scenarios, a few seconds each) in a
 subprocess; the tests check the JSON each scenario wrote: the keys are there, the values
 are sane and the counts add up. They never assert a speed: bars are for people, not CI.
 What they do assert is what any working proxy does at smoke load (500 shares/s from 20
-rigs, 100 rigs failing over): every share answered, accepted and forwarded, every rig kept
-and moved, every share accounted for.
+rigs, 100 rigs failing over, 200 rigs at their own difficulties): every share answered,
+accepted and forwarded, every rig kept and moved, every share accounted for.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-SCENARIOS = ("latency", "throughput", "connections", "failover")
+SCENARIOS = ("latency", "throughput", "connections", "failover", "vardiff")
 
 
 @pytest.fixture(scope="module")
@@ -195,6 +195,45 @@ def test_failover_glue_dial_burst(results):
         assert g["connected"] == g["dials"] and g["failed"] == 0
         assert g["all_up_ms"] > 0 and g["longest_pass_ms"] >= 0 and g["passes_over_10ms"] >= 0
         assert g["cpu_us_per_dial"] >= 0
+
+
+def test_vardiff(results):
+    """200 rigs at 2-8 H/s, each at its own difficulty, under a pool whose vardiff raises the
+    one connection they share: the proxy must keep every rig below the pool, move them off
+    the pool's first difficulty, forward only what the pool asked for, and lose nothing."""
+    r = results["vardiff"]
+    _common(r, "vardiff")
+    p, w, d, h, hl = r["params"], r["window"], r["difficulty"], r["hashrate"], r["health"]
+    assert r["rigs"] == p["rigs"] == h["rigs"] == d["rigs_with_difficulty"] > 0
+    # the default layout on a pool of extranonce2_size 8: 2-byte prefix + 4 for every rig
+    assert r["layout"]["rigs"] == {"2+4": r["rigs"]}
+    assert (r["layout"]["proxy"]["prefix_size"], r["layout"]["proxy"]["extranonce2_size"]) == (2, 4)
+    # the pool raised the connection's difficulty; every rig is below it, on its own
+    pool = d["pool_connection"]
+    assert d["pool_connections"] == 1 and d["sim_pool_connections"] == [pool]
+    assert pool > p["pool_start_difficulty"] and d["sim_pool_retargets"] >= 1
+    assert d["rigs_above_pool"] == 0 and d["rig_max"] < pool and d["pool_over_rig_max"] > 1
+    # ... moved up from where they started (the pool's first difficulty) by their own shares
+    assert d["rig_median"] > p["pool_start_difficulty"] and d["set_difficulty_per_rig"] > 1
+    assert sum(r["targeting"]["first_difficulty"].values()) == r["rigs"]
+    # the proxy validated the rigs' shares and forwarded only those the pool asked for
+    assert w["validated_per_s"] > 0 and w["proxy_cpu_s"] > 0
+    assert w["forwarded_per_s"] < w["validated_per_s"]  # ~1 share in the window: may be 0
+    counters = hl["proxy_counters"]
+    assert 0 < counters["forwarded"] < counters["accepted"]
+    assert counters["submits"] == hl["loadgen_submitted"]
+    assert counters["accepted"] == hl["loadgen_accepted"] > 0
+    assert counters["accepted"] == (counters["forwarded"] + counters["below_pool_target"]
+                                    + counters["outside_pool_mask"])
+    assert counters["forwarded"] == hl["proxy_pool"]["accepted"] == hl["sim_pool"]["accepted"]
+    assert hl["sim_pool"]["invalid"] == 0 and not hl["sim_pool"]["rejected"]
+    # the farm is undisturbed: no disconnect, every submit answered, only stale rejects
+    assert hl["disconnects"] == hl["unanswered"] == hl["rejected_not_stale"] == 0, hl
+    assert counters["rigs_disconnected"] == 0 and hl["bad_lines"] == 0 and not hl["other_methods"]
+    # each rig's hashrate is credited at the difficulty its shares met: a handful of shares
+    # per rig is noisy (1/sqrt(n)), but crediting the pool's difficulty, or none, is not
+    assert h["median_abs_error"] < 0.6, h
+    assert 0.5 < h["mean_ratio"] < 1.5, h
 
 
 def test_two_instances_sharing_the_rig_port(tmp_path):
