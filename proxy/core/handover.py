@@ -52,7 +52,7 @@ def hand_over(rig: RigSession, conn: PoolConnection, e2_size: int, vardiff: Vard
         rig.set_extranonce(*want)
         change = SET_EXTRANONCE
     # a switch leaves the rig's own difficulty alone unless the new pool's is lower
-    difficulty = (vardiff.start(rig, conn.difficulty) if rig.difficulty is None
+    difficulty = (vardiff.start(rig, conn.difficulty, len(conn.rigs)) if rig.difficulty is None
                   else vardiff.capped(rig, conn.difficulty))
     if difficulty is not None:
         vardiff.apply(rig, difficulty, now)

@@ -36,8 +36,9 @@ if TYPE_CHECKING:
 RAISE_AT = 2.0  # shares per interval above which the difficulty goes up
 LOWER_AT = 0.5  # ... below which it goes down
 QUIET_INTERVALS = 3.0  # no share for this many intervals: lower without evidence
-QUIET_STEP = 4.0
-FAST_RETARGET_SHARES = 16  # this many shares: retarget even before a whole interval
+QUIET_STEP = 4.0  # the most a difficulty comes down in one step
+WINDOW_INTERVALS = 8.0  # a rate is judged over this many intervals (Poisson noise: ~35%)...
+FAST_RETARGET_SHARES = 16  # ... or this many shares, whichever comes first
 GRACE_INTERVALS = 2.0  # shares at the previous difficulty count this long after a change
 SETTLED_SHARES = 8  # a rig with this many shares at its difficulty informs new rigs' start
 
@@ -107,9 +108,12 @@ class Vardiff:
             value = max(value, 1.0)
         return min(value, pool_difficulty)
 
-    def start(self, rig: RigSession, pool_difficulty: float) -> float:
-        """The first difficulty of a rig that has none yet."""
-        wanted = rig.suggested_difficulty or self._farm_median() or pool_difficulty
+    def start(self, rig: RigSession, pool_difficulty: float, rigs_on_connection: int = 1) -> float:
+        """The first difficulty of a rig that has none yet: what it suggested, else the median
+        of the rigs already settled, else its share of the pool connection's (the pool's
+        vardiff aims the connection at its whole hashrate: a rig among N carries about 1/N)."""
+        wanted = (rig.suggested_difficulty or self._farm_median()
+                  or pool_difficulty / max(1, rigs_on_connection))
         return self.clamp(wanted, rig, pool_difficulty)
 
     def _farm_median(self) -> float | None:
@@ -131,23 +135,38 @@ class Vardiff:
             state.settled = True
             self._in_use[rig.difficulty] += 1
         elapsed = now - state.since
-        if elapsed < self.interval and state.shares < FAST_RETARGET_SHARES:
+        if elapsed < WINDOW_INTERVALS * self.interval and state.shares < FAST_RETARGET_SHARES:
             return None
-        if elapsed <= 0:
+        return self._judge(rig, pool_difficulty, now)
+
+    def when_quiet(self, rig: RigSession, pool_difficulty: float, now: float) -> float | None:
+        """Checked from time to time, share or not: a rig that is silent for QUIET_INTERVALS
+        is lowered without waiting for evidence that may never come, and one whose window
+        has closed with too few shares (its next share may be minutes away) is judged now."""
+        state = rig.vardiff
+        if rig.difficulty is None:
+            return None
+        elapsed = now - state.since
+        if state.shares == 0 and elapsed >= QUIET_INTERVALS * self.interval:
+            state.since = now
+            return self._changed(rig, rig.difficulty / QUIET_STEP, pool_difficulty)
+        if elapsed >= WINDOW_INTERVALS * self.interval:
+            return self._judge(rig, pool_difficulty, now)
+        return None
+
+    def _judge(self, rig: RigSession, pool_difficulty: float, now: float) -> float | None:
+        """Close the rig's window: a new difficulty when its share rate is off by more than
+        2x (the hysteresis), else None.  It comes down at most QUIET_STEP at a time."""
+        state = rig.vardiff
+        elapsed = now - state.since
+        if elapsed <= 0 or rig.difficulty is None:
             return None
         per_interval = state.shares / elapsed * self.interval
         state.since, state.shares = now, 0
-        if LOWER_AT <= per_interval <= RAISE_AT or rig.difficulty is None:
+        if LOWER_AT <= per_interval <= RAISE_AT:
             return None
-        return self._changed(rig, rig.difficulty * per_interval, pool_difficulty)
-
-    def when_quiet(self, rig: RigSession, pool_difficulty: float, now: float) -> float | None:
-        """No share for QUIET_INTERVALS: lower without waiting for evidence that may never come."""
-        state = rig.vardiff
-        if rig.difficulty is None or state.shares or now - state.since < QUIET_INTERVALS * self.interval:
-            return None
-        state.since = now
-        return self._changed(rig, rig.difficulty / QUIET_STEP, pool_difficulty)
+        wanted = rig.difficulty * max(per_interval, 1 / QUIET_STEP)
+        return self._changed(rig, wanted, pool_difficulty)
 
     def capped(self, rig: RigSession, pool_difficulty: float) -> float | None:
         """The pool's difficulty fell below the rig's: the rig must come down with it."""
