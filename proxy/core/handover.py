@@ -52,7 +52,9 @@ def hand_over(rig: RigSession, conn: PoolConnection, e2_size: int, vardiff: Vard
         rig.set_extranonce(*want)
         change = SET_EXTRANONCE
     # a switch leaves the rig's own difficulty alone unless the new pool's is lower
-    difficulty = (vardiff.start(rig, conn.difficulty, len(conn.rigs)) if rig.difficulty is None
+    # a pool that retargeted the connection aims it at all of its rigs: a new one carries ~1/N
+    sharing = len(conn.rigs) if conn.retargets else 1
+    difficulty = (vardiff.start(rig, conn.difficulty, sharing) if rig.difficulty is None
                   else vardiff.capped(rig, conn.difficulty))
     if difficulty is not None:
         vardiff.apply(rig, difficulty, now)

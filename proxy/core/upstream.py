@@ -104,6 +104,7 @@ class PoolConnection:
         "pending", "shares_in_flight", "next_id", "last_rx", "last_job_at", "subscribed",
         "authorized", "authorized_workers", "connected_at", "retiring", "replaces",
         "replaced_by", "exclusive", "close_reason", "passthrough", "last_keepalive", "watch",
+        "retargets", "_difficulty_seen",
         "_diff_line", "_targets",
     )
 
@@ -138,6 +139,8 @@ class PoolConnection:
         self.close_reason = ""
         self.passthrough = False  # too narrow for the fold: the rig uses the pool's extranonce1
         self.last_keepalive = 0.0
+        self.retargets = 0  # set_difficulty after the first: the pool's vardiff at work
+        self._difficulty_seen = False
         # told of every request sent (time, connection, id): the core's silence detector
         self.watch: Callable[[float, PoolConnection, int], None] = _unwatched
         self._diff_line = (0.0, b"")
@@ -311,6 +314,9 @@ class PoolConnection:
             self._maybe_ready(now, sink)
         elif method == "mining.set_difficulty":
             difficulty = messages.parse_difficulty(msg.params)
+            if self._difficulty_seen:
+                self.retargets += 1
+            self._difficulty_seen = True
             if difficulty != self.difficulty:
                 self.difficulty = difficulty
                 sink.pool_event(self, DifficultySet(difficulty), now)

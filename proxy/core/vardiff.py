@@ -74,7 +74,7 @@ def target_for(difficulty: float) -> int:
 class RigDifficulty:
     """One rig's difficulty state (held by its session)."""
 
-    __slots__ = ("previous", "changed_at", "since", "shares", "minimum", "settled")
+    __slots__ = ("previous", "changed_at", "since", "shares", "minimum", "settled", "judged")
 
     def __init__(self, now: float) -> None:
         self.previous: float | None = None  # before the last change, accepted for a grace
@@ -83,6 +83,8 @@ class RigDifficulty:
         self.shares = 0  # shares at the current difficulty in that window
         self.minimum = 0.0  # the rig's own floor (suggest_difficulty, minimum-difficulty)
         self.settled = False
+        self.judged = 0  # windows closed: the first is one interval long (a new rig converges
+        # fast), the others WINDOW_INTERVALS (a settled rig is not moved by Poisson noise)
 
 
 class Vardiff:
@@ -110,8 +112,9 @@ class Vardiff:
 
     def start(self, rig: RigSession, pool_difficulty: float, rigs_on_connection: int = 1) -> float:
         """The first difficulty of a rig that has none yet: what it suggested, else the median
-        of the rigs already settled, else its share of the pool connection's (the pool's
-        vardiff aims the connection at its whole hashrate: a rig among N carries about 1/N)."""
+        of the rigs already settled, else its share of the pool connection's (once the pool's
+        vardiff has aimed the connection at its whole hashrate, a rig among N carries about
+        1/N: the caller passes N, or 1 while the pool has not retargeted)."""
         wanted = (rig.suggested_difficulty or self._farm_median()
                   or pool_difficulty / max(1, rigs_on_connection))
         return self.clamp(wanted, rig, pool_difficulty)
@@ -135,7 +138,8 @@ class Vardiff:
             state.settled = True
             self._in_use[rig.difficulty] += 1
         elapsed = now - state.since
-        if elapsed < WINDOW_INTERVALS * self.interval and state.shares < FAST_RETARGET_SHARES:
+        window = WINDOW_INTERVALS * self.interval if state.judged else self.interval
+        if elapsed < window and state.shares < FAST_RETARGET_SHARES:
             return None
         return self._judge(rig, pool_difficulty, now)
 
@@ -163,6 +167,7 @@ class Vardiff:
             return None
         per_interval = state.shares / elapsed * self.interval
         state.since, state.shares = now, 0
+        state.judged += 1
         if LOWER_AT <= per_interval <= RAISE_AT:
             return None
         wanted = rig.difficulty * max(per_interval, 1 / QUIET_STEP)
