@@ -92,16 +92,6 @@ class PoolState:
         """False when the operator or the config disabled the pool."""
         return self.config.enabled
 
-    @property
-    def health_state(self) -> PoolHealth:
-        """The pool's current health state."""
-        return self.health.state
-
-    @property
-    def health_reason(self) -> str:
-        """Why the pool is in its current health state."""
-        return self.health.reason
-
     def ready_connections(self) -> list[PoolConnection]:
         """Every ready connection; a list of all of them, so not for the hot path."""
         return [c for c in self.connections.values() if c.ready]

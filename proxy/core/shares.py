@@ -40,12 +40,6 @@ class ShareVerdict:
     outside_pool_mask: bool  # valid work whose version bits the pool's mask does not allow
     difficulty: float  # the job's (pool's) difficulty: what the pool credits if forwarded
 
-    @property
-    def duplicate_key(self) -> int:
-        """Key to spot a resubmitted share: the low 64 bits of the hash, random even for hard shares."""
-        # low bits: random even for hashes that meet a high difficulty
-        return self.value & LOW64
-
 
 def mask_for_job(job: Job, requested_mask: int | None) -> int:
     """The version bits the rig may roll on this job: what it asked for, within the pool's

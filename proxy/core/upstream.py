@@ -16,7 +16,7 @@ from enum import Enum
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .. import __version__
-from ..stratum import errors, messages, work
+from ..stratum import errors, messages
 from ..stratum.errors import StratumError, reason_from_error
 from ..stratum.framing import LineFramer, LineTooLong
 from ..stratum.messages import BadMessage, Message
@@ -105,7 +105,7 @@ class PoolConnection:
         "authorized", "authorized_workers", "connected_at", "retiring", "replaces",
         "replaced_by", "exclusive", "close_reason", "passthrough", "last_keepalive", "watch",
         "retargets", "_difficulty_seen",
-        "_diff_line", "_targets",
+
     )
 
     def __init__(self, conn_id: int, pool: PoolState, host: str, port: int, max_line: int) -> None:
@@ -143,8 +143,6 @@ class PoolConnection:
         self._difficulty_seen = False
         # told of every request sent (time, connection, id): the core's silence detector
         self.watch: Callable[[float, PoolConnection, int], None] = _unwatched
-        self._diff_line = (0.0, b"")
-        self._targets: dict[float, int] = {}
 
     # ------------------------------------------------------------------ state
 
@@ -216,13 +214,6 @@ class PoolConnection:
         else:
             self.watch(now, self, msg_id)
         self.send(messages.request(msg_id, "mining.submit", params))
-
-    def oldest_pending(self) -> float | None:
-        """Requests are added in send order (dicts keep it), so the oldest is the first: O(1)
-        on every tick however many shares a slow pool holds."""
-        for pending in self.pending.values():
-            return pending.sent_at
-        return None
 
     def expire_shares(self) -> int:
         """Give up on every share in flight (the pool went silent); returns how many."""
@@ -352,25 +343,6 @@ class PoolConnection:
         if not 0 < port < 65536:
             port = self.port
         return ReconnectAsked(host, port)
-
-    # ------------------------------------------------------------------ encoded once
-
-    def difficulty_line(self) -> bytes:
-        """mining.set_difficulty for the current difficulty, encoded once for all rigs."""
-        if self._diff_line[0] != self.difficulty:
-            self._diff_line = (self.difficulty, messages.notification(
-                "mining.set_difficulty", [self.difficulty]))
-        return self._diff_line[1]
-
-    def target_for(self, difficulty: float) -> int:
-        """The share target for a difficulty, cached since every share needs it (the small cache
-        is cleared when full)."""
-        target = self._targets.get(difficulty)
-        if target is None:
-            if len(self._targets) > 16:
-                self._targets.clear()
-            target = self._targets[difficulty] = work.difficulty_to_target(difficulty)
-        return target
 
     def __repr__(self) -> str:
         return f"<PoolConnection {self.pool.name}#{self.conn_id} {self.state.value} rigs={len(self.rigs)}>"
