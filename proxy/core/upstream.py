@@ -105,7 +105,6 @@ class PoolConnection:
         "authorized", "authorized_workers", "connected_at", "retiring", "replaces",
         "replaced_by", "exclusive", "close_reason", "passthrough", "last_keepalive", "watch",
         "retargets", "_difficulty_seen",
-
     )
 
     def __init__(self, conn_id: int, pool: PoolState, host: str, port: int, max_line: int) -> None:
