@@ -73,6 +73,9 @@ def describe(config: Config) -> str:
         silence = f"silent after {p.silent_timeout_s:g}s without an answer"
     lines.append(f"failover: {silence}; stale after {p.max_job_age_s:g}s without a job; "
                  f"failback hold-down {p.failback_hold_s:g}s")
+    if p.proxy_protocol != "off":
+        lines.append(f"PROXY protocol {p.proxy_protocol} on the rig port: rigs' real addresses, "
+                     f"believed only from {', '.join(p.trusted_proxies)}; other connections are closed")
     lines.append(f"api: {config.api.listen}" + ("" if config.api.enabled else " (disabled)")
                  + ("" if config.api.token else " (no token: writes refused)"))
     if config.rental is not None:

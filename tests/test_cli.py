@@ -150,3 +150,17 @@ def test_check_config_describes_a_hashprice_cap_and_names_a_bad_premium(tmp_path
     cfg.write_text(base + "max_premium = 2.0\n")
     bad = _cli("check-config", str(cfg))
     assert bad.returncode != 0 and "rental.max_premium" in bad.stderr + bad.stdout
+
+
+def test_check_config_describes_the_proxy_protocol():
+    proc = _cli("check-config", str(ROOT / "configs" / "instance-1.toml"))
+    assert proc.returncode == 0, proc.stderr
+    assert "PROXY protocol v2 on the rig port" in proc.stdout and "127.0.0.1/32" in proc.stdout
+
+
+def test_check_config_refuses_the_proxy_protocol_without_trusted_proxies(tmp_path):
+    path = tmp_path / "bad.toml"
+    path.write_text((ROOT / "configs" / "instance-1.toml").read_text()
+                    .replace('trusted_proxies = ["127.0.0.1/32"]', "trusted_proxies = []"))
+    proc = _cli("check-config", str(path))
+    assert proc.returncode != 0 and "proxy.trusted_proxies" in (proc.stderr + proc.stdout)
