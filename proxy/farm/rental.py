@@ -14,8 +14,9 @@ import logging
 import time
 from typing import Any
 
-from ..rental.controller import BackfillController, HashpriceReading
+from ..rental.controller import BackfillController
 from ..rental.local import WindowedHashrate, build_provider, destination_for, reading_from
+from ..rental.policy import HashpriceReading
 
 log = logging.getLogger("proxy.farm.rental")
 

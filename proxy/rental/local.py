@@ -25,8 +25,9 @@ from decimal import Decimal
 from typing import Any
 
 from ..config import RENTAL_PROXY_TARGET, ConfigError, parse_address
-from .controller import BackfillController, HashpriceReading
+from .controller import BackfillController
 from .nicehash import NiceHashProvider
+from .policy import HashpriceReading
 from .provider import Destination
 
 log = logging.getLogger("proxy.rental")

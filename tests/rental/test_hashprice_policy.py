@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import replace
 from decimal import Decimal
 
-from proxy.rental.controller import BackfillPolicy, HashpriceReading, price_cap
+from proxy.rental.policy import BackfillPolicy, HashpriceReading, price_cap
 
 from .test_policy import BUDGET, CFG, QUOTE, TH, order
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from proxy.rental.controller import BackfillPolicy, PolicyConfig
+from proxy.rental.policy import BackfillPolicy, PolicyConfig
 from proxy.rental.provider import OrderStatus, Quote
 
 TH = 1e12
@@ -153,7 +153,7 @@ def test_refill_within_budget_and_reprice_when_starved():
 
 
 def test_window_average_matches_a_windowed_measurement():
-    from proxy.rental.controller import WindowAverage
+    from proxy.rental.policy import WindowAverage
 
     avg = WindowAverage(10.0)
     assert avg.average(0.0) == 0.0
