@@ -8,7 +8,7 @@ import time
 import pytest
 
 from proxy.sim import RawClient, SimPool, SimPoolConfig
-from proxy.sim.pool import UNKNOWN_ID_BASE, WRONG_ID_OFFSET
+from proxy.sim.pool_conn import UNKNOWN_ID_BASE, WRONG_ID_OFFSET
 
 BAD_SUBMIT = ["w", "nojob", "00", "00000000", "00000000"]  # judged (rejected): still answered
 
