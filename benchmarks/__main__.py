@@ -31,7 +31,7 @@ SCENARIOS = {
     "vardiff": vardiff,
 }
 # hard limits per scenario (seconds): the whole scenario, processes included
-BUDGET = {"latency": 240, "throughput": 240, "connections": 240, "failover": 900,
+BUDGET = {"latency": 240, "throughput": 240, "connections": 600, "failover": 900,
           "vardiff": 300}
 SMOKE_BUDGET = 45
 

@@ -112,6 +112,17 @@ def test_connections(results):
     lasts = sorted(f["last_ms"] for f in r["fanouts"])
     assert r["fanout_last_ms_median"] == lasts[len(lasts) // 2]
     assert r["fanout_last_ms_max"] == lasts[-1]
+    # the bare send-loop baseline: as many sockets, one round per broadcast, same line size
+    assert r["params"]["loadgen_processes"] >= 1 and r["params"]["bare_senders"] >= 1
+    assert r["notify_bytes"] > 0
+    assert len(r["bare_fanouts"]) == len(r["fanouts"])
+    for b in r["bare_fanouts"]:
+        assert b["rigs_received"] == r["rigs"] and b["rigs_missing"] == 0
+        assert 0 < b["first_ms"] <= b["p50_ms"] <= b["last_ms"]
+    ratios = sorted(round(f["last_ms"] / b["last_ms"], 3)
+                    for f, b in zip(r["fanouts"], r["bare_fanouts"]))
+    assert r["fanout_ratios"] == ratios
+    assert r["fanout_ratio_median"] == ratios[len(ratios) // 2]
 
 
 def test_failover(results):
