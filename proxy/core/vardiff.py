@@ -41,6 +41,8 @@ WINDOW_INTERVALS = 8.0  # a rate is judged over this many intervals (Poisson noi
 FAST_RETARGET_SHARES = 16  # ... or this many shares, whichever comes first
 GRACE_INTERVALS = 2.0  # shares at the previous difficulty count this long after a change
 SETTLED_SHARES = 8  # a rig with this many shares at its difficulty informs new rigs' start
+MAX_SPLIT = 2.0**24  # a rig's difficulty stays above the pool connection's / this (a floor
+# for rigs that never share: lowering them forever would underflow)
 
 _lines: dict[float, bytes] = {}
 _targets: dict[float, int] = {}
@@ -105,7 +107,7 @@ class Vardiff:
         value = max(wanted, floor)
         if s.rig_max_difficulty:
             value = min(value, s.rig_max_difficulty)
-        value = pow2_floor(min(value, pool_difficulty))
+        value = pow2_floor(max(min(value, pool_difficulty), pool_difficulty / MAX_SPLIT))
         if pool_difficulty >= 1.0:
             value = max(value, 1.0)
         return min(value, pool_difficulty)
@@ -148,7 +150,7 @@ class Vardiff:
         is lowered without waiting for evidence that may never come, and one whose window
         has closed with too few shares (its next share may be minutes away) is judged now."""
         state = rig.vardiff
-        if rig.difficulty is None:
+        if rig.difficulty is None or rig.stalled:  # a stalled rig is dead, not slow: leave it
             return None
         elapsed = now - state.since
         if state.shares == 0 and elapsed >= QUIET_INTERVALS * self.interval:

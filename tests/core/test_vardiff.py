@@ -166,3 +166,23 @@ def test_a_quiet_rig_is_lowered_then_reported_stalled_and_resumed():
             break
     assert miner.accepted and view.status(clock.now)["rigs_stalled"] == 0
     assert [e["kind"] for e in core.events.recent()].count("rigs_resumed") == 1
+
+
+def test_a_rig_that_never_shares_is_lowered_to_a_floor_then_left_alone():
+    core, io, clock = make_core(rig_share_interval_s=5.0)
+    link = connect(core, io.dialed[0], clock)
+    link.handshake(extranonce1="aaaaaaaa", e2_size=8, difficulty=2.0**-20)
+    connect(core, io.dialed[1], clock).handshake(extranonce1="bbbbbbbb", e2_size=8)
+    rig = FakeRig(core, clock)
+    rig.setup(mask=None)
+    for _ in range(int(6 * 3600 / 1.0)):  # six hours of an idle rig, the core's timers running
+        clock.advance(1.0)
+        core.tick(clock.now)
+        if int(clock.now) % 60 == 0:  # the pool keeps sending jobs, so it is not stale
+            link.feed({"id": None, "method": "mining.notify",
+                       "params": make_notify(f"p{int(clock.now)}", clean=False)})
+    difficulties = [p[0] for p in rig.notifications("mining.set_difficulty")]
+    assert difficulties[0] == 2.0**-20 and min(difficulties) >= 2.0**-44  # the floor: pool / 2^24
+    # once stalled (no share for 60 s) it is no longer lowered and sent work for it
+    assert len(difficulties) <= 6, difficulties
+    assert CoreView(core).status(clock.now)["rigs_stalled"] == 1
