@@ -86,8 +86,8 @@ def _short_id(order_id: object) -> str:
 
 
 # the events that tell the story (the rest stay in the log file)
-STORY_EVENTS = ("pool_up", "pool_health", "pool_switch", "pool_narrow", "pool_reconnect_requested",
-                "rigs_extranonce_changed")
+STORY_EVENTS = ("pool_health", "pool_switch", "pool_narrow", "pool_reconnect_requested",
+                "rigs_extranonce_changed", "extranonce_layout", "rigs_stalled", "rigs_resumed")
 
 
 def describe_event(e: dict[str, Any], price_decimals: int | None = None) -> str | None:
@@ -105,8 +105,12 @@ def describe_event(e: dict[str, Any], price_decimals: int | None = None) -> str 
                 + (f" ({moved:,} rigs moved)" if moved else ""))
     if kind == "pool_health":
         return f"pool {e.get('pool')}: {e.get('previous')} -> {e.get('state')} ({reason})"
-    if kind == "pool_up":
-        return f"pool {e.get('pool')} is ready ({reason})"
+    if kind == "extranonce_layout":
+        layout = f"{e.get('prefix_size')}-byte prefix + {e.get('extranonce2_size')}"
+        return f"extranonce layout: {layout} ({reason})"
+    if kind in ("rigs_stalled", "rigs_resumed"):
+        return (f"{e.get('count')} rig(s) {kind.split('_')[1]}: {', '.join(e.get('workers') or [])}"
+                + (f" ({reason})" if reason else ""))
     if kind in STORY_EVENTS:
         return f"{kind.replace('_', ' ')}: {e.get('pool', '')} {reason}".rstrip()
     if not kind.startswith("rental_"):
