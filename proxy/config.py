@@ -16,6 +16,8 @@ from urllib.parse import urlsplit
 
 import msgspec
 
+from .power.config import PowerSection, validate_power
+
 _T = TypeVar("_T")
 
 
@@ -191,6 +193,7 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     api: ApiSection = msgspec.field(default_factory=ApiSection)
     pools: list[PoolConfig] = msgspec.field(default_factory=list)
     rental: RentalSection | None = None
+    power: PowerSection | None = None  # UPSes and curtailments (proxy/power)
     path: str = ""
 
 
@@ -287,6 +290,8 @@ def validate(config: Config) -> Config:
     validate_pools(config.pools)
     if config.rental is not None:
         validate_rental(config)
+    if config.power is not None:
+        validate_power(config)
     return config
 
 

@@ -29,6 +29,7 @@ from .auth import AuthError, check_write
 from .dashboard import INDEX_HEADERS, INDEX_HTML
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .metrics import render_metrics
+from .power import add_power_routes
 
 log = logging.getLogger("proxy.api")
 
@@ -248,7 +249,8 @@ async def get_rentals(request: web.Request) -> web.Response:
 
 async def get_metrics(request: web.Request) -> web.Response:
     rental = getattr(_service(request), "rental", None)
-    text = render_metrics(_view(request), _now(request), __version__, rental=rental)
+    text = render_metrics(_view(request), _now(request), __version__, rental=rental,
+                          power=getattr(_service(request), "power", None))
     return web.Response(body=text.encode("utf-8"), headers={"Content-Type": METRICS_CONTENT_TYPE})
 
 
@@ -377,6 +379,7 @@ def create_app(service: Any, *, history_interval: float | None = None) -> web.Ap
     app.on_cleanup.append(stop_recorder)
 
     add_api_routes(app.router, PROXY_HANDLERS)
+    add_power_routes(app.router)
     return app
 
 

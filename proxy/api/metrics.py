@@ -137,7 +137,42 @@ def render_rental(w: MetricsWriter, rental: Any) -> None:
             w.sample(name, values[key])
 
 
-def render_metrics(view: CoreView, now: float, version: str, rental: Any = None) -> str:
+UPS_STATES = ("online", "battery", "critical", "unknown")
+
+
+def render_power(w: MetricsWriter, power: Any) -> None:
+    """The power monitor's gauges: each UPS's state and figures, the hashrate at risk."""
+    doc = power.view()
+    w.family("ups_status", "gauge", "1 for the UPS's power state now: online (OL), battery (OB), critical "
+             "(LB, FSD or OFF), unknown (upsd unreachable, slow or garbled)")
+    for u in doc["ups"]:
+        for state in UPS_STATES:
+            w.sample("ups_status", 1 if u["power"] == state else 0, ups=u["name"], status=state)
+    for name, key, help_text in (
+        ("ups_battery_charge_percent", "charge", "battery.charge as upsd reports it; absent while unknown"),
+        ("ups_battery_runtime_seconds", "runtime_s", "battery.runtime as upsd last reported it"),
+        ("ups_rigs", "rig_count", "Connected rigs fed by the UPS"),
+    ):
+        w.family(name, "gauge", help_text)
+        for u in doc["ups"]:
+            if u.get(key) is not None:
+                w.sample(name, u[key], ups=u["name"])
+    w.family("hashrate_at_risk_hashes_per_second", "gauge",
+             "Measured hashrate of the rigs on a UPS on battery (kind ups) or in a curtailment window "
+             "or its order lead (kind curtailment)")
+    for u in doc["ups"]:
+        w.sample("hashrate_at_risk_hashes_per_second", u["hashrate_at_risk_hs"], kind="ups", name=u["name"])
+    for c in doc["curtailments"]:
+        w.sample("hashrate_at_risk_hashes_per_second", c.get("hashrate_at_risk_hs", 0.0), kind="curtailment",
+                 name=c["name"] or c["id"])
+    w.metric("power_rent_now_hashes_per_second", "gauge",
+             "Hashrate the power planner asks the backfill controller to rent now", doc["rent_now_hs"])
+    w.metric("power_order_lead_seconds", "gauge",
+             "How long an order is expected to take to deliver: order_lead_s, raised by what was seen",
+             doc["order_lead_s"])
+
+
+def render_metrics(view: CoreView, now: float, version: str, rental: Any = None, power: Any = None) -> str:
     status = view.status(now)
     pools = view.pools(now)
     w = MetricsWriter(instance=status["instance"])
@@ -251,5 +286,7 @@ def render_metrics(view: CoreView, now: float, version: str, rental: Any = None)
         w.sample("share_latency_seconds_count", count, pool=p["name"])
     if rental is not None:
         render_rental(w, rental)
+    if power is not None:
+        render_power(w, power)
     return w.text()
 

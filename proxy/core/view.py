@@ -279,6 +279,11 @@ class CoreView:
         """Rigs connected now, in any state."""
         return len(self._core.rigs)
 
+    def rig_figures(self, now: float) -> list[tuple[int, tuple[str, ...], str, float]]:
+        """(id, worker names, remote address, measured hashrate) of every connected rig: what
+        the power planner matches UPSes and curtailments against, without building views."""
+        return [(r.rig_id, tuple(r.workers), r.peer, r.hashrate.rate(now)) for r in self._core.rigs.values()]
+
     def rig(self, rig_id: int, now: float) -> dict[str, Any] | None:
         """One rig's view by id, or None if no such rig is connected."""
         rig = self._core.rigs.get(rig_id)

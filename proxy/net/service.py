@@ -54,6 +54,7 @@ class ProxyService:
         self._stopped = asyncio.Event()
         self.stopping = False
         self.rental: Any = None  # proxy.rental.controller.BackfillController when [rental] is set
+        self.power: Any = None  # proxy.power.monitor.PowerMonitor when [power] is set
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -85,6 +86,10 @@ class ProxyService:
             from ..api.app import start_api
 
             self.api_runner, self.api_port = await start_api(self)
+        if self.config.power is not None:  # before the controller: it plans with it
+            from ..power.monitor import start_for_service as start_power
+
+            self.power = await start_power(self)
         if self.config.rental is not None:
             from ..rental.local import start_for_service
 
@@ -150,6 +155,9 @@ class ProxyService:
         if self.rental is not None:  # stops deciding; an open order stays and is adopted on restart
             await self.rental.stop()
             self.rental = None
+        if self.power is not None:
+            await self.power.stop()
+            self.power = None
         if self.core is not None:
             # every submit a rig sent has been answered already (the proxy answers after its
             # own check); closing the rigs first means no new shares keep the drain open

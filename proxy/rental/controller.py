@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 import uuid
@@ -83,6 +84,7 @@ class BackfillController:
         quote_every_s: float = 60.0,
         own_provider: bool = True,
         hashprice: Callable[[], HashpriceReading] | None = None,
+        power: Any = None,
     ) -> None:
         self.config = config
         self.provider = provider
@@ -113,6 +115,11 @@ class BackfillController:
         self._task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
         self._rented = WindowAverage(config.window_s)
+        # power-aware backfill (proxy.power.monitor.PowerMonitor): .input() -> PowerInput,
+        # .order_delivered(seconds) teaches it how long orders take to deliver
+        self.power = power
+        self._cover = WindowAverage(config.window_s)
+        self._placed_at: float | None = None
 
     # --- lifecycle --------------------------------------------------------------------------
 
@@ -308,6 +315,7 @@ class BackfillController:
                 st = await self.provider.status(self.order.id)
                 self.ledger.record_order(st, wall=self.wall())
                 self.order = st
+                self._note_delivery(now, st)
                 if not st.alive:
                     self._emit(
                         "rental_order_closed",
@@ -339,7 +347,7 @@ class BackfillController:
         self.hashprice = self._hashprice()
         action = self.policy.decide(
             now, self.delivered_hs, self.order, budget_left=budget_left, quote=self.quote,
-            rented_hs=rented_hs, hashprice=self.hashprice,
+            rented_hs=rented_hs, hashprice=self.hashprice, power=self._power_input(now),
         )
         self.last_action = action
         self.last_decision = {
@@ -367,6 +375,27 @@ class BackfillController:
         await self._execute(action, budget_left)
         self.state = "renting" if self.order is not None else "idle"
         return action
+
+    def _power_input(self, now: float) -> Any:
+        """The power planner's input, its at-risk hashrate held for one window after the
+        rigs vanish (the delivered measurement loses them over the same window)."""
+        if self.power is None:
+            return None
+        try:
+            current = self.power.input()
+        except Exception:  # power data is advisory: never stop the controller
+            log.exception("reading the power plan failed")
+            return None
+        self._cover.add(now, current.cover_hs)
+        return dataclasses.replace(current, cover_hs=max(current.cover_hs, self._cover.average(now)))
+
+    def _note_delivery(self, now: float, st: OrderStatus) -> None:
+        """Placed -> delivering 90% of its limit: how long orders take (the power lead)."""
+        if self._placed_at is None or not st.alive or st.delivered_hs < 0.9 * st.limit_hs:
+            return
+        seconds, self._placed_at = now - self._placed_at, None
+        if self.power is not None:
+            self.power.order_delivered(seconds)
 
     def _hashprice(self) -> HashpriceReading:
         if self.read_hashprice is None:
@@ -446,11 +475,14 @@ class BackfillController:
         )
         self.order = st
         self.policy.note_order_started(self.clock())
+        self._placed_at = self.clock()
         self._emit(
             "rental_order_placed",
             action.reason,
             order_id=st.id,
+            code=action.code,
             limit_hs=action.limit_hs,
+            **{k: v for k, v in action.fields.items() if k == "at_risk_hs"},
             price=str(action.price),
             amount_btc=str(action.amount),
             **action.prices(),

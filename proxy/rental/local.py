@@ -157,6 +157,7 @@ async def start_for_service(service: Any, provider: Any = None) -> BackfillContr
         events=sink,
         rented_in_source=via_proxy,
         hashprice=lambda: core_hashprice(service),
+        power=getattr(service, "power", None),  # UPSes and curtailments ([power], proxy/power)
     )
     await controller.start()
     log.info(

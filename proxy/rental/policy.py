@@ -11,10 +11,13 @@ import logging
 from collections import deque
 from dataclasses import dataclass, field
 from decimal import ROUND_DOWN, ROUND_UP, Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .provider import PH, OrderStatus, Quote
 from .units import format_btc, format_hashrate, format_price, price_decimals
+
+if TYPE_CHECKING:
+    from ..power.plan import PowerInput
 
 log = logging.getLogger("proxy.rental")
 
@@ -187,10 +190,15 @@ class BackfillPolicy:
         quote: Quote | None,
         rented_hs: float | None = None,
         hashprice: HashpriceReading | None = None,
+        power: PowerInput | None = None,
     ) -> Action:
         """``delivered_hs``: everything delivered to the pool (own + rented); ``rented_hs``: the
         rented part of it, when the caller knows it better than ``order.delivered_hs``;
-        ``hashprice``: what the hashrate earns, the price cap when ``max_price`` follows it."""
+        ``hashprice``: what the hashrate earns, the price cap when ``max_price`` follows it;
+        ``power``: the power planner's input (``proxy.power.plan``): hashrate still delivered
+        but about to be lost (a UPS on battery, a curtailment), counted as lost already, so the
+        order comes before the dip (no ``trigger_after_s`` wait) and a live order is not
+        cancelled while power is not back."""
         c = self.cfg
         target = c.target_hs
         cap, cap_text = price_cap(c, hashprice)
@@ -206,14 +214,19 @@ class BackfillPolicy:
         rented = 0.0
         if live and order is not None:
             rented = order.delivered_hs if rented_hs is None else rented_hs
+        cover = power.cover_hs if power is not None else 0.0
         own = max(0.0, delivered_hs - rented)
-        need = max(0.0, target - own)
+        safe = max(0.0, own - cover)  # what the own rigs will still deliver once the at-risk go dark
+        need = max(0.0, target - safe)
         info = {"delivered_hs": delivered_hs, "own_hs": own, "rented_hs": rented, "target_hs": target,
                 **prices}
+        if power:
+            info["at_risk_hs"] = cover
         if not live or order is None:
             self.recovered_since = self.starving_since = self.order_since = None
             floor = target * (1 - c.trigger_deficit)
-            if delivered_hs >= floor:
+            ahead = cover > 0 and delivered_hs - cover < floor  # rent before the rigs go dark
+            if delivered_hs >= floor and not ahead:
                 self.deficit_since = None
                 return Action(
                     "none",
@@ -225,7 +238,7 @@ class BackfillPolicy:
             if self.deficit_since is None:
                 self.deficit_since = now
             lasted = now - self.deficit_since
-            if lasted < c.trigger_after_s:
+            if lasted < c.trigger_after_s and not ahead:
                 return Action(
                     "wait",
                     "deficit",
@@ -263,6 +276,14 @@ class BackfillPolicy:
                     f"budget left {format_btc(budget_left)} BTC is below the minimum order "
                     f"amount {format_btc(quote.min_amount)} BTC: not renting",
                     fields=info,
+                )
+            if ahead and power is not None:
+                return Action(
+                    "place",
+                    "power",
+                    f"{power.reason}: renting {format_hashrate(limit)} at {_price(price, quote)} "
+                    f"BTC/PH/day (within {cap_text}) before the rigs go dark",
+                    limit, price, amount, info,
                 )
             return Action(
                 "place",
@@ -305,7 +326,16 @@ class BackfillPolicy:
                 fields=info,
             )
         recovered_at = target * (1 - c.recover_band)
-        if own >= recovered_at:
+        if safe >= recovered_at and power is not None and power.hold:
+            self.recovered_since = None
+            return Action(
+                "none",
+                "power_hold",
+                f"rigs deliver {format_hashrate(own)} but power is not back ({power.reason}): "
+                "the order stays",
+                fields=info,
+            )
+        if safe >= recovered_at:
             if self.recovered_since is None:
                 self.recovered_since = now
             held = now - self.recovered_since

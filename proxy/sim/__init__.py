@@ -10,9 +10,10 @@ from __future__ import annotations
 from ._wait import wait_until
 from .client import RawClient
 from .firmware import PROFILES, RigProfile
+from .nut import SimNut
 from .pool import SimConnStats, SimPool, SimPoolConfig, SimShare
 from .rigs import RigFleet, SimRig
 from .vardiff import Vardiff, VardiffConfig
 
-__all__ = ["PROFILES", "RawClient", "RigFleet", "RigProfile", "SimConnStats", "SimPool",
+__all__ = ["PROFILES", "RawClient", "RigFleet", "RigProfile", "SimConnStats", "SimNut", "SimPool",
            "SimPoolConfig", "SimRig", "SimShare", "Vardiff", "VardiffConfig", "wait_until"]

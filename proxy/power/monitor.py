@@ -1,0 +1,289 @@
+"""The power monitor: polls every ``[[power.ups]]`` over NUT, keeps the curtailments (config
+and API), and hands the backfill controller the plan (``input()``) on each of its steps.
+
+Asyncio glue around the pure parts (``nutproto``, ``plan``): one poll task per UPS, each
+poll a fresh NUT session with a deadline; a UPS that cannot be read is ``unknown`` with the
+reason and an event, and nothing else in the proxy notices.  Events: ``power_ups`` when a
+UPS's power state changes (or why it is unknown changes), ``power_decision`` when a UPS's
+or a curtailment's decision changes, ``power_curtailment`` when one is added or removed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from .config import CurtailConfig, PowerSection, UpsConfig, check_curtail
+from .match import RigMatcher
+from .nut import read_ups
+from .nutproto import Power, UpsReading, parse_target
+from .plan import Curtailment, LeadEstimator, PowerInput, PowerPlan, RigFigure, UpsState, plan
+
+log = logging.getLogger("proxy.power")
+
+EventSink = Callable[..., None]
+RigSource = Callable[[], list[RigFigure]]
+KEEP_OVER_S = 86400.0  # API curtailments stay listed this long after their window
+
+
+class CurtailmentError(ValueError):
+    """A curtailment the API refuses; the message starts with the bad field."""
+
+
+def _curtailment(c: CurtailConfig, cid: str, source: str, where: str) -> Curtailment:
+    matcher = check_curtail(where, c)
+    return Curtailment(cid, c.name, matcher, c.start.timestamp(), c.until.timestamp(), c.reason,
+                       c.rent, source, tuple(c.workers), tuple(c.addresses))
+
+
+def _stored(c: Curtailment) -> dict[str, Any]:
+    def iso(t: float) -> str:
+        return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
+
+    return {"id": c.id, "name": c.name, "workers": list(c.workers), "addresses": list(c.addresses),
+            "from": iso(c.start), "until": iso(c.until), "reason": c.reason, "rent": c.rent}
+
+
+class PowerMonitor:
+    def __init__(self, section: PowerSection, rigs: RigSource, *, events: EventSink | None = None,
+                 wall: Callable[[], float] = time.time, env: Any = None) -> None:
+        self.section = section
+        self.rigs = rigs
+        self.events = events
+        self.wall = wall
+        env = os.environ if env is None else env
+        self.lead = LeadEstimator(section.order_lead_s, section.learn_lead)
+        self.ups: dict[str, UpsState] = {}
+        self._ups_cfg: dict[str, UpsConfig] = {}
+        self._credentials: dict[str, tuple[str | None, str | None]] = {}
+        for u in section.ups:
+            self.ups[u.name] = UpsState(u.name, RigMatcher.build(u.workers, u.addresses),
+                                        UpsReading(Power.UNKNOWN, reason="not read yet"))
+            self._ups_cfg[u.name] = u
+            self._credentials[u.name] = (env.get(u.user_env) if u.user_env else None,
+                                         env.get(u.password_env) if u.password_env else None)
+        self.curtailments: dict[str, Curtailment] = {}
+        for i, c in enumerate(section.curtail):
+            cid = f"config-{i}"
+            self.curtailments[cid] = _curtailment(c, cid, "config", f"power.curtail[{i}]")
+        self._decided: dict[tuple[str, str], str] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+        self.last_plan: PowerPlan | None = None
+
+    # --- lifecycle --------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._load_api_curtailments()
+        loop = asyncio.get_running_loop()
+        for name in self.ups:
+            self._tasks.append(loop.create_task(self._poll_loop(name), name=f"nut-{name}"))
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+
+    async def _poll_loop(self, name: str) -> None:
+        cfg = self._ups_cfg[name]
+        while True:
+            try:
+                await self.poll(name)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # never let one UPS stop the monitor
+                log.exception("polling UPS %s failed", name)
+            await asyncio.sleep(cfg.poll_s)
+
+    async def poll(self, name: str) -> UpsReading:
+        """Read one UPS now, record it, emit what changed, re-plan."""
+        cfg = self._ups_cfg[name]
+        user, password = self._credentials[name]
+        reading = await read_ups(parse_target(cfg.nut), user, password, cfg.timeout_s)
+        old = self.ups[name]
+        known = old.last_known if reading.power is Power.UNKNOWN else reading.power
+        self.ups[name] = UpsState(name, old.matcher, reading, self.wall(), known)
+        if (reading.power, reading.reason if reading.power is Power.UNKNOWN else "") != (
+                old.reading.power, old.reading.reason if old.reading.power is Power.UNKNOWN else ""):
+            if reading.power is Power.UNKNOWN:
+                text = f"UPS {name} unknown: {reading.reason}"
+            else:
+                text = (f"UPS {name} {reading.power.value} ({reading.status}), charge "
+                        f"{_num(reading.charge, '%')}, runtime {_num(reading.runtime_s, 's')}")
+            self._emit("power_ups", text, ups=name, power=reading.power.value, status=reading.status,
+                       charge=reading.charge, runtime_s=reading.runtime_s)
+        self.refresh()
+        return reading
+
+    # --- the plan ---------------------------------------------------------------------------
+
+    def _rig_figures(self) -> list[RigFigure]:
+        try:
+            return self.rigs()
+        except Exception:
+            log.exception("reading the rigs failed")
+            return []
+
+    def refresh(self) -> PowerPlan:
+        """Plan now; one ``power_decision`` event for each UPS / curtailment whose decision changed."""
+        now = self.wall()
+        result = plan(list(self.ups.values()), list(self.curtailments.values()), self._rig_figures(), now,
+                      self.lead.lead_s(), self.section.runtime_margin_s)
+        for d in result.decisions:
+            key = (d.kind, d.figures.get("id", d.name))
+            if self._decided.get(key) != d.decision:
+                self._decided[key] = d.decision
+                self._emit("power_decision", d.reason, **d.event_fields())
+        self.last_plan = result
+        return result
+
+    def input(self) -> PowerInput:
+        """What the backfill controller gets on each step."""
+        return self.refresh().input
+
+    def order_delivered(self, seconds: float) -> None:
+        """The controller saw an order deliver after ``seconds``: learn the lead from it."""
+        before = self.lead.lead_s()
+        self.lead.observe(seconds)
+        if self.lead.lead_s() != before:
+            self._emit("power_lead", f"order lead now {self.lead.lead_s():.0f}s (an order took "
+                       f"{seconds:.0f}s to deliver)", order_lead_s=self.lead.lead_s(), observed_s=seconds)
+
+    # --- curtailments through the API -------------------------------------------------------
+
+    def add_curtailment(self, body: Any) -> dict[str, Any]:
+        """Validate and add one; ``CurtailmentError`` names the bad field."""
+        from ..config import ConfigError, convert
+
+        if not isinstance(body, dict):
+            raise CurtailmentError("body: expected a JSON object")
+        try:
+            c = convert(body, CurtailConfig)
+            item = _curtailment(c, uuid.uuid4().hex[:12], "api", "")
+        except ConfigError as exc:
+            raise CurtailmentError(str(exc).lstrip(".")) from None
+        if item.until <= self.wall():
+            raise CurtailmentError("until: already past")
+        self.curtailments[item.id] = item
+        self._save_api_curtailments()
+        fields = {k: v for k, v in _stored(item).items() if k not in ("id", "reason")}
+        self._emit("power_curtailment", f"curtailment {item.name or item.id} added "
+                   f"({item.reason or 'no reason given'})", id=item.id, action="add", **fields)
+        self.refresh()
+        return self.curtailment_view(item)
+
+    def remove_curtailment(self, cid: str) -> bool:
+        item = self.curtailments.get(cid)
+        if item is None or item.source != "api":
+            return False
+        del self.curtailments[cid]
+        self._save_api_curtailments()
+        self._emit("power_curtailment", f"curtailment {item.name or cid} removed", id=cid, action="remove")
+        self.refresh()
+        return True
+
+    def _load_api_curtailments(self) -> None:
+        path = self.section.curtailments_file
+        if not path or not Path(path).exists():
+            return
+        try:
+            items = json.loads(Path(path).read_text(encoding="utf-8"))
+            for raw in items:
+                c = msgspec.convert({k: v for k, v in raw.items() if k != "id"}, CurtailConfig)
+                cid = str(raw["id"])
+                self.curtailments[cid] = _curtailment(c, cid, "api", "")
+        except Exception as exc:  # a damaged file loses the API curtailments, never the proxy
+            log.error("power: cannot read %s: %s", path, exc)
+            self._emit("power_error", f"cannot read the saved curtailments {path}: {exc}")
+
+    def _save_api_curtailments(self) -> None:
+        path = self.section.curtailments_file
+        if not path:
+            return
+        now = self.wall()
+        keep = [_stored(c) for c in self.curtailments.values()
+                if c.source == "api" and c.until > now - KEEP_OVER_S]
+        tmp = Path(f"{path}.tmp")
+        try:
+            tmp.write_text(json.dumps(keep, indent=1), encoding="utf-8")
+            os.replace(tmp, path)
+        except OSError as exc:
+            log.error("power: cannot save the curtailments to %s: %s", path, exc)
+
+    # --- views ------------------------------------------------------------------------------
+
+    def curtailment_view(self, c: Curtailment) -> dict[str, Any]:
+        out = {**_stored(c), "source": c.source}
+        if self.last_plan is not None:
+            for d in self.last_plan.decisions:
+                if d.kind == "curtailment" and d.figures.get("id") == c.id:
+                    out.update(decision=d.decision, status_reason=d.reason, rigs=d.view()["rigs"],
+                               rig_count=len(d.rigs), hashrate_at_risk_hs=d.at_risk_hs)
+        return out
+
+    def view(self) -> dict[str, Any]:
+        """The ``GET /api/v1/power`` document."""
+        result = self.refresh()
+        ups = []
+        for d in result.decisions:
+            if d.kind != "ups":
+                continue
+            state = self.ups[d.name]
+            ups.append({"name": d.name, "nut": self._ups_cfg[d.name].nut, **d.view(),
+                        "unknown_reason": state.reading.reason or None,
+                        "read_at": state.read_at})
+        return {
+            "order_lead_s": result.order_lead_s,
+            "configured_order_lead_s": self.lead.configured_s,
+            "learned_order_lead_s": self.lead.learned_s,
+            "runtime_margin_s": self.section.runtime_margin_s,
+            "hashrate_at_risk_hs": sum(d.at_risk_hs for d in result.decisions if d.kind == "ups"),
+            "rent_now_hs": result.input.cover_hs,
+            "holding_order": result.input.hold,
+            "ups": ups,
+            "curtailments": [self.curtailment_view(c) for c in self.curtailments.values()],
+        }
+
+    def _emit(self, kind: str, reason: str, **fields: Any) -> None:
+        log.info("%s: %s", kind, reason)
+        if self.events is not None:
+            try:
+                self.events(kind, reason, **fields)
+            except Exception:
+                log.exception("power event sink failed")
+
+
+def _num(value: float | None, unit: str) -> str:
+    return "?" if value is None else f"{value:g}{unit}"
+
+
+def service_rigs(service: Any) -> RigSource:
+    """The proxy's connected rigs as the planner reads them (``CoreView.rig_figures``)."""
+    def read() -> list[RigFigure]:
+        view = service.view
+        if view is None:
+            return []
+        return [RigFigure(*row) for row in view.rig_figures(service.now())]
+    return read
+
+
+async def start_for_service(service: Any) -> PowerMonitor:
+    """Start the power monitor of one proxy; its events go to the proxy's event log."""
+    def sink(kind: str, reason: str, **fields: Any) -> None:
+        service.events.emit(kind, time.time(), reason=reason, **fields)
+
+    monitor = PowerMonitor(service.config.power, service_rigs(service), events=sink)
+    await monitor.start()
+    return monitor
