@@ -159,12 +159,12 @@ def render_power(w: MetricsWriter, power: Any) -> None:
                 w.sample(name, u[key], ups=u["name"])
     w.family("hashrate_at_risk_hashes_per_second", "gauge",
              "Measured hashrate of the rigs on a UPS on battery (kind ups) or in a curtailment window "
-             "or its order lead (kind curtailment)")
+             "or its order lead (kind curtailment); source is the UPS's or the curtailment's name")
     for u in doc["ups"]:
-        w.sample("hashrate_at_risk_hashes_per_second", u["hashrate_at_risk_hs"], kind="ups", name=u["name"])
+        w.sample("hashrate_at_risk_hashes_per_second", u["hashrate_at_risk_hs"], kind="ups", source=u["name"])
     for c in doc["curtailments"]:
         w.sample("hashrate_at_risk_hashes_per_second", c.get("hashrate_at_risk_hs", 0.0), kind="curtailment",
-                 name=c["name"] or c["id"])
+                 source=c["name"] or c["id"])
     w.metric("power_rent_now_hashes_per_second", "gauge",
              "Hashrate the power planner asks the backfill controller to rent now", doc["rent_now_hs"])
     w.metric("power_order_lead_seconds", "gauge",

@@ -1,4 +1,4 @@
-"""Fixtures of the power suite: one real upsd (dummy-ups) per module, one UPS per test."""
+"""Fixtures of the power suite: one real upsd (dummy-ups) for the suite, one UPS per test."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ from proxy.power.nutproto import Power
 
 from .upsd_fixture import RealUpsd
 
-UPS_NAMES = tuple(f"ups{i}" for i in range(1, 11))
+UPS_NAMES = tuple(f"ups{i}" for i in range(1, 17))
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def upsd_server(tmp_path_factory):
     server = RealUpsd(tmp_path_factory.mktemp("nut"), UPS_NAMES)
     try:

@@ -44,13 +44,15 @@ class PowerFarm:
 
     def config(self) -> Any:
         assert self.pool is not None and self.market is not None
-        power = {"order_lead_s": 10, "runtime_margin_s": 2, "curtailments_file": str(self.tmp / "curtail.json"),
+        power = {"order_lead_s": 10, "runtime_margin_s": 2,
+                 "curtailments_file": str(self.tmp / "curtail.json"),
                  "ups": [{"name": "ups", "nut": self.nut_target, "workers": [f"{self.rack}.*"],
                           "poll_s": 0.1, "timeout_s": 0.5}], **self.power}
         return load_dict({
             "proxy": {"listen": f"127.0.0.1:{self.port}"},
             "api": {"listen": "127.0.0.1:0", "token": TOKEN},
-            "pools": [{"name": "primary", "url": f"stratum+tcp://127.0.0.1:{self.pool.port}", "user": "acct"}],
+            "pools": [{"name": "primary", "url": f"stratum+tcp://127.0.0.1:{self.pool.port}",
+                       "user": "acct"}],
             "rental": {
                 "provider": "sim", "api_url": self.market.url, "target_hashrate": f"{TARGET} H/s",
                 "trigger_deficit": 0.15, "trigger_after_s": 60, "recover_after_s": 0.3, "min_order_s": 0,
@@ -145,7 +147,8 @@ class PowerFarm:
 
         await wait_until(counted, 10, what=f"{n} control periods", poll=0.01)
 
-    async def api(self, method: str, path: str, body: Any = None, token: str | None = TOKEN) -> tuple[int, Any]:
+    async def api(self, method: str, path: str, body: Any = None,
+                  token: str | None = TOKEN) -> tuple[int, Any]:
         assert self.service is not None
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         async with aiohttp.ClientSession() as http, http.request(

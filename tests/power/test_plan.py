@@ -89,13 +89,14 @@ def test_lead_learned_from_deliveries():
 
 CFG = PolicyConfig(target_hs=60 * TH, trigger_deficit=0.05, trigger_after_s=120, recover_band=0.025,
                    recover_after_s=60, max_price=Decimal("0.001"), min_order_s=0)
-QUOTE = Quote(price=Decimal("0.0005"), available_hs=0.0, min_limit_hs=0.0, max_limit_hs=1e18, min_amount=Decimal("0.0001"),
-              price_down_step=Decimal("-0.0001"))
+QUOTE = Quote(price=Decimal("0.0005"), available_hs=0.0, min_limit_hs=0.0, max_limit_hs=1e18,
+              min_amount=Decimal("0.0001"), price_down_step=Decimal("-0.0001"))
 
 
 def order(limit_hs, delivered_hs=0.0):
-    return OrderStatus(id="o1", state="active", raw_state="ACTIVE", limit_hs=limit_hs, price=Decimal("0.0005"),
-                       amount=Decimal("0.01"), spent=Decimal(0), remaining=Decimal("0.01"),
+    return OrderStatus(id="o1", state="active", raw_state="ACTIVE", limit_hs=limit_hs,
+                       price=Decimal("0.0005"), amount=Decimal("0.01"), spent=Decimal(0),
+                       remaining=Decimal("0.01"),
                        delivered_hs=delivered_hs, pool_id="p", created=0.0)
 
 
@@ -107,10 +108,11 @@ def test_policy_rents_the_at_risk_hashrate_before_the_dip():
     assert a.kind == "place" and a.code == "power" and a.limit_hs == 30 * TH  # at once: no trigger wait
     assert "UPS a" in a.reason and a.fields["at_risk_hs"] == 30 * TH
     # without the power input the same farm is fine
-    assert BackfillPolicy(CFG).decide(0.0, 60 * TH, None, budget_left=Decimal("1"), quote=QUOTE).kind == "none"
+    plain = BackfillPolicy(CFG).decide(0.0, 60 * TH, None, budget_left=Decimal("1"), quote=QUOTE)
+    assert plain.kind == "none"
     # above max_price: no order even for power
-    dear = Quote(price=Decimal("0.002"), available_hs=0.0, min_limit_hs=0.0, max_limit_hs=1e18, min_amount=Decimal("0.0001"),
-                 price_down_step=Decimal("-0.0001"))
+    dear = Quote(price=Decimal("0.002"), available_hs=0.0, min_limit_hs=0.0, max_limit_hs=1e18,
+                 min_amount=Decimal("0.0001"), price_down_step=Decimal("-0.0001"))
     assert BackfillPolicy(CFG).decide(0.0, 60 * TH, None, budget_left=Decimal("1"), quote=dear,
                                       power=power).code == "price"
 
