@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import logging
 import math
 import os
@@ -27,10 +28,12 @@ from decimal import Decimal
 from typing import Any
 
 from .config import load_dict
+from .demo_power import PowerAct, power_config
 from .net.service import ProxyService
 from .rental.units import format_btc, format_hashrate, format_price, price_decimals
 from .sim._wait import wait_until
 from .sim.market import SimMarket, SimMarketConfig
+from .sim.nut import SimNut
 from .sim.pool import SimPool, SimPoolConfig
 from .sim.rigs import RigFleet
 
@@ -113,6 +116,8 @@ def describe_event(e: dict[str, Any], price_decimals: int | None = None) -> str 
                 + (f" ({reason})" if reason else ""))
     if kind in STORY_EVENTS:
         return f"{kind.replace('_', ' ')}: {e.get('pool', '')} {reason}".rstrip()
+    if kind in ("power_ups", "power_decision", "power_lead", "power_curtailment"):
+        return f"power: {reason}"
     if not kind.startswith("rental_"):
         return None
     order = _short_id(e.get("order_id", ""))
@@ -277,6 +282,8 @@ async def run_demo(args: argparse.Namespace) -> int:
     await primary.start()
     await backup.start()
     market: SimMarket | None = None
+    nut: SimNut | None = None
+    act: PowerAct | None = None
     ledger_dir: str | None = None
     cfg = demo_config(primary.port, backup.port, args.port, args.api_port, args.hold)
     if rental_act:
@@ -287,6 +294,11 @@ async def run_demo(args: argparse.Namespace) -> int:
         await market.start()
         ledger_dir = tempfile.mkdtemp(prefix="stratum-proxy-demo-")
         cfg["rental"] = rental_config(market.url, args.rigs, f"{ledger_dir}/rental-ledger.sqlite3")
+        # the third act: the rigs that come back in the second hang on a UPS (NUT simulator)
+        nut = SimNut()
+        await nut.start()
+        act = PowerAct(nut, story.say)
+        cfg["power"] = power_config(nut, "rigc.*")
     service = await _start_service(cfg)
     assert service.view is not None
     # with the rental act a third of the rigs are a separate fleet that dies and comes back
@@ -296,6 +308,7 @@ async def run_demo(args: argparse.Namespace) -> int:
     doomed = (RigFleet("127.0.0.1", service.port, doomed_count, share_interval=RIG_SHARE_INTERVAL, seed=8,
                        worker_prefix="rigb", hashrate=RIG_HASHRATE) if doomed_count else None)
     returned: RigFleet | None = None
+    on_mains_again: list[RigFleet] = []
     expected = args.rigs
     kill_at, revive_at = duration * 0.25, duration * 0.45
     # the second act waits for the first to end (the farm back on the primary, the measurement
@@ -332,7 +345,8 @@ async def run_demo(args: argparse.Namespace) -> int:
         if doomed is not None:
             await doomed.start()
         while (t := story.t()) < duration or _act_running(
-                service, rental_act, rigs_dead, rigs_back, t - duration, t - rigs_back_at):
+                service, rental_act, rigs_dead, rigs_back, t - duration, t - rigs_back_at) or (
+                act is not None and returned is not None and not act.done):
             if not killed and t >= kill_at:
                 killed = True
                 t_kill = time.monotonic()
@@ -378,34 +392,63 @@ async def run_demo(args: argparse.Namespace) -> int:
                                     seed=9, worker_prefix="rigc", hashrate=RIG_HASHRATE)
                 await returned.start()
                 expected += doomed.count
+            if (act is not None and returned is not None and not act.done and service.rental is not None
+                    and (act.running or _quiet(service, t - rigs_back_at))):
+                expected += await act.step(t, service, returned, functools.partial(
+                    _rigs_again, service.port, returned.count, "rigc", on_mains_again))
             story.events(service)
             story.say(_status_line(service, fleet, expected, _rented_rigs(market)))
             await asyncio.sleep(1.0)
         story.events(service)
         await fleet.drain(10)
-        if returned is not None:
+        if returned is not None and (act is None or act.dark_at is None):
             await returned.drain(10)
+        for f in on_mains_again:
+            await f.drain(10)
         story.say(_status_line(service, fleet, expected, _rented_rigs(market)))
-        return _summary(args, service, story, (fleet, doomed, returned), (primary, backup), failover_ms)
+        dead = [f for f in (doomed, returned if act is not None and act.dark_at is not None else None) if f]
+        alive = [f for f in (fleet, returned, *on_mains_again) if f is not None and f not in dead]
+        code = _summary(args, service, story, alive, dead, (primary, backup), failover_ms)
+        if act is not None:
+            _out("summary: " + act.summary())
+            if not act.ok:
+                code = code or 1
+        return code
     finally:
-        for f in (fleet, doomed, returned):
+        for f in (fleet, doomed, returned, *on_mains_again):
             if f is not None:
                 with contextlib.suppress(Exception):
                     await f.stop()
         await service.stop()
         if market is not None:
             await market.stop()
+        if nut is not None:
+            await nut.stop()
         await primary.stop()
         await backup.stop()
         if ledger_dir is not None:
             shutil.rmtree(ledger_dir, ignore_errors=True)
 
 
+def _quiet(service: ProxyService, since_back: float) -> bool:
+    """The rental act is over: no order, the farm at target (no deficit being timed)."""
+    ctl = service.rental
+    return (ctl is not None and ctl.order is None and since_back >= SETTLE_S
+            and ctl.last_action is not None and ctl.last_action.code == "ok")
+
+
+async def _rigs_again(port: int, count: int, prefix: str, fleets: list[RigFleet]) -> None:
+    """Rigs that were dark come back (new connections, the same worker names)."""
+    again = RigFleet("127.0.0.1", port, count, share_interval=RIG_SHARE_INTERVAL, seed=10 + len(fleets),
+                     worker_prefix=prefix, hashrate=RIG_HASHRATE)
+    fleets.append(again)
+    await again.start()
+
+
 def _summary(args: argparse.Namespace, service: ProxyService, story: Story,
-             fleets: tuple[RigFleet, RigFleet | None, RigFleet | None], pools: tuple[SimPool, SimPool],
+             living: list[RigFleet], dead: list[RigFleet], pools: tuple[SimPool, SimPool],
              failover_ms: float | None) -> int:
     """The closing lines: what happened and whether any rig noticed; the exit status."""
-    fleet, doomed, returned = fleets
     events = service.events.recent(1000)
     switches = [e for e in events if e["kind"] == "pool_switch"]
     _out("summary: switches " + "; ".join(
@@ -413,8 +456,7 @@ def _summary(args: argparse.Namespace, service: ProxyService, story: Story,
         f"{max(0.0, e['time'] - story.started_wall):.0f} s ({e['reason']})" for e in switches))
     failover = f"{failover_ms:.1f} ms" if failover_ms is not None else "n/a"
     invalid = sum(1 for pool in pools for s in pool.shares if not s.valid)
-    living = [f for f in (fleet, returned) if f is not None]
-    disconnects = sum(f.disconnects for f in (fleet, doomed, returned) if f is not None)
+    disconnects = sum(f.disconnects for f in (*living, *dead))
     pending = sum(f.pending for f in living)
     _out(f"summary: {args.rigs} rigs, {disconnects} disconnects, {sum(f.submitted for f in living):,} "
          f"submits, {pending} unanswered, {sum(sum(f.rejected.values()) for f in living)} rejected, "

@@ -266,7 +266,7 @@ class PowerMonitor:
 
 
 def _num(value: float | None, unit: str) -> str:
-    return "?" if value is None else f"{value:g}{unit}"
+    return "?" if value is None else f"{value:.0f}{unit}"
 
 
 def service_rigs(service: Any) -> RigSource:

@@ -28,6 +28,7 @@ from urllib.parse import quote, urlencode
 
 import aiohttp
 
+from .. import __version__
 from .provider import (
     PH,
     AuthFailed,
@@ -39,6 +40,9 @@ from .provider import (
     Quote,
 )
 from .signing import sign
+
+# NiceHash asks every API client to name itself in X-User-Agent
+USER_AGENT = f"stratum-proxy/{__version__}"
 
 log = logging.getLogger("proxy.rental.nicehash")
 
@@ -195,7 +199,7 @@ class NiceHashProvider:
         attempt = 0
         while True:
             attempt += 1
-            headers = {"Accept": "application/json", "X-Request-Id": request_id}
+            headers = {"Accept": "application/json", "X-Request-Id": request_id, "X-User-Agent": USER_AGENT}
             if raw is not None:
                 headers["Content-Type"] = "application/json"
             if signed:
@@ -297,7 +301,9 @@ class NiceHashProvider:
             remaining=remaining,
             delivered_hs=float(_dec(data.get("acceptedCurrentSpeed")) * factor),
             pool_id=pool_id,
-            created=_created(data.get("creationTime") or data.get("created")),
+            # NiceHash's order JSON carries startTs (ISO 8601); creationTime / created are
+            # read too, for older answers and other emulators
+            created=_created(data.get("startTs") or data.get("creationTime") or data.get("created")),
         )
 
     # --- the provider interface ---------------------------------------------------------------

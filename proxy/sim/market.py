@@ -137,6 +137,7 @@ class SimMarket:
         self.pools: dict[str, SimPoolEntry] = {}
         self.orders: dict[str, SimOrder] = {}
         self.requests: list[tuple[float, str, str, int]] = []  # (loop time, method, path, status)
+        self.user_agents: set[str] = set()  # X-User-Agent of every signed request
         self.create_calls = 0  # create requests executed (not answered from the idempotency cache)
         self.auth_failures = 0
         self.hold_creates: asyncio.Event | None = None  # set: create answers are held until it is set
@@ -251,6 +252,7 @@ class SimMarket:
     async def _authorize(self, request: web.Request) -> tuple[web.Response | None, bytes]:
         body = await request.read()
         h = request.headers
+        self.user_agents.add(h.get("X-User-Agent", ""))
         stamp, nonce, org, auth = (
             h.get("X-Time", ""),
             h.get("X-Nonce", ""),
@@ -360,7 +362,9 @@ class SimMarket:
                 "stratumPort": o.pool.port,
                 "username": o.pool.username,
             },
-            "creationTime": datetime.fromtimestamp(o.created, UTC).isoformat().replace("+00:00", "Z"),
+            # as NiceHash: the order's start time is startTs (there is no creationTime)
+            "startTs": datetime.fromtimestamp(o.created, UTC).isoformat(timespec="milliseconds")
+            .replace("+00:00", "Z"),
             "marketFactor": "1",
             "displayMarketFactor": "H",
         }
