@@ -80,6 +80,10 @@ def describe(config: Config) -> str:
                  + ("" if config.api.token else " (no token: writes refused)"))
     if config.rental is not None:
         lines.append(_describe_rental(config.rental))
+    if config.power is not None:
+        from .power.config import describe_power
+
+        lines.extend(describe_power(config.power, config.rental is not None))
     lines.append("pools (lower priority number is preferred):")
     for pool in sorted(config.pools, key=lambda x: x.priority):
         flags = [] if pool.enabled else ["disabled"]

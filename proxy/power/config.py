@@ -140,3 +140,20 @@ def validate_power(config: Any) -> None:
         check_curtail(f"power.curtail[{i}]", c)
     if p.curtailments_file and config.path and not Path(p.curtailments_file).is_absolute():
         p.curtailments_file = str(Path(config.path).resolve().parent / p.curtailments_file)
+
+
+def describe_power(p: PowerSection, renting: bool) -> list[str]:
+    """What ``check-config`` prints for ``[power]``."""
+    learned = " (raised to the slowest delivery seen)" if p.learn_lead else ""
+    lines = [f"power: order lead {p.order_lead_s:g}s{learned}, runtime margin {p.runtime_margin_s:g}s"
+             + ("" if renting else "; no [rental] section: at-risk rigs are shown, nothing is rented")]
+    for u in p.ups:
+        rigs = ", ".join([*u.workers, *u.addresses])
+        auth = f", user from ${u.user_env}" if u.user_env else ""
+        lines.append(f"  UPS {u.name}: NUT {u.nut} every {u.poll_s:g}s (timeout {u.timeout_s:g}s{auth}) "
+                     f"feeds {rigs}")
+    for c in p.curtail:
+        lines.append(f"  curtailment {c.name or '(unnamed)'}: {c.start.isoformat()} .. {c.until.isoformat()} "
+                     f"{', '.join([*c.workers, *c.addresses])}" + (", rented" if c.rent else ", not rented")
+                     + (f" ({c.reason})" if c.reason else ""))
+    return lines

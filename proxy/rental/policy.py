@@ -217,7 +217,9 @@ class BackfillPolicy:
         cover = power.cover_hs if power is not None else 0.0
         own = max(0.0, delivered_hs - rented)
         safe = max(0.0, own - cover)  # what the own rigs will still deliver once the at-risk go dark
-        need = max(0.0, target - safe)
+        # the at-risk hashrate is rented whole (a surplus over the target is not counted against
+        # it: it is noise in a windowed measurement as often as it is real), plus any deficit now
+        need = max(0.0, target - own) + cover
         info = {"delivered_hs": delivered_hs, "own_hs": own, "rented_hs": rented, "target_hs": target,
                 **prices}
         if power:

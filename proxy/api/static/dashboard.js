@@ -277,10 +277,11 @@
         if (err instanceof Unreachable) throw err;
         return { error: err.message, status: err.status };
       });
-      const [status, pools, events, rentals] = await Promise.all([
+      const [status, pools, events, rentals, power] = await Promise.all([
         get("/api/v1/status"), get("/api/v1/pools"), get("/api/v1/events?limit=200"),
-        soft(get("/api/v1/rentals")), loadRigs(),
+        soft(get("/api/v1/rentals")), loadRigs(), soft(get("/api/v1/power")),
       ]);
+      S.power = power;
       S.skew = num(status.wall_time) ? status.wall_time - Date.now() / 1000 : 0;
       const activeNow = JSON.stringify(status.active_pools || []);
       if (S.status && JSON.stringify(S.status.active_pools || []) !== activeNow) S.historyAt = 0;
@@ -415,6 +416,7 @@
   function render() {
     for (const p of S.pools) poolColor(p.name);
     renderHeader();
+    renderPower();
     renderPools();
     renderEvents();
     renderPoolFilter();
@@ -465,6 +467,47 @@
     if (r.budget_left_btc != null && r.budget_left_btc !== "") parts.push(`budget left ${fmtBtc(r.budget_left_btc)}`);
     const busy = /rent|order|active|running|placing/i.test(state) && !/idle|off|none/i.test(state);
     return { value: state, sub: parts.join(" · "), cls: busy ? "warn" : "good" };
+  }
+
+  // --- power card: each UPS and curtailment, what is at risk, what is rented (GET /api/v1/power)
+  const POWER_CLASS = {
+    ok: "good", watch: "warn", order: "bad", unknown: "warn",
+    scheduled: "", ordering: "warn", open: "bad", over: "good", no_rent: "",
+  };
+
+  function renderPower() {
+    const p = S.power;
+    const card = $("power-card");
+    const on = !!(p && p.enabled);
+    if (card.hidden === on) card.hidden = !on;
+    if (!on) return;
+    const ups = Array.isArray(p.ups) ? p.ups : [];
+    const curt = Array.isArray(p.curtailments) ? p.curtailments : [];
+    const rent = p.rental && p.rental.enabled ? p.rental : null;
+    const rented = rent && toNum(rent.ordered_hs) > 0
+      ? `order ${fmtHs(toNum(rent.ordered_hs))}, delivering ${fmtHs(toNum(rent.rented_hs))}` : "no order";
+    setText("power-note", `order lead ${fmtAge(toNum(p.order_lead_s))} · at risk ${fmtHs(toNum(p.hashrate_at_risk_hs))}`
+      + ` · renting for power ${fmtHs(toNum(p.rent_now_hs))} · ${rented}`);
+    const items = [];
+    for (const u of ups) {
+      const figures = [u.status || u.power, u.charge != null ? `${Math.round(u.charge)}%` : null,
+        u.runtime_s != null ? `runtime ${fmtAge(u.runtime_s)}` : null,
+        `${fmtCount(u.rig_count)} rigs`, toNum(u.hashrate_at_risk_hs) > 0 ? `${fmtHs(u.hashrate_at_risk_hs)} at risk` : null,
+      ].filter(Boolean).join(" · ");
+      items.push(el("li", { class: POWER_CLASS[u.decision] || "" },
+        el("strong", { text: `UPS ${u.name}` }), ` ${u.decision}: ${figures}`,
+        el("span", { class: "why", text: u.reason || "" })));
+    }
+    for (const c of curt) {
+      const when = `${fmtClock(c.from ? Date.parse(c.from) / 1000 : null)}–${fmtClock(c.until ? Date.parse(c.until) / 1000 : null)}`;
+      items.push(el("li", { class: POWER_CLASS[c.decision] || "" },
+        el("strong", { text: `curtailment ${c.name || c.id}` }),
+        ` ${c.decision || ""}: ${when} · ${fmtCount(c.rig_count || 0)} rigs · ${fmtHs(toNum(c.hashrate_at_risk_hs) || 0)}`
+          + `${c.rent ? "" : " · not rented"}`,
+        el("span", { class: "why", text: c.status_reason || c.reason || "" })));
+    }
+    if (!items.length) items.push(el("li", { text: "no UPS or curtailment configured" }));
+    $("power-list").replaceChildren(...items);
   }
 
   function lastSwitch() {
