@@ -192,3 +192,16 @@ class EventLog:
 
     def __len__(self) -> int:
         return len(self._events)
+
+
+def emit_safely(sink: Callable[..., None] | None, logger: logging.Logger, kind: str, reason: str,
+                **fields: Any) -> None:
+    """An outer layer's decision (rental, power): logged, then handed to its event sink; a
+    sink that fails is logged and never stops the decision."""
+    logger.info("%s: %s", kind, reason)
+    if sink is None:
+        return
+    try:
+        sink(kind, reason, **fields)
+    except Exception:
+        logger.exception("%s event sink failed", kind.split("_", 1)[0])

@@ -23,6 +23,7 @@ from typing import Any
 
 import msgspec
 
+from ..core.events import emit_safely
 from .config import CurtailConfig, PowerSection, UpsConfig, check_curtail
 from .match import RigMatcher
 from .nut import read_ups
@@ -257,12 +258,7 @@ class PowerMonitor:
         }
 
     def _emit(self, kind: str, reason: str, **fields: Any) -> None:
-        log.info("%s: %s", kind, reason)
-        if self.events is not None:
-            try:
-                self.events(kind, reason, **fields)
-            except Exception:
-                log.exception("power event sink failed")
+        emit_safely(self.events, log, kind, reason, **fields)
 
 
 def _num(value: float | None, unit: str) -> str:

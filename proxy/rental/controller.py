@@ -46,6 +46,7 @@ from collections.abc import Awaitable, Callable
 from decimal import Decimal
 from typing import Any
 
+from ..core.events import emit_safely
 from .ledger import Ledger
 from .policy import (
     Action,
@@ -171,12 +172,7 @@ class BackfillController:
     # --- events -----------------------------------------------------------------------------
 
     def _emit(self, kind: str, reason: str, **fields: Any) -> None:
-        log.info("%s: %s", kind, reason)
-        if self.events is not None:
-            try:
-                self.events(kind, reason, **fields)
-            except Exception:
-                log.exception("rental event sink failed")
+        emit_safely(self.events, log, kind, reason, **fields)
 
     # --- money ------------------------------------------------------------------------------
 

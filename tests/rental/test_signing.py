@@ -1,4 +1,5 @@
-"""NiceHash request signing: fixed vectors of our own making (NiceHash publishes none), the simulator's check, and no secret in the logs."""
+"""NiceHash request signing: fixed vectors of our own making (NiceHash publishes none), the
+simulator's check, and no secret in the logs."""
 
 from __future__ import annotations
 
