@@ -28,7 +28,16 @@ from .config import CurtailConfig, PowerSection, UpsConfig, check_curtail
 from .match import RigMatcher
 from .nut import read_ups
 from .nutproto import Power, UpsReading, parse_target
-from .plan import Curtailment, LeadEstimator, PowerInput, PowerPlan, RigFigure, UpsState, plan
+from .plan import (
+    Curtailment,
+    LeadEstimator,
+    MatchCache,
+    PowerInput,
+    PowerPlan,
+    RigFigure,
+    UpsState,
+    plan,
+)
 
 log = logging.getLogger("proxy.power")
 
@@ -78,6 +87,8 @@ class PowerMonitor:
             cid = f"config-{i}"
             self.curtailments[cid] = _curtailment(c, cid, "config", f"power.curtail[{i}]")
         self._decided: dict[tuple[str, str], str] = {}
+        self._cache: MatchCache = {}
+        self._cache_for: list[str] = []
         self._tasks: list[asyncio.Task[None]] = []
         self.last_plan: PowerPlan | None = None
 
@@ -140,8 +151,11 @@ class PowerMonitor:
     def refresh(self) -> PowerPlan:
         """Plan now; one ``power_decision`` event for each UPS / curtailment whose decision changed."""
         now = self.wall()
+        if self._cache_for != list(self.curtailments):  # the matchers changed: match afresh
+            self._cache.clear()
+            self._cache_for = list(self.curtailments)
         result = plan(list(self.ups.values()), list(self.curtailments.values()), self._rig_figures(), now,
-                      self.lead.lead_s(), self.section.runtime_margin_s)
+                      self.lead.lead_s(), self.section.runtime_margin_s, self._cache)
         for d in result.decisions:
             key = (d.kind, d.figures.get("id", d.name))
             if self._decided.get(key) != d.decision:

@@ -125,12 +125,33 @@ class PowerPlan:
     order_lead_s: float
 
 
-def _rigs(matcher: RigMatcher, rigs: Iterable[RigFigure]) -> list[RigFigure]:
-    return [r for r in rigs if matcher.matches(list(r.workers), r.remote)]
+MatchCache = dict[tuple[tuple[str, ...], str], tuple[int, ...]]
+MAX_CACHED = 1 << 18
 
 
-def plan_ups(ups: UpsState, rigs: list[RigFigure], now: float, lead_s: float, margin_s: float) -> Decision:
-    mine = _rigs(ups.matcher, rigs)
+def group_rigs(matchers: list[RigMatcher], rigs: Iterable[RigFigure],
+               cache: MatchCache | None = None) -> list[list[RigFigure]]:
+    """The rigs each matcher selects, in one pass over the rigs.  ``cache`` (kept by the
+    caller for as long as ``matchers`` do not change) remembers which matchers a rig's names
+    and address select: the plan runs every few seconds over every rig, and those do not
+    change."""
+    cache = {} if cache is None else cache
+    if len(cache) > MAX_CACHED:
+        cache.clear()
+    groups: list[list[RigFigure]] = [[] for _ in matchers]
+    for r in rigs:
+        key = (r.workers, r.remote)
+        hits = cache.get(key)
+        if hits is None:
+            names = list(r.workers)
+            hits = cache[key] = tuple(i for i, m in enumerate(matchers) if m.matches(names, r.remote))
+        for i in hits:
+            groups[i].append(r)
+    return groups
+
+
+def plan_ups(ups: UpsState, mine: list[RigFigure], now: float, lead_s: float, margin_s: float) -> Decision:
+    """``mine``: the connected rigs this UPS feeds."""
     hs = sum(r.hashrate for r in mine)
     r = ups.reading
     figures: dict[str, Any] = {"status": r.status or None, "power": r.power.value,
@@ -173,8 +194,8 @@ def plan_ups(ups: UpsState, rigs: list[RigFigure], now: float, lead_s: float, ma
     return d
 
 
-def plan_curtailment(c: Curtailment, rigs: list[RigFigure], now: float, lead_s: float) -> Decision:
-    mine = _rigs(c.matcher, rigs)
+def plan_curtailment(c: Curtailment, mine: list[RigFigure], now: float, lead_s: float) -> Decision:
+    """``mine``: the connected rigs the window stops."""
     hs = sum(r.hashrate for r in mine)
     figures = {"id": c.id, "from": c.start, "until": c.until, "reason_given": c.reason,
                "rent": c.rent, "source": c.source, "order_lead_s": lead_s}
@@ -200,10 +221,12 @@ def plan_curtailment(c: Curtailment, rigs: list[RigFigure], now: float, lead_s: 
 
 
 def plan(ups: list[UpsState], curtailments: list[Curtailment], rigs: list[RigFigure], now: float,
-         lead_s: float, margin_s: float) -> PowerPlan:
-    """Every UPS and curtailment, and the one input the backfill policy gets."""
-    decisions = [plan_ups(u, rigs, now, lead_s, margin_s) for u in ups]
-    decisions += [plan_curtailment(c, rigs, now, lead_s) for c in curtailments]
+         lead_s: float, margin_s: float, cache: MatchCache | None = None) -> PowerPlan:
+    """Every UPS and curtailment, and the one input the backfill policy gets (``cache``: see
+    ``group_rigs``; reset it when the UPSes or curtailments change)."""
+    groups = group_rigs([u.matcher for u in ups] + [c.matcher for c in curtailments], rigs, cache)
+    decisions = [plan_ups(u, g, now, lead_s, margin_s) for u, g in zip(ups, groups)]
+    decisions += [plan_curtailment(c, g, now, lead_s) for c, g in zip(curtailments, groups[len(ups):])]
     covered: dict[int, float] = {}
     for d in decisions:
         if d.cover:

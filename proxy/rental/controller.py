@@ -373,8 +373,9 @@ class BackfillController:
         return action
 
     def _power_input(self, now: float) -> Any:
-        """The power planner's input, its at-risk hashrate held for one window after the
-        rigs vanish (the delivered measurement loses them over the same window)."""
+        """The power planner's input; while power is not back, its at-risk hashrate is held
+        for one window after the rigs vanish (the delivered measurement loses them over the
+        same window, so the order neither shrinks nor grows in between)."""
         if self.power is None:
             return None
         try:
@@ -383,6 +384,8 @@ class BackfillController:
             log.exception("reading the power plan failed")
             return None
         self._cover.add(now, current.cover_hs)
+        if not current.hold:  # power is back (or nothing planned): nothing is held over
+            return current
         return dataclasses.replace(current, cover_hs=max(current.cover_hs, self._cover.average(now)))
 
     def _note_delivery(self, now: float, st: OrderStatus) -> None:

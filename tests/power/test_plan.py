@@ -137,3 +137,14 @@ def test_policy_holds_then_recovers_when_power_is_back():
                       power=online).code == "recovering"
     a = pol.decide(361.0, 90 * TH, rented, budget_left=Decimal("1"), quote=QUOTE, power=online)
     assert a.kind == "cancel" and a.code == "recovered"
+
+
+def test_rig_grouping_is_cached_and_exact():
+    from proxy.power.plan import group_rigs
+
+    cache: dict = {}
+    first = group_rigs([ON_A, ON_B], RIGS, cache)
+    assert [[r.rig_id for r in g] for g in first] == [[0, 1, 2], [10, 11, 12]]
+    assert len(cache) == len(RIGS)
+    again = group_rigs([ON_A, ON_B], [*RIGS, RigFigure(99, ("farm.a9",), "10.0.2.9:1", 1.0)], cache)
+    assert [r.rig_id for r in again[0]] == [0, 1, 2, 99] and [r.rig_id for r in again[1]] == [10, 11, 12, 99]
