@@ -69,7 +69,7 @@ def assert_at_risk_order(farm: PowerFarm) -> None:
 
 async def test_curtailment_from_the_config(farm_factory, upsd):
     now = time.time()
-    start, until = now + 3.5, now + 5.0
+    start, until = now + 3.0, now + 4.2
     rack = f"{upsd.ups}rack"
     farm = await farm_factory(curtail=[{"name": "4cp", "workers": [f"{rack}.*"], "from": iso(start),
                                         "until": iso(until), "reason": "4CP peak"}])

@@ -92,12 +92,12 @@ async def test_short_runtime_orders_before_the_rigs_die(farm, upsd, restart):
 async def test_long_runtime_orders_only_when_needed(farm, upsd, restart):
     upsd.set(upsd.ups, "OB DISCHRG", 95, 600)
     await wait_until(lambda: "watch" in farm.decisions(), 5, what="the UPS watched")
-    await farm.control_periods(8)
+    await farm.control_periods(5)
     assert not farm.orders()
     if restart:
         await farm.restart()
         await wait_until(lambda: "watch" in farm.decisions(), 5, what="the UPS watched again")
-        await farm.control_periods(5)
+        await farm.control_periods(3)
         assert not farm.orders()
     upsd.set(upsd.ups, "OB DISCHRG", 40, 11)  # now 9 s to go after the margin: within the lead
     await wait_until(lambda: farm.orders(), 5, what="the order")

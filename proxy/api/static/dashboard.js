@@ -277,7 +277,7 @@
         if (err instanceof Unreachable) throw err;
         return { error: err.message, status: err.status };
       });
-      const [status, pools, events, rentals, power] = await Promise.all([
+      const [status, pools, events, rentals, , power] = await Promise.all([
         get("/api/v1/status"), get("/api/v1/pools"), get("/api/v1/events?limit=200"),
         soft(get("/api/v1/rentals")), loadRigs(), soft(get("/api/v1/power")),
       ]);
