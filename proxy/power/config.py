@@ -56,6 +56,9 @@ class UpsConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     timeout_s: float = 3.0  # a poll unanswered this long: the UPS is unknown
     user_env: str = ""
     password_env: str = ""
+    tls: bool = False  # STARTTLS before anything else (credentials then never go in clear)
+    ca_file: str = ""  # the CA upsd's certificate is checked against (default: the system's)
+    tls_verify: bool = True
 
 
 class CurtailConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -132,6 +135,10 @@ def validate_power(config: Any) -> None:
             raise _error(f"{where}.poll_s: seconds in 0.05..3600, got {ups.poll_s}")
         if not 0 < ups.timeout_s <= 60:
             raise _error(f"{where}.timeout_s: seconds in (0, 60], got {ups.timeout_s}")
+        if ups.ca_file and not Path(ups.ca_file).is_file():
+            raise _error(f"{where}.ca_file: no such file {ups.ca_file!r}")
+        if (ups.ca_file or not ups.tls_verify) and not ups.tls:
+            raise _error(f"{where}.tls: ca_file / tls_verify need tls = true")
         for env in ("user_env", "password_env"):
             value = getattr(ups, env)
             if value and not _ENV.fullmatch(value):
@@ -150,6 +157,7 @@ def describe_power(p: PowerSection, renting: bool) -> list[str]:
     for u in p.ups:
         rigs = ", ".join([*u.workers, *u.addresses])
         auth = f", user from ${u.user_env}" if u.user_env else ""
+        auth += (", STARTTLS" + ("" if u.tls_verify else " (verification OFF)")) if u.tls else ""
         lines.append(f"  UPS {u.name}: NUT {u.nut} every {u.poll_s:g}s (timeout {u.timeout_s:g}s{auth}) "
                      f"feeds {rigs}")
     for c in p.curtail:

@@ -15,6 +15,7 @@ import contextlib
 import json
 import logging
 import os
+import ssl
 import time
 import uuid
 from collections.abc import Callable
@@ -26,7 +27,7 @@ import msgspec
 from ..core.events import emit_safely
 from .config import CurtailConfig, PowerSection, UpsConfig, check_curtail
 from .match import RigMatcher
-from .nut import read_ups
+from .nut import read_ups, tls_context
 from .nutproto import Power, UpsReading, parse_target
 from .plan import (
     Curtailment,
@@ -76,12 +77,15 @@ class PowerMonitor:
         self.ups: dict[str, UpsState] = {}
         self._ups_cfg: dict[str, UpsConfig] = {}
         self._credentials: dict[str, tuple[str | None, str | None]] = {}
+        self._tls: dict[str, ssl.SSLContext] = {}
         for u in section.ups:
             self.ups[u.name] = UpsState(u.name, RigMatcher.build(u.workers, u.addresses),
                                         UpsReading(Power.UNKNOWN, reason="not read yet"))
             self._ups_cfg[u.name] = u
             self._credentials[u.name] = (env.get(u.user_env) if u.user_env else None,
                                          env.get(u.password_env) if u.password_env else None)
+            if u.tls:
+                self._tls[u.name] = tls_context(u.ca_file, u.tls_verify)
         self.curtailments: dict[str, Curtailment] = {}
         for i, c in enumerate(section.curtail):
             cid = f"config-{i}"
@@ -123,7 +127,7 @@ class PowerMonitor:
         """Read one UPS now, record it, emit what changed, re-plan."""
         cfg = self._ups_cfg[name]
         user, password = self._credentials[name]
-        reading = await read_ups(parse_target(cfg.nut), user, password, cfg.timeout_s)
+        reading = await read_ups(parse_target(cfg.nut), user, password, cfg.timeout_s, self._tls.get(name))
         old = self.ups[name]
         known = old.last_known if reading.power is Power.UNKNOWN else reading.power
         self.ups[name] = UpsState(name, old.matcher, reading, self.wall(), known)

@@ -2,7 +2,8 @@
 
 Independent of ``proxy.power`` on purpose (its own parsing and quoting), so a client mistake
 shows up here rather than being mirrored.  Serves ``LIST VAR``, ``GET VAR``, ``LIST UPS``,
-``USERNAME``/``PASSWORD`` (checked when ``users`` is given), ``STARTTLS`` (refused:
+``USERNAME``/``PASSWORD`` (checked when ``users`` is given), ``STARTTLS`` (with ``tls``, an
+``ssl.SSLContext``: ``OK STARTTLS`` and the session goes on in TLS; without it
 ``ERR FEATURE-NOT-CONFIGURED``, as a upsd without certificates answers) and ``LOGOUT``.
 Faults for the tests: ``mode`` = "ok", "garbage" (nonsense lines), "silent" (reads, never
 answers), "stale" (``ERR DATA-STALE``, what upsd says when its driver is gone).
@@ -13,11 +14,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import shlex
+import ssl
 
 
 class SimNut:
-    def __init__(self, host: str = "127.0.0.1", port: int = 0, users: dict[str, str] | None = None) -> None:
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, users: dict[str, str] | None = None,
+                 tls: ssl.SSLContext | None = None) -> None:
         self.host = host
+        self.tls = tls
+        self.tls_sessions = 0
         self.port = port
         self.users = users
         self.ups: dict[str, dict[str, str]] = {}
@@ -64,12 +69,18 @@ class SimNut:
                     writer.write(b"\x00\xffBEGIN LIST \"unterminated\n")
                     await writer.drain()
                     continue
-                out, user, done = self._answer(line.decode("utf-8", "replace").strip(), user)
+                text = line.decode("utf-8", "replace").strip()
+                if text == "STARTTLS" and self.tls is not None:
+                    writer.write(b"OK STARTTLS\n")
+                    await writer.start_tls(self.tls)
+                    self.tls_sessions += 1
+                    continue
+                out, user, done = self._answer(text, user)
                 writer.write(out.encode())
                 await writer.drain()
                 if done:
                     break
-        except (ConnectionError, ValueError):
+        except (ConnectionError, ValueError, ssl.SSLError):
             pass
         finally:
             self._conns.discard(writer)

@@ -116,3 +116,31 @@ async def wait_for(predicate, timeout: float = 3.0) -> None:
     from proxy.sim import wait_until
 
     await wait_until(predicate, timeout)
+
+
+async def test_starttls(tmp_path):
+    from proxy.power.nut import tls_context
+    from tests.farm_fixture import make_cert, server_context
+
+    cert_key = make_cert(tmp_path, "upsd")
+    other, _ = make_cert(tmp_path, "other")
+    sim = SimNut(users={"mon": "pw"}, tls=server_context(cert_key))
+    sim.set("ups1", status="OB", charge=50, runtime=300)
+    plain = SimNut()
+    plain.set("ups1", status="OL")
+    await sim.start()
+    await plain.start()
+    try:
+        target = parse_target(sim.target("ups1"))
+        r = await read_ups(target, "mon", "pw", tls=tls_context(str(cert_key[0])))
+        assert (r.power, r.runtime_s) == (Power.BATTERY, 300.0) and sim.tls_sessions == 1
+        r = await read_ups(target, tls=tls_context(str(other)))  # a certificate we do not trust
+        assert r.power is Power.UNKNOWN and "TLS" in r.reason
+        r = await read_ups(target, tls=tls_context(verify=False))  # encrypted only
+        assert r.power is Power.BATTERY
+        # a upsd without TLS: unknown, never a fallback to plain text
+        r = await read_ups(parse_target(plain.target("ups1")), tls=tls_context(str(cert_key[0])))
+        assert r.power is Power.UNKNOWN and "FEATURE-NOT-CONFIGURED" in r.reason
+    finally:
+        await sim.stop()
+        await plain.stop()
