@@ -135,6 +135,11 @@ class ProxyService:
         assert self.core is not None
         result = self.core.operator.apply_config(new, self.now())
         self.config.pools = new.pools
+        if self.power is not None and new.power is not None:
+            result["power"] = self.power.apply(new.power)
+            self.config.power = new.power
+        elif (self.power is None) != (new.power is None):
+            log.warning("adding or removing [power] needs a restart")
         if new.api.token != self.config.api.token:
             self.config.api.token = new.api.token  # takes effect on the next API write
             result["api_token"] = ["changed"]

@@ -68,53 +68,99 @@ def _stored(c: Curtailment) -> dict[str, Any]:
 class PowerMonitor:
     def __init__(self, section: PowerSection, rigs: RigSource, *, events: EventSink | None = None,
                  wall: Callable[[], float] = time.time, env: Any = None) -> None:
-        self.section = section
         self.rigs = rigs
         self.events = events
         self.wall = wall
-        env = os.environ if env is None else env
+        self.env = os.environ if env is None else env
         self.lead = LeadEstimator(section.order_lead_s, section.learn_lead)
         self.ups: dict[str, UpsState] = {}
         self._ups_cfg: dict[str, UpsConfig] = {}
         self._credentials: dict[str, tuple[str | None, str | None]] = {}
         self._tls: dict[str, ssl.SSLContext] = {}
-        for u in section.ups:
-            self.ups[u.name] = UpsState(u.name, RigMatcher.build(u.workers, u.addresses),
-                                        UpsReading(Power.UNKNOWN, reason="not read yet"))
-            self._ups_cfg[u.name] = u
-            self._credentials[u.name] = (env.get(u.user_env) if u.user_env else None,
-                                         env.get(u.password_env) if u.password_env else None)
-            if u.tls:
-                self._tls[u.name] = tls_context(u.ca_file, u.tls_verify)
         self.curtailments: dict[str, Curtailment] = {}
-        for i, c in enumerate(section.curtail):
-            cid = f"config-{i}"
-            self.curtailments[cid] = _curtailment(c, cid, "config", f"power.curtail[{i}]")
         self._decided: dict[tuple[str, str], str] = {}
         self._cache: MatchCache = {}
         self._cache_for: list[str] = []
-        self._tasks: list[asyncio.Task[None]] = []
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._running = False
         self.last_plan: PowerPlan | None = None
+        self._configure(section)
+
+    def _configure(self, section: PowerSection) -> None:
+        """Take the UPSes and the config's curtailments from ``section`` (at start and on a
+        reload); a UPS whose name and NUT address stay keeps its last reading."""
+        self.section = section
+        self.lead.configured_s, self.lead.learn = section.order_lead_s, section.learn_lead
+        old, self.ups = self.ups, {}
+        old_cfg, self._ups_cfg = self._ups_cfg, {}
+        self._credentials.clear()
+        self._tls.clear()
+        for u in section.ups:
+            kept = old.get(u.name) if u.name in old_cfg and old_cfg[u.name].nut == u.nut else None
+            matcher = RigMatcher.build(u.workers, u.addresses)
+            fresh = UpsReading(Power.UNKNOWN, reason="not read yet")
+            self.ups[u.name] = (UpsState(u.name, matcher, kept.reading, kept.read_at, kept.last_known) if kept
+                                else UpsState(u.name, matcher, fresh))
+            self._ups_cfg[u.name] = u
+            self._credentials[u.name] = (self.env.get(u.user_env) if u.user_env else None,
+                                         self.env.get(u.password_env) if u.password_env else None)
+            if u.tls:
+                self._tls[u.name] = tls_context(u.ca_file, u.tls_verify)
+        self.curtailments = {k: v for k, v in self.curtailments.items() if v.source != "config"}
+        for i, c in enumerate(section.curtail):
+            cid = f"config-{i}"
+            self.curtailments[cid] = _curtailment(c, cid, "config", f"power.curtail[{i}]")
+        self._cache.clear()
+        self._cache_for = list(self.curtailments)
+
+    def apply(self, section: PowerSection) -> list[str]:
+        """A reloaded ``[power]`` (validated already): new UPSes polled, removed ones no
+        longer, config curtailments replaced (the API's stay).  What changed, in words."""
+        before = set(self._ups_cfg)
+        self._configure(section)
+        after = set(self._ups_cfg)
+        for name in before - after:
+            task = self._tasks.pop(name, None)
+            if task is not None:
+                task.cancel()
+        if self._running:  # (re)start the polls of every UPS
+            for name in after:
+                task = self._tasks.pop(name, None)
+                if task is not None:
+                    task.cancel()
+                self._start_poll(name)
+        self.refresh()
+        changes = [f"UPS {n} added" for n in sorted(after - before)]
+        changes += [f"UPS {n} removed" for n in sorted(before - after)]
+        changes.append(f"{len(section.ups)} UPS(es), {len(section.curtail)} config curtailment(s)")
+        self._emit("power_reload", "; ".join(changes), ups=sorted(after))
+        return changes
 
     # --- lifecycle --------------------------------------------------------------------------
 
     async def start(self) -> None:
+        self._running = True
         self._load_api_curtailments()
-        loop = asyncio.get_running_loop()
         for name in self.ups:
-            self._tasks.append(loop.create_task(self._poll_loop(name), name=f"nut-{name}"))
+            self._start_poll(name)
+
+    def _start_poll(self, name: str) -> None:
+        loop = asyncio.get_running_loop()
+        self._tasks[name] = loop.create_task(self._poll_loop(name), name=f"nut-{name}")
 
     async def stop(self) -> None:
-        for task in self._tasks:
+        self._running = False
+        tasks = list(self._tasks.values())
+        self._tasks.clear()
+        for task in tasks:
             task.cancel()
-        for task in self._tasks:
+        for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        self._tasks.clear()
 
     async def _poll_loop(self, name: str) -> None:
-        cfg = self._ups_cfg[name]
-        while True:
+        while name in self._ups_cfg:
+            cfg = self._ups_cfg[name]
             try:
                 await self.poll(name)
             except asyncio.CancelledError:
@@ -128,7 +174,9 @@ class PowerMonitor:
         cfg = self._ups_cfg[name]
         user, password = self._credentials[name]
         reading = await read_ups(parse_target(cfg.nut), user, password, cfg.timeout_s, self._tls.get(name))
-        old = self.ups[name]
+        old = self.ups.get(name)
+        if old is None or self._ups_cfg.get(name) is not cfg:  # reloaded meanwhile: not ours
+            return reading
         known = old.last_known if reading.power is Power.UNKNOWN else reading.power
         self.ups[name] = UpsState(name, old.matcher, reading, self.wall(), known)
         if (reading.power, reading.reason if reading.power is Power.UNKNOWN else "") != (

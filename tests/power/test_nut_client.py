@@ -144,3 +144,63 @@ async def test_starttls(tmp_path):
     finally:
         await sim.stop()
         await plain.stop()
+
+
+async def test_reload_changes_the_upses(nut, tmp_path):
+    second = SimNut()
+    second.set("ups9", status="OB", runtime=5)
+    await second.start()
+    events: list[dict[str, Any]] = []
+    mon = PowerMonitor(power_config(nut, tmp_path), lambda: RIGS,
+                       events=lambda kind, reason, **f: events.append({"kind": kind, "reason": reason, **f}))
+    await mon.start()
+    try:
+        await wait_for(lambda: mon.ups["a"].reading.power is Power.ONLINE)
+        kept = mon.ups["a"].reading
+        new = load_dict({
+            "pools": [{"name": "p", "url": "stratum+tcp://127.0.0.1:1", "user": "u"}],
+            "power": {"order_lead_s": 30, "curtailments_file": "",
+                      "ups": [{"name": "a", "nut": nut.target("ups1"), "workers": ["farm.b*"],
+                               "poll_s": 0.05},
+                              {"name": "b", "nut": second.target("ups9"), "workers": ["farm.a*"],
+                               "poll_s": 0.05}]},
+        }).power
+        changes = mon.apply(new)
+        assert changes[0] == "UPS b added" and mon.ups["a"].reading is kept  # same UPS: reading kept
+        assert mon.last_plan is not None
+        assert [r.rig_id for r in mon.last_plan.decisions[0].rigs] == [2]  # its rigs matched afresh
+        await wait_for(lambda: mon.input().cover_hs == 100.0)  # b (on battery, 5 s) feeds farm.a1
+        assert any(e["kind"] == "power_reload" for e in events)
+        mon.apply(power_config(nut, tmp_path))  # b removed: its poll stops
+        calls = second.list_calls
+        before = nut.list_calls
+        await wait_for(lambda: nut.list_calls > before + 3)
+        assert "b" not in mon.ups and second.list_calls <= calls + 1
+    finally:
+        await mon.stop()
+        await second.stop()
+
+
+async def test_sighup_reload_applies_power(nut, tmp_path):
+    from proxy.config import load
+    from proxy.net.service import ProxyService
+
+    path = tmp_path / "proxy.toml"
+
+    def write(names: list[str]) -> None:
+        ups = "".join(f'[[power.ups]]\nname = "{n}"\nnut = "{nut.target("ups1")}"\nworkers = ["farm.*"]\n'
+                      for n in names)
+        path.write_text('[proxy]\nlisten = "127.0.0.1:0"\n[api]\nenabled = false\n'
+                        '[[pools]]\nname = "p"\nurl = "stratum+tcp://127.0.0.1:1"\nuser = "u"\n'
+                        f'[power]\ncurtailments_file = ""\n{ups}')
+
+    write(["a"])
+    service = ProxyService(load(path))
+    await service.start()
+    try:
+        assert list(service.power.ups) == ["a"]
+        write(["a", "b"])
+        result = service.reload()
+        assert result["power"][0] == "UPS b added" and list(service.power.ups) == ["a", "b"]
+    finally:
+        await service.stop()
