@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass
-from fnmatch import fnmatchcase
+import re
+from dataclasses import dataclass, field
+from fnmatch import translate
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
 def remote_host(remote: str) -> str:
@@ -24,6 +26,7 @@ class RigMatcher:
 
     workers: tuple[str, ...]
     networks: tuple[Network, ...]
+    pattern: re.Pattern[str] | None = field(default=None, compare=False)  # the globs as one regex
 
     @classmethod
     def build(cls, workers: list[str], addresses: list[str]) -> RigMatcher:
@@ -34,15 +37,25 @@ class RigMatcher:
                 nets.append(ipaddress.ip_network(str(text).strip(), strict=False))
             except ValueError:
                 raise ValueError(i, text) from None
-        return cls(tuple(workers), tuple(nets))
+        pattern = re.compile("|".join(f"(?:{translate(g)})" for g in workers)) if workers else None
+        return cls(tuple(workers), tuple(nets), pattern)
 
-    def matches(self, workers: list[str], remote: str) -> bool:
-        if any(fnmatchcase(w, g) for g in self.workers for w in workers):
+    def matches(self, workers: list[str], remote: str, addr: Address | None = None) -> bool:
+        """``addr``: the remote address already parsed (a caller matching one rig against many
+        selectors parses it once)."""
+        if self.pattern is not None and any(self.pattern.match(w) for w in workers):
             return True
         if not self.networks:
             return False
-        try:
-            addr = ipaddress.ip_address(remote_host(remote))
-        except ValueError:
+        if addr is None:
+            addr = parse_remote(remote)
+        if addr is None:
             return False
         return any(addr in net for net in self.networks if net.version == addr.version)
+
+
+def parse_remote(remote: str) -> Address | None:
+    try:
+        return ipaddress.ip_address(remote_host(remote))
+    except ValueError:
+        return None

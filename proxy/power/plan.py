@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..rental.units import format_hashrate
-from .match import RigMatcher
+from .match import RigMatcher, parse_remote
 from .nutproto import Power, UpsReading
 
 MAX_RIGS_SHOWN = 50  # rigs named in a view or an event; the count is always complete
@@ -143,8 +143,8 @@ def group_rigs(matchers: list[RigMatcher], rigs: Iterable[RigFigure],
         key = (r.workers, r.remote)
         hits = cache.get(key)
         if hits is None:
-            names = list(r.workers)
-            hits = cache[key] = tuple(i for i, m in enumerate(matchers) if m.matches(names, r.remote))
+            names, addr = list(r.workers), parse_remote(r.remote)
+            hits = cache[key] = tuple(i for i, m in enumerate(matchers) if m.matches(names, r.remote, addr))
         for i in hits:
             groups[i].append(r)
     return groups
