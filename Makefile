@@ -9,8 +9,8 @@ STAMP := $(VENV)/.installed-test
 # Debian packages the tests use: Chromium for the dashboard tests (driven through Playwright,
 # no browser download), HAProxy for the many-instances tests, Prometheus (promtool and a real
 # server scraping a proxy) for the shipped alert rules and Grafana board, a font for readable
-# screenshots.
-SYSTEM_DEPS := chromium chromium-driver haproxy prometheus fonts-dejavu-core
+# screenshots, etcd-server (a 3-member etcd cluster on loopback) for the multi-instance farm tests.
+SYSTEM_DEPS := chromium chromium-driver haproxy prometheus etcd-server fonts-dejavu-core
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 $(STAMP): pyproject.toml

@@ -186,11 +186,23 @@ class RentalSection(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
         return self.trigger_deficit / 2 if self.recover_band < 0 else self.recover_band
 
 
+class ClusterSection(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """Several instances coordinated through etcd (see proxy/cluster): pool settings, the
+    members' summaries, the rental leader and its ledger live under ``/<farm>/``."""
+
+    etcd: list[str]  # client URLs of the etcd members, http://HOST:PORT
+    farm: str = "farm"  # the key prefix: instances with the same farm coordinate together
+    lease_ttl_s: int = 10  # an instance (and the rental leader) that stops renewing is gone after this
+    publish_s: float = 2.0  # how often each instance publishes its summary
+    timeout_s: float = 2.0  # an etcd call unanswered this long: etcd is unreachable (or has no quorum)
+
+
 class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     proxy: ProxySection = msgspec.field(default_factory=ProxySection)
     api: ApiSection = msgspec.field(default_factory=ApiSection)
     pools: list[PoolConfig] = msgspec.field(default_factory=list)
     rental: RentalSection | None = None
+    cluster: ClusterSection | None = None
     path: str = ""
 
 
@@ -287,7 +299,30 @@ def validate(config: Config) -> Config:
     validate_pools(config.pools)
     if config.rental is not None:
         validate_rental(config)
+    if config.cluster is not None:
+        validate_cluster(config.cluster)
     return config
+
+
+def validate_cluster(c: ClusterSection) -> None:
+    if not c.etcd:
+        raise ConfigError("cluster.etcd: list at least one etcd client URL (http://HOST:PORT)")
+    for i, url in enumerate(c.etcd):
+        parts = urlsplit(url)
+        try:
+            port = parts.port
+        except ValueError:
+            port = None
+        if parts.scheme != "http" or not parts.hostname or port is None:
+            raise ConfigError(f"cluster.etcd[{i}]: expected http://HOST:PORT, got {url!r}")
+    if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", c.farm):
+        raise ConfigError("cluster.farm: use 1-64 letters, digits, '_', '.', '-'")
+    if not 1 <= c.lease_ttl_s <= 3600:
+        raise ConfigError("cluster.lease_ttl_s: must be 1..3600 seconds")
+    if not 0 < c.publish_s < c.lease_ttl_s:
+        raise ConfigError("cluster.publish_s: must be > 0 and below cluster.lease_ttl_s")
+    if not 0 < c.timeout_s < c.lease_ttl_s:
+        raise ConfigError("cluster.timeout_s: must be > 0 and below cluster.lease_ttl_s")
 
 
 def validate_pools(pools: list[PoolConfig]) -> None:

@@ -237,6 +237,10 @@ async def get_history(request: web.Request) -> web.Response:
 
 async def get_rentals(request: web.Request) -> web.Response:
     controller = getattr(_service(request), "rental", None)
+    if controller is None and getattr(_service(request), "cluster", None) is not None:
+        from ..cluster.api import rentals_elsewhere  # another instance leads the controller
+
+        return json_response(rentals_elsewhere(_service(request).cluster))
     if controller is None:
         return json_response({
             "enabled": False, "provider": None, "state": "disabled", "orders": [], "budget_left_btc": None,
@@ -301,7 +305,12 @@ async def patch_pool(request: web.Request) -> web.Response:
     _pool_or_404(view, name)
     changes = validate_patch(await json_object(request))
     svc = _service(request)
-    svc.core.operator.set_pool(name, svc.now(), **changes)
+    if getattr(svc, "cluster", None) is not None:  # one etcd transaction; every instance applies it
+        from ..cluster.api import write_setting
+
+        await write_setting(svc, name, changes)
+    else:
+        svc.core.operator.set_pool(name, svc.now(), **changes)
     log.info("API: pool %s changed: %s", name, changes)
     return json_response(public_pool(view.pool(name, svc.now())))
 
@@ -312,7 +321,11 @@ async def _drain_action(request: web.Request, drain: bool) -> web.Response:
     name = request.match_info["name"]
     _pool_or_404(view, name)
     svc = _service(request)
-    if drain:
+    if getattr(svc, "cluster", None) is not None:
+        from ..cluster.api import write_setting
+
+        await write_setting(svc, name, {"drained": drain})
+    elif drain:
         svc.core.operator.drain(name, svc.now())
     else:
         svc.core.operator.undrain(name, svc.now())
@@ -377,6 +390,10 @@ def create_app(service: Any, *, history_interval: float | None = None) -> web.Ap
     app.on_cleanup.append(stop_recorder)
 
     add_api_routes(app.router, PROXY_HANDLERS)
+    if getattr(service, "cluster", None) is not None:
+        from ..cluster.api import add_cluster_routes
+
+        add_cluster_routes(app.router)
     return app
 
 

@@ -54,6 +54,7 @@ class ProxyService:
         self._stopped = asyncio.Event()
         self.stopping = False
         self.rental: Any = None  # proxy.rental.controller.BackfillController when [rental] is set
+        self.cluster: Any = None  # proxy.cluster.node.ClusterNode when [cluster] is set
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -81,11 +82,17 @@ class ProxyService:
         self.port = self.server.sockets[0].getsockname()[1]
         self._ticking = True
         self._schedule_tick(now)
+        if self.config.cluster is not None:  # before the API: it serves the farm routes
+            from ..cluster.node import ClusterNode
+
+            self.cluster = ClusterNode(self, self.config.cluster)
         if self.with_api:
             from ..api.app import start_api
 
             self.api_runner, self.api_port = await start_api(self)
-        if self.config.rental is not None:
+        if self.cluster is not None:  # the farm's settings, registration; the leader rents
+            await self.cluster.start()
+        elif self.config.rental is not None:
             from ..rental.local import start_for_service
 
             self.rental = await start_for_service(self)
@@ -130,6 +137,8 @@ class ProxyService:
         assert self.core is not None
         result = self.core.operator.apply_config(new, self.now())
         self.config.pools = new.pools
+        if self.cluster is not None:
+            self.cluster.settings.reapply()  # the farm's settings in etcd win over the file's
         if new.api.token != self.config.api.token:
             self.config.api.token = new.api.token  # takes effect on the next API write
             result["api_token"] = ["changed"]
@@ -147,6 +156,9 @@ class ProxyService:
         self.stopping = True
         if self.server is not None:
             self.server.close()
+        if self.cluster is not None:  # leaves the farm: the lease is revoked, another instance leads
+            await self.cluster.stop()
+            self.cluster = None
         if self.rental is not None:  # stops deciding; an open order stays and is adopted on restart
             await self.rental.stop()
             self.rental = None
