@@ -240,6 +240,7 @@ class ClusterNode:
     def view(self) -> dict[str, Any]:
         """``GET /api/v1/cluster``: this instance's standing and the farm's members."""
         return {"instance": self.name, "farm": self.config.farm, "etcd": self.config.etcd,
+                "beats": self.beats,
                 "etcd_ok": self.etcd_ok, "etcd_error": self.etcd_error or None, "leader": self.leader,
                 "leading": self.leading() is None, "lease": f"{self.lease:x}" if self.lease else None,
                 "settings_revision": self.settings.revision, "settings": self.settings.known,
