@@ -195,6 +195,9 @@ class ClusterSection(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     lease_ttl_s: int = 10  # an instance (and the rental leader) that stops renewing is gone after this
     publish_s: float = 2.0  # how often each instance publishes its summary
     timeout_s: float = 2.0  # an etcd call unanswered this long: etcd is unreachable (or has no quorum)
+    # where the other instances and the farm view reach this instance's API (default:
+    # http://<api.listen>; set it when api.listen is 0.0.0.0 or behind NAT)
+    api_url: str = ""
 
 
 class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -323,6 +326,9 @@ def validate_cluster(c: ClusterSection) -> None:
         raise ConfigError("cluster.publish_s: must be > 0 and below cluster.lease_ttl_s")
     if not 0 < c.timeout_s < c.lease_ttl_s:
         raise ConfigError("cluster.timeout_s: must be > 0 and below cluster.lease_ttl_s")
+    api = urlsplit(c.api_url)
+    if c.api_url and (api.scheme not in ("http", "https") or not api.hostname):
+        raise ConfigError(f"cluster.api_url: expected http://HOST:PORT, got {c.api_url!r}")
 
 
 def validate_pools(pools: list[PoolConfig]) -> None:

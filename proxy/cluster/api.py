@@ -87,7 +87,7 @@ async def _from_members(node: Any, path: str, params: dict[str, Any]) -> list[tu
     async def one(name: str, api: str) -> tuple[str, dict[str, Any]] | None:
         try:
             async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=FETCH_TIMEOUT_S)) as http, \
-                    http.get(f"http://{api}{path}", params=params) as resp:
+                    http.get(f"{api}{path}", params=params) as resp:
                 if resp.status == 200:
                     return name, await resp.json()
         except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as exc:

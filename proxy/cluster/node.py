@@ -226,7 +226,8 @@ class ClusterNode:
         status = view.status(now) if view is not None else {}
         pools = view.pools(now) if view is not None else []
         return {"instance": self.name, "time": time.time(), "api_port": svc.api_port, "rig_port": svc.port,
-                "api": svc.config.api.listen.rsplit(":", 1)[0] + f":{svc.api_port}",
+                "api": self.config.api_url.rstrip("/") or
+                f"http://{svc.config.api.listen.rsplit(':', 1)[0]}:{svc.api_port}",
                 "accepted_difficulty": view.accepted_difficulty() if view is not None else 0.0,
                 "status": {k: status.get(k) for k in (
                     "rigs_connected", "rigs_working", "hashrate", "active_pools", "counters", "pools",

@@ -48,17 +48,9 @@ class PoolSettings:
     async def write(self, name: str, changes: dict[str, Any]) -> dict[str, Any]:
         """Merge ``changes`` into the pool's settings in etcd, then apply them here at once
         (the watch brings the same change to every other instance)."""
-        key = self.prefix + name
-        for _ in range(WRITE_ATTEMPTS):
-            kv = await self.etcd.get(key)
-            current = json.loads(kv.value) if kv is not None else {}
-            merged = {**current, **changes}
-            ok, revision, _ = await self.etcd.txn([compare_mod(key, kv.mod_revision if kv else 0)],
-                                                  [put_op(key, json.dumps(merged))])
-            if ok:
-                self._take(name, merged, revision)
-                return merged
-        raise EtcdError(f"pools/{name}: {WRITE_ATTEMPTS} concurrent writes raced this one; try again")
+        merged, revision = await write_pool_setting(self.etcd, self.prefix, name, changes)
+        self._take(name, merged, revision)
+        return merged
 
     # --- reading and watching ---------------------------------------------------------------
 
@@ -138,6 +130,20 @@ class PoolSettings:
             self.applied += 1
 
 
+async def write_pool_setting(etcd: EtcdClient, prefix: str, name: str,
+                             changes: dict[str, Any]) -> tuple[dict[str, Any], int]:
+    """One compare-and-swap on ``<prefix><name>``: (the merged settings, the write's revision)."""
+    key = prefix + name
+    for _ in range(WRITE_ATTEMPTS):
+        kv = await etcd.get(key)
+        merged = {**(_decode(kv.value) if kv is not None else {}), **changes}
+        ok, revision, _ = await etcd.txn([compare_mod(key, kv.mod_revision if kv else 0)],
+                                         [put_op(key, json.dumps(merged))])
+        if ok:
+            return merged, revision
+    raise EtcdError(f"pools/{name}: {WRITE_ATTEMPTS} concurrent writes raced this one; try again")
+
+
 def _decode(raw: bytes) -> dict[str, Any]:
     try:
         value = json.loads(raw)
@@ -149,4 +155,4 @@ def _decode(raw: bytes) -> dict[str, Any]:
     return {k: v for k, v in value.items() if k in FIELDS}
 
 
-__all__ = ["FIELDS", "EtcdUnavailable", "PoolSettings"]
+__all__ = ["FIELDS", "EtcdUnavailable", "PoolSettings", "write_pool_setting"]

@@ -9,6 +9,8 @@ import uuid
 
 import aiohttp
 
+from proxy.farm.config import load_farm_dict
+from proxy.farm.service import FarmService
 from proxy.sim import wait_until
 
 from .conftest import TOKEN
@@ -88,6 +90,25 @@ async def test_a_change_through_any_instance_reaches_every_instance(cluster, etc
                               headers=AUTH) as resp:
             assert resp.status == 400 and "weight" in (await resp.json())["error"]
         assert one.view.pool("backup", one.now())["weight"] == 1.0
+
+        # `stratum-proxy farm` with [cluster]: a stateless reader of the same etcd
+        farm_cfg = load_farm_dict({"farm": {"listen": "127.0.0.1:0", "token": "farm-token", "poll_s": 0.2},
+                                   "cluster": extra["cluster"]})
+        reader = FarmService(farm_cfg)
+        await reader.start()
+        try:
+            await reader.wait_polled(2, 10)
+            status = reader.status()
+            assert status["instances_up"] == 3 and status["rigs_connected"] == RIGS
+            assert status["cluster"]["etcd_ok"] and status["cluster"]["leader"] == one.cluster.leader
+            async with http.post(f"http://127.0.0.1:{reader.api_port}/api/v1/pools/backup/undrain",
+                                 headers={"Authorization": "Bearer farm-token"}) as resp:
+                assert resp.status == 200, await resp.text()
+            await wait_until(lambda: not any(s.view.pool("backup", s.now())["draining"] for s in everyone),
+                             1.0, what="undrained on every instance within 1 s, written by the farm reader")
+            assert not reader.pending  # no retry queue: etcd is the queue
+        finally:
+            await reader.stop()
 
     await fleet.drain(10)
     assert fleet.disconnects == 0 and fleet.pending == 0 and fleet.lost == 0
