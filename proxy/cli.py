@@ -79,7 +79,13 @@ def describe(config: Config) -> str:
     lines.append(f"api: {config.api.listen}" + ("" if config.api.enabled else " (disabled)")
                  + ("" if config.api.token else " (no token: writes refused)"))
     if config.rental is not None:
-        lines.append(_describe_rental(config.rental))
+        lines.append(_describe_rental(config.rental)
+                     + (" (run by the instance the farm elects, ledger in etcd)" if config.cluster else ""))
+    if config.cluster is not None:
+        c = config.cluster
+        lines.append(f"cluster: farm {c.farm!r} on etcd {', '.join(c.etcd)}; registered under a "
+                     f"{c.lease_ttl_s}s lease, summary every {c.publish_s:g}s; pool settings from etcd "
+                     f"(watched); etcd calls time out after {c.timeout_s:g}s (then writes get 503)")
     lines.append("pools (lower priority number is preferred):")
     for pool in sorted(config.pools, key=lambda x: x.priority):
         flags = [] if pool.enabled else ["disabled"]
@@ -103,6 +109,10 @@ def describe_farm(config: FarmConfig) -> str:
               for i in config.instances]
     if config.rental is not None:
         lines.append(_describe_rental(config.rental) + " (once for the whole farm)")
+    if config.cluster is not None:
+        c = config.cluster
+        lines.append(f"cluster: reads farm {c.farm!r} from etcd {', '.join(c.etcd)} "
+                     "(instances are its registered members; pool writes go to etcd)")
     return "\n".join(lines)
 
 

@@ -252,7 +252,8 @@ async def get_rentals(request: web.Request) -> web.Response:
 
 async def get_metrics(request: web.Request) -> web.Response:
     rental = getattr(_service(request), "rental", None)
-    text = render_metrics(_view(request), _now(request), __version__, rental=rental)
+    text = render_metrics(_view(request), _now(request), __version__, rental=rental,
+                          cluster=getattr(_service(request), "cluster", None))
     return web.Response(body=text.encode("utf-8"), headers={"Content-Type": METRICS_CONTENT_TYPE})
 
 

@@ -137,7 +137,7 @@ def render_rental(w: MetricsWriter, rental: Any) -> None:
             w.sample(name, values[key])
 
 
-def render_metrics(view: CoreView, now: float, version: str, rental: Any = None) -> str:
+def render_metrics(view: CoreView, now: float, version: str, rental: Any = None, cluster: Any = None) -> str:
     status = view.status(now)
     pools = view.pools(now)
     w = MetricsWriter(instance=status["instance"])
@@ -251,5 +251,17 @@ def render_metrics(view: CoreView, now: float, version: str, rental: Any = None)
         w.sample("share_latency_seconds_count", count, pool=p["name"])
     if rental is not None:
         render_rental(w, rental)
+    if cluster is not None:
+        render_cluster(w, cluster)
     return w.text()
+
+
+def render_cluster(w: MetricsWriter, node: Any) -> None:
+    """An instance of a [cluster]: etcd reachable, leadership, the farm's registered members."""
+    w.metric("cluster_etcd_up", "gauge", "1 while etcd answers this instance (with quorum)",
+             int(node.etcd_ok is True))
+    w.metric("cluster_leader", "gauge", "1 while this instance leads the farm's backfill controller",
+             int(node.leading() is None))
+    w.metric("cluster_members", "gauge", "Instances registered in etcd (as this instance last read it)",
+             len(node.members))
 

@@ -80,6 +80,10 @@ async def test_member_loss_quorum_loss_and_back(cluster, etcd, tmp_path):
             assert len(paused) == 1 and "etcd unreachable" in paused[0]["reason"]
             status, answer = await patch(http, two, "backup", {"priority": -1})
             assert status == 503 and "etcd" in answer["error"], answer
+            async with http.get(f"http://127.0.0.1:{two.api_port}/metrics") as resp:
+                metrics = await resp.text()
+            assert 'stratum_proxy_cluster_etcd_up{instance="proxy-2"} 0' in metrics
+            assert 'stratum_proxy_cluster_leader{instance="proxy-2"} 0' in metrics
             assert all(s.view.pool("backup", s.now())["priority"] == 1 for s in both)  # nothing changed
             accepted = [f.accepted for f in fleets]
             await wait_until(lambda: all(f.accepted >= a + PER_INSTANCE for f, a in zip(fleets, accepted)),
