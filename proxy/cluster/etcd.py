@@ -125,7 +125,7 @@ class EtcdClient:
                 async with self._session().post(url, json=body, timeout=timeout) as resp:
                     data = msgspec.json.decode(await resp.read())
             except (aiohttp.ClientError, TimeoutError, OSError, msgspec.DecodeError) as exc:
-                errors.append(f"{self.endpoints[index]}: {_describe(exc)}")
+                errors.append(f"{self.endpoints[index]}: {describe_client_error(exc)}")
                 continue
             self._current = index
             if isinstance(data, dict) and "error" in data and resp.status >= 400:
@@ -212,7 +212,7 @@ class EtcdClient:
                     yield int(result.get("header", {}).get("revision", 0)), events
         except (aiohttp.ClientError, OSError, msgspec.DecodeError) as exc:
             self._current = (self._current + 1) % len(self.endpoints)
-            raise EtcdUnavailable(f"watch on {url}: {_describe(exc)}") from None
+            raise EtcdUnavailable(f"watch on {url}: {describe_client_error(exc)}") from None
         self._current = (self._current + 1) % len(self.endpoints)
         raise EtcdUnavailable(f"watch on {url}: stream ended")
 
@@ -221,9 +221,10 @@ def _no_quorum(message: str) -> bool:
     return any(s in message for s in ("timed out", "no leader", "leader changed", "unhealthy cluster"))
 
 
-def _describe(exc: BaseException) -> str:
+def describe_client_error(exc: BaseException) -> str:
+    """An HTTP client failure in a few words (the farm's instance polls use it too)."""
     if isinstance(exc, TimeoutError):
         return "timed out"
     if isinstance(exc, aiohttp.ClientConnectorError):
-        return f"cannot connect ({exc.os_error.strerror or exc.os_error})"
+        return f"cannot connect: {exc.os_error.strerror or exc.os_error}"
     return f"{type(exc).__name__}: {exc}"

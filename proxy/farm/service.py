@@ -20,6 +20,7 @@ from typing import Any
 
 import aiohttp
 
+from ..cluster.etcd import describe_client_error
 from ..core.events import EventLog
 from .config import FarmConfig, InstanceEntry
 from .view import InstanceState, farm_status
@@ -321,10 +322,3 @@ class FarmService:
                 "body": change.body, "attempts": change.attempts, "last_error": change.last_error,
                 "age_s": round(self.now() - change.first_tried, 3)}
 
-
-def describe_client_error(exc: BaseException) -> str:
-    if isinstance(exc, TimeoutError):
-        return "timed out"
-    if isinstance(exc, aiohttp.ClientConnectorError):
-        return f"cannot connect: {exc.os_error.strerror or exc.os_error}"
-    return f"{type(exc).__name__}: {exc}"
