@@ -121,8 +121,11 @@ class ClusterNode:
             await self._renew()
             await self.etcd.put(self.key("members", self.name), json.dumps(self.summary()), lease=self.lease)
             await self._read_members()
+            await self.settings.load()
             await self._campaign()
         except EtcdError as exc:
+            if "lease not found" in str(exc):  # it expired between two calls: register again
+                self.lease, self.election = 0, 0
             self._etcd_down(str(exc))
             if self.leading() is not None:
                 await self._stop_rental(f"etcd unreachable: {exc}", paused=True)
@@ -194,7 +197,11 @@ class ClusterNode:
         if self.service.config.rental is None:
             return
         if self.leading() is None and self.controller is None and not self._stopping:
-            self.controller = await start_leader_rental(self)
+            try:
+                self.controller = await start_leader_rental(self)
+            except EtcdError as exc:  # the ledger could not be read: the next beat tries again
+                self._event("rental_error", f"cannot load the ledger from etcd: {exc}", code="ledger")
+                return
             self.service.rental = self.controller
             self._event("rental_resumed", f"{self.name} runs the farm's backfill controller",
                         leader=self.name)
@@ -211,6 +218,10 @@ class ClusterNode:
             return
         if self.service.rental is controller:
             self.service.rental = None
+        ledger = controller.ledger
+        if not paused and self.leading() is None and hasattr(ledger, "flush"):
+            with contextlib.suppress(Exception):  # leaving cleanly: the last rows reach etcd
+                await ledger.flush()
         if paused:
             self._event("rental_paused", f"backfill controller paused: {why}", leader=self.leader)
         else:

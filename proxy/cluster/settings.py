@@ -40,6 +40,7 @@ class PoolSettings:
         self.service = service
         self.known: dict[str, dict[str, Any]] = {}  # last settings read from etcd, per pool
         self.revision = 0  # the etcd revision the settings are known up to
+        self.key_revision: dict[str, int] = {}  # per pool: the mod revision of what was applied
         self.applied = 0  # changes handed to the core (tests and the status read it)
         self._task: asyncio.Task[None] | None = None
 
@@ -55,7 +56,9 @@ class PoolSettings:
     # --- reading and watching ---------------------------------------------------------------
 
     async def load(self) -> int:
-        """Read every pool's settings and apply them; returns the etcd revision."""
+        """Read every pool's settings and apply what changed; returns the etcd revision.  The
+        node calls it every beat too, so an instance whose watch went quiet (its etcd member
+        cut off from the others) still converges."""
         kvs, revision = await self.etcd.range(self.prefix, prefix=True)
         for kv in kvs:
             self._take(kv.key[len(self.prefix):], _decode(kv.value), kv.mod_revision)
@@ -87,6 +90,7 @@ class PoolSettings:
                             self._take(name, _decode(event.kv.value), event.kv.mod_revision)
                         else:
                             self.known.pop(name, None)  # back to the config file's values on reload
+                            self.key_revision.pop(name, None)
                     self.revision = max(self.revision, revision)
             except asyncio.CancelledError:
                 raise
@@ -99,8 +103,13 @@ class PoolSettings:
     # --- applying ---------------------------------------------------------------------------
 
     def _take(self, name: str, settings: dict[str, Any], revision: int) -> None:
-        self.known[name] = settings
+        """Apply one pool's settings unless something newer was applied already (a full read
+        and the watch may deliver the same key in either order)."""
         self.revision = max(self.revision, revision)
+        if revision < self.key_revision.get(name, 0):
+            return
+        self.key_revision[name] = revision
+        self.known[name] = settings
         self.apply(name, settings)
 
     def reapply(self) -> None:
