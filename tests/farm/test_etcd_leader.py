@@ -182,13 +182,19 @@ async def test_leader_killed_and_stalled(cluster, etcd, tmp_path):
         await wait_until(lambda: market.orders[order.id].state not in ("ACTIVE", "PENDING"), 15,
                          what="the order cancelled once the farm recovered")
         await extra.stop()
+        continued_at = time.time()
         new.signal(signal.SIGCONT)
         await wait_until(lambda: market.create_calls >= 2, 15, what="a new order for the new deficit")
         await wait_until_async(lambda: not_leading(new), 5, "the continued instance knows it does not lead")
         beats = await beats_of(new)
         await wait_until_async(lambda: beats_after(new, beats + 5), 10, "five more beats")
         assert market.create_calls == 2
-        assert sum(o.state in ("ACTIVE", "PENDING") for o in market.orders.values()) == 1
+        (live,) = [o for o in market.orders.values() if o.state in ("ACTIVE", "PENDING")]
+        # the new order is the leader's; the continued instance placed nothing
+        placed = await third.get("/api/v1/events?kind=rental_order_placed")
+        assert [e["order_id"] for e in placed["events"]] == [live.id]
+        placed = await new.get("/api/v1/events?kind=rental_order_placed")
+        assert [e for e in placed["events"] if e["time"] >= continued_at] == []
         rows = await ledger_rows(etcd.endpoints, farm)
         assert sorted(o["id"] for o in rows["orders"]) == sorted(market.orders)
         assert all(f.disconnects == 0 for name, f in fleets.items() if name != first)
