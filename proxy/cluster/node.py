@@ -67,6 +67,8 @@ class ClusterNode:
         self.beats = 0
         self.started = time.time()
         self._task: asyncio.Task[None] | None = None
+        self._watch_task: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()  # set when the leader key is deleted: campaign at once
         self._stopping = False
 
     def key(self, *parts: str) -> str:
@@ -87,16 +89,19 @@ class ClusterNode:
             self._etcd_down(f"reading the pool settings at start: {exc}")
         self.settings.start()
         await self.beat()
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="cluster-beat")
+        loop = asyncio.get_running_loop()
+        self._task = loop.create_task(self._run(), name="cluster-beat")
+        self._watch_task = loop.create_task(self._watch_leader(), name="cluster-leader-watch")
 
     async def stop(self) -> None:
         """Leave: stop the controller (an open order stays; the next leader adopts it),
         revoke the lease (registration and leadership go at once, not after the TTL)."""
         self._stopping = True
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        for task in (self._task, self._watch_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         await self._stop_rental("this instance is stopping", paused=False)
         await self.settings.stop()
         if self.lease:
@@ -106,7 +111,9 @@ class ClusterNode:
 
     async def _run(self) -> None:
         while True:
-            await asyncio.sleep(self.beat_s)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.beat_s)
+            self._wake.clear()
             try:
                 await self.beat()
             except asyncio.CancelledError:
@@ -178,6 +185,22 @@ class ClusterNode:
                 self._event("cluster_leadership_lost", f"{name} leads now", leader=name)
             self.election = 0
         self.leader = name
+
+    async def _watch_leader(self) -> None:
+        """Campaign the moment the leader key goes (its holder's lease expired or was revoked)
+        instead of at the next beat: the takeover then takes at most the dead leader's TTL."""
+        while True:
+            try:
+                async for _, events in self.etcd.watch(self.key("leader"), 0):
+                    if any(e.kind == "delete" and e.kv.key == self.key("leader") for e in events):
+                        self._wake.set()
+            except asyncio.CancelledError:
+                raise
+            except EtcdError as exc:
+                log.debug("leader watch: %s", exc)
+            except Exception:
+                log.exception("leader watch failed")
+            await asyncio.sleep(self.beat_s)
 
     # --- leadership and the rental controller -----------------------------------------------
 

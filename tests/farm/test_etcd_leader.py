@@ -1,5 +1,5 @@
 """The rental leader, elected through etcd, in separate processes (``python -m proxy run``):
-killed, another leads within the lease TTL (plus one beat) and adopts its order, with exactly
+killed, another leads once etcd expires its lease (TTL + 1.1 s here) and adopts its order, with exactly
 one marketplace order and the ledger in etcd agreeing; stopped (SIGSTOP) past its TTL, then
 continued: it places nothing while the new leader does the renting."""
 
@@ -159,7 +159,8 @@ async def test_leader_killed_and_stalled(cluster, etcd, tmp_path):
         alive = [i for i in instances if i is not dead]
         second = await wait_until_async(lambda: leader_of(alive), 10, "a new leader")
         took = time.monotonic() - killed_at
-        assert took <= TTL + 2 * BEAT + 0.5, f"took {took:.2f}s to lead again (TTL {TTL}s)"
+        # etcd expires leases in a 500 ms loop; the others campaign when the key goes
+        assert took <= TTL + 1.1, f"took {took:.2f}s to lead again (TTL {TTL}s)"
         new = next(i for i in alive if i.name == second)
         view = await wait_until_async(lambda: rentals_with(new, order.id), 10, "the order adopted")
         assert view["leader"] == second if "leader" in view else True
