@@ -251,17 +251,24 @@ def render_metrics(view: CoreView, now: float, version: str, rental: Any = None,
         w.sample("share_latency_seconds_count", count, pool=p["name"])
     if rental is not None:
         render_rental(w, rental)
-    if cluster is not None:
-        render_cluster(w, cluster)
+    render_cluster(w, cluster)
     return w.text()
 
 
+CLUSTER_GAUGES = (
+    ("cluster_etcd_up", "1 while etcd answers this instance (with quorum)"),
+    ("cluster_leader", "1 while this instance leads the farm's backfill controller"),
+    ("cluster_members", "Instances registered in etcd (as this instance last read it)"),
+)
+
+
 def render_cluster(w: MetricsWriter, node: Any) -> None:
-    """An instance of a [cluster]: etcd reachable, leadership, the farm's registered members."""
-    w.metric("cluster_etcd_up", "gauge", "1 while etcd answers this instance (with quorum)",
-             int(node.etcd_ok is True))
-    w.metric("cluster_leader", "gauge", "1 while this instance leads the farm's backfill controller",
-             int(node.leading() is None))
-    w.metric("cluster_members", "gauge", "Instances registered in etcd (as this instance last read it)",
-             len(node.members))
+    """An instance of a [cluster]: etcd reachable, leadership, the farm's registered members.
+    Without [cluster] the families are declared with no sample (no alert fires on them)."""
+    values = ((int(node.etcd_ok is True), int(node.leading() is None), len(node.members))
+              if node is not None else (None, None, None))
+    for (name, help_text), value in zip(CLUSTER_GAUGES, values):
+        w.family(name, "gauge", help_text)
+        if value is not None:
+            w.sample(name, value)
 
