@@ -28,11 +28,12 @@ from typing import Any
 
 from ..rental.ledger import Ledger
 from ..rental.provider import OrderStatus, ProviderError
-from .etcd import EtcdClient, EtcdUnavailable, compare_create, put_op
+from .etcd import EtcdClient, EtcdError, compare_create, put_op
 
 log = logging.getLogger("proxy.cluster.ledger")
 
 TABLES = ("intents", "orders", "spend")
+TXN_OPS = 100  # below etcd's default --max-txn-ops (128)
 
 
 class Fenced(Exception):
@@ -114,7 +115,7 @@ class EtcdLedger(Ledger):
     async def _background_flush(self) -> None:
         try:
             await self.flush()
-        except (Fenced, EtcdUnavailable) as exc:
+        except (Fenced, EtcdError) as exc:
             log.warning("ledger write to etcd not done: %s", exc)
 
     # --- the fence --------------------------------------------------------------------------
@@ -123,7 +124,7 @@ class EtcdLedger(Ledger):
         """Write every queued row in one transaction fenced by the leader key.
 
         Raises ``Fenced`` (the rows are dropped: they were never ours to write) or
-        ``EtcdUnavailable`` (the rows stay queued for the next flush)."""
+        ``EtcdError`` / ``EtcdUnavailable`` (the rows stay queued for the next flush)."""
         async with self._lock:
             if self.fenced:
                 self._queue.clear()
@@ -135,16 +136,20 @@ class EtcdLedger(Ledger):
             if not election:
                 self.fenced = True
                 raise Fenced("this instance does not lead the rental controller")
-            try:
-                ok, _, _ = await self.etcd.txn([compare_create(self.leader_key, election)],
-                                               [put_op(k, v) for k, v in batch.items()])
-            except EtcdUnavailable:
-                self._queue = {**batch, **self._queue}
-                raise
-            if not ok:
-                self.fenced = True
-                raise Fenced(f"the leader key {self.leader_key} is no longer held by this instance's "
-                             f"election (revision {election}); ledger write refused by etcd")
+            items = list(batch.items())
+            for start in range(0, len(items), TXN_OPS):  # etcd caps the operations of one txn
+                chunk = items[start:start + TXN_OPS]
+                try:
+                    ok, _, _ = await self.etcd.txn([compare_create(self.leader_key, election)],
+                                                   [put_op(k, v) for k, v in chunk])
+                except EtcdError:
+                    self._queue = {**dict(items[start:]), **self._queue}  # written next time
+                    raise
+                if not ok:
+                    self.fenced = True
+                    self._queue.clear()
+                    raise Fenced(f"the leader key {self.leader_key} is no longer held by this "
+                                 f"instance's election (revision {election}); ledger write refused by etcd")
             self.flushes += 1
 
     def pending_writes(self) -> int:
@@ -170,7 +175,7 @@ class FencedProvider:
             try:
                 await self.ledger.flush()
                 return
-            except (Fenced, EtcdUnavailable) as exc:
+            except (Fenced, EtcdError) as exc:
                 why = str(exc)
         self.refused += 1
         log.warning("rental: %s not sent: %s", what, why)

@@ -49,6 +49,13 @@ async def test_a_replaced_leader_writes_nothing_and_sends_nothing(etcd):
         reader = EtcdLedger(client, f"{root}/ledger", f"{root}/leader", lambda: 0)
         assert await reader.load() == 1
         assert [i["id"] for i in reader.pending_intents()] == ["intent-1"]
+        # more rows than one etcd transaction may carry: written in several, all fenced
+        for n in range(250):
+            ledger.finish("intent-1", "done", {"n": n})
+            ledger.begin(f"bulk-{n}", "cancel", {"reason": "bulk"}, order_id="o")
+        await ledger.flush()
+        bulk = EtcdLedger(client, f"{root}/ledger", f"{root}/leader", lambda: 0)
+        assert await bulk.load() == 251 and bulk.pending_intents()[0]["id"] == "bulk-0"
 
         # the old leader's lease ends (as after a stall past its TTL) and another instance leads
         await client.revoke(old_lease)
