@@ -88,7 +88,10 @@ class ClusterNode:
         except EtcdError as exc:
             self._etcd_down(f"reading the pool settings at start: {exc}")
         self.settings.start()
-        await self.beat()
+        try:
+            await self.beat()
+        except Exception:  # the beat loop keeps trying; the instance runs either way
+            log.exception("first cluster beat failed")
         loop = asyncio.get_running_loop()
         self._task = loop.create_task(self._run(), name="cluster-beat")
         self._watch_task = loop.create_task(self._watch_leader(), name="cluster-leader-watch")
@@ -126,7 +129,8 @@ class ClusterNode:
     async def beat(self) -> None:
         try:
             await self._renew()
-            await self.etcd.put(self.key("members", self.name), json.dumps(self.summary()), lease=self.lease)
+            await self.etcd.put(self.key("members", self.name), json.dumps(self.summary(), default=str),
+                                lease=self.lease)
             await self._read_members()
             await self.settings.load()
             await self._campaign()
