@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from typing import Any
 
 from .etcd import EtcdClient, EtcdError, EtcdUnavailable, compare_mod, put_op
@@ -61,7 +62,7 @@ class PoolSettings:
         cut off from the others) still converges."""
         kvs, revision = await self.etcd.range(self.prefix, prefix=True)
         for kv in kvs:
-            self._take(kv.key[len(self.prefix):], _decode(kv.value), kv.mod_revision)
+            self._take(kv.key[len(self.prefix):], kv.value, kv.mod_revision)
         self.revision = max(self.revision, revision)
         return revision
 
@@ -87,7 +88,7 @@ class PoolSettings:
                     for event in events:
                         name = event.kv.key[len(self.prefix):]
                         if event.kind == "put":
-                            self._take(name, _decode(event.kv.value), event.kv.mod_revision)
+                            self._take(name, event.kv.value, event.kv.mod_revision)
                         else:
                             self.known.pop(name, None)  # back to the config file's values on reload
                             self.key_revision.pop(name, None)
@@ -102,13 +103,22 @@ class PoolSettings:
 
     # --- applying ---------------------------------------------------------------------------
 
-    def _take(self, name: str, settings: dict[str, Any], revision: int) -> None:
+    def _take(self, name: str, raw: bytes | dict[str, Any], revision: int) -> None:
         """Apply one pool's settings unless something newer was applied already (a full read
-        and the watch may deliver the same key in either order)."""
+        and the watch may deliver the same key in either order).  A value that is not valid
+        settings (written around the API, e.g. with etcdctl) is refused with an event and
+        changes nothing."""
         self.revision = max(self.revision, revision)
-        if revision < self.key_revision.get(name, 0):
-            return
+        if revision <= self.key_revision.get(name, 0):
+            return  # applied (or refused) already
         self.key_revision[name] = revision
+        try:
+            settings = raw if isinstance(raw, dict) else decode_settings(raw)
+        except ValueError as exc:
+            log.warning("pool settings for %s in etcd refused: %s", name, exc)
+            self.service.events.emit("cluster_setting_refused", time.time(), pool=name, revision=revision,
+                                     reason=f"{self.prefix}{name} in etcd: {exc}; the settings in force stay")
+            return
         self.known[name] = settings
         self.apply(name, settings)
 
@@ -145,7 +155,11 @@ async def write_pool_setting(etcd: EtcdClient, prefix: str, name: str,
     key = prefix + name
     for _ in range(WRITE_ATTEMPTS):
         kv = await etcd.get(key)
-        merged = {**(_decode(kv.value) if kv is not None else {}), **changes}
+        try:
+            current = decode_settings(kv.value) if kv is not None else {}
+        except ValueError:
+            current = {}  # not valid settings: the write replaces it
+        merged = {**current, **changes}
         ok, revision, _ = await etcd.txn([compare_mod(key, kv.mod_revision if kv else 0)],
                                          [put_op(key, json.dumps(merged))])
         if ok:
@@ -153,15 +167,28 @@ async def write_pool_setting(etcd: EtcdClient, prefix: str, name: str,
     raise EtcdError(f"pools/{name}: {WRITE_ATTEMPTS} concurrent writes raced this one; try again")
 
 
-def _decode(raw: bytes) -> dict[str, Any]:
+def decode_settings(raw: bytes) -> dict[str, Any]:
+    """One pool's settings from etcd, checked as the API checks a PATCH; ValueError naming the
+    field when they are not valid."""
+    from ..api.app import ApiError, validate_patch
+
     try:
         value = json.loads(raw)
     except ValueError:
-        log.warning("pool settings in etcd are not JSON: %r", raw[:80])
-        return {}
+        raise ValueError(f"not JSON: {raw[:80]!r}") from None
     if not isinstance(value, dict):
-        return {}
-    return {k: v for k, v in value.items() if k in FIELDS}
+        raise ValueError("not a JSON object")
+    unknown = [k for k in value if k not in FIELDS]
+    if unknown:
+        raise ValueError(f"{str(unknown[0])[:64]}: unknown field (allowed: {', '.join(FIELDS)})")
+    if "drained" in value and type(value["drained"]) is not bool:
+        raise ValueError(f"drained: must be true or false, got {value['drained']!r}")
+    patch = {k: v for k, v in value.items() if k != "drained"}
+    try:
+        checked = validate_patch(patch) if patch else {}
+    except ApiError as exc:
+        raise ValueError(exc.message) from None
+    return {**checked, **({"drained": value["drained"]} if "drained" in value else {})}
 
 
 __all__ = ["FIELDS", "EtcdUnavailable", "PoolSettings", "write_pool_setting"]

@@ -82,3 +82,21 @@ async def test_a_replaced_leader_writes_nothing_and_sends_nothing(etcd):
         await client.revoke(new_lease)
     finally:
         await client.close()
+
+
+async def test_an_unreachable_etcd_is_named_and_costs_a_bounded_wait(etcd):
+    from proxy.cluster.etcd import EtcdUnavailable
+    from tests.etcd_fixture import free_port
+
+    dead = [f"http://127.0.0.1:{free_port()}", f"http://127.0.0.1:{free_port()}"]
+    client = EtcdClient(dead, timeout_s=0.5)
+    try:
+        with pytest.raises(EtcdUnavailable, match="cannot connect") as err:
+            await client.get("/x")
+        assert all(url in str(err.value) for url in dead)
+        # a dead member first in the list: the next one answers
+        client.endpoints = [dead[0], etcd.endpoints[1]]
+        assert await client.put("/unreachable-test", "ok") > 0
+        assert (await client.get("/unreachable-test")).value == b"ok"
+    finally:
+        await client.close()

@@ -90,6 +90,17 @@ async def test_a_change_through_any_instance_reaches_every_instance(cluster, etc
                               headers=AUTH) as resp:
             assert resp.status == 400 and "weight" in (await resp.json())["error"]
         assert one.view.pool("backup", one.now())["weight"] == 1.0
+        # a value written around the API (etcdctl, a script) that is not valid settings is
+        # refused by every instance with an event, and the settings in force stay
+        await one.cluster.etcd.put(f"/{farm}/pools/backup", '{"priority": "high", "drained": true}')
+        await wait_until(lambda: all(s.events.recent(kind="cluster_setting_refused") for s in everyone), 2,
+                         what="the bad value refused everywhere")
+        refused = one.events.recent(kind="cluster_setting_refused")
+        assert len(refused) == 1 and "priority: must be an integer" in refused[0]["reason"]
+        assert all(s.view.pool("backup", s.now())["priority"] == -1 for s in everyone)
+        async with http.patch(f"{base['one']}/api/v1/pools/backup", json={"priority": -1},
+                              headers=AUTH) as resp:  # the API writes valid settings over it
+            assert resp.status == 200, await resp.text()
 
         # `stratum-proxy farm` with [cluster]: a stateless reader of the same etcd
         farm_cfg = load_farm_dict({"farm": {"listen": "127.0.0.1:0", "token": "farm-token", "poll_s": 0.2},
