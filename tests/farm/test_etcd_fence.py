@@ -84,7 +84,7 @@ async def test_a_replaced_leader_writes_nothing_and_sends_nothing(etcd):
         await client.close()
 
 
-async def test_an_unreachable_etcd_is_named_and_costs_a_bounded_wait(etcd):
+async def test_an_unreachable_etcd_is_named_and_the_next_member_answers(etcd):
     from proxy.cluster.etcd import EtcdUnavailable
     from tests.etcd_fixture import free_port
 
