@@ -82,6 +82,14 @@ async def test_a_change_through_any_instance_reaches_every_instance(cluster, etc
                          what="drained on every instance within 1 s")
         await fleet.wait_until(lambda: fleet.rigs_with_job_containing(b"primary") == RIGS, 10,
                                "every rig back on the primary")
+        # every instance's own events, merged, from any instance (its member list is at most
+        # one beat old: wait until it has the restarted proxy-3's new API address)
+        await wait_until(lambda: two.cluster.members.get("proxy-3", {}).get("api")
+                         == f"http://127.0.0.1:{three.api_port}", 2, what="proxy-3 re-registered")
+        async with http.get(f"{base['two']}/api/v1/farm/events", params={"kind": "pool_drain"}) as resp:
+            drained = (await resp.json())["events"]
+        assert sorted(e["instance"] for e in drained) == ["proxy-1", "proxy-2", "proxy-3"]
+        assert all(e["pool"] == "backup" for e in drained)
         async with http.get(f"{base['one']}/api/v1/cluster") as resp:
             view = await resp.json()
         assert view["settings"]["backup"] == {"priority": -1, "drained": True}
