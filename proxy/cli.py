@@ -102,9 +102,10 @@ def describe_farm(config: FarmConfig) -> str:
     lines = [f"farm config {config.path} is valid",
              f"farm {f.name}: API and dashboard on {f.listen}"
              + ("" if f.token else " (no token: writes refused)"),
-             f"polls every instance every {f.poll_s:g}s (down after {f.timeout_s:g}s without an "
-             f"answer); missed changes retried every {f.retry_s:g}s",
-             "instances:"]
+             f"polls every instance every {f.poll_s:g}s (down after {f.timeout_s:g}s without an answer)"
+             + ("" if config.cluster else f"; missed changes retried every {f.retry_s:g}s")]
+    if config.cluster is None:
+        lines.append("instances:")
     lines += [f"  {i.name}: {i.api}" + ("" if i.token else " (no token: changes cannot reach it)")
               for i in config.instances]
     if config.rental is not None:
