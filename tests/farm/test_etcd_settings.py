@@ -58,6 +58,8 @@ async def test_a_change_through_any_instance_reaches_every_instance(cluster, etc
 
         await three.stop()
         del cluster.instances["proxy-3"]
+        # a clean stop revokes its lease: its registration goes at once, not after the TTL
+        await wait_until(lambda: "proxy-3" not in one.cluster.members, 1.5, what="proxy-3 deregistered")
         # the backup becomes preferred, through proxy-1's API: one etcd transaction
         async with http.patch(f"{base['one']}/api/v1/pools/backup", json={"priority": -1},
                               headers=AUTH) as resp:
