@@ -83,7 +83,9 @@ def describe(config: Config) -> str:
                      + (" (run by the instance the farm elects, ledger in etcd)" if config.cluster else ""))
     if config.cluster is not None:
         c = config.cluster
-        lines.append(f"cluster: farm {c.farm!r} on etcd {', '.join(c.etcd)}; registered under a "
+        tls = (" (TLS" + (f", CA {c.ca_file}" if c.ca_file else "") +
+               (", client certificate" if c.cert_file else "") + ")") if c.ca_file or c.cert_file else ""
+        lines.append(f"cluster: farm {c.farm!r} on etcd {', '.join(c.etcd)}{tls}; registered under a "
                      f"{c.lease_ttl_s}s lease, summary every {c.publish_s:g}s; pool settings from etcd "
                      f"(watched); etcd calls time out after {c.timeout_s:g}s (then writes get 503)")
     lines.append("pools (lower priority number is preferred):")

@@ -198,6 +198,11 @@ class ClusterSection(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     # where the other instances and the farm view reach this instance's API (default:
     # http://<api.listen>; set it when api.listen is 0.0.0.0 or behind NAT)
     api_url: str = ""
+    # https:// etcd endpoints: verified against ca_file (else the system CA store); with
+    # cert_file + key_file the instance presents a client certificate (etcd --client-cert-auth)
+    ca_file: str = ""
+    cert_file: str = ""
+    key_file: str = ""
 
 
 class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -316,8 +321,9 @@ def validate_cluster(c: ClusterSection) -> None:
             port = parts.port
         except ValueError:
             port = None
-        if parts.scheme != "http" or not parts.hostname or port is None:
-            raise ConfigError(f"cluster.etcd[{i}]: expected http://HOST:PORT, got {url!r}")
+        if parts.scheme not in ("http", "https") or not parts.hostname or port is None:
+            raise ConfigError(f"cluster.etcd[{i}]: expected http://HOST:PORT or https://HOST:PORT, "
+                              f"got {url!r}")
     if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", c.farm):
         raise ConfigError("cluster.farm: use 1-64 letters, digits, '_', '.', '-'")
     if not 1 <= c.lease_ttl_s <= 3600:
@@ -326,6 +332,12 @@ def validate_cluster(c: ClusterSection) -> None:
         raise ConfigError("cluster.publish_s: must be > 0 and below cluster.lease_ttl_s")
     if not 0 < c.timeout_s < c.lease_ttl_s:
         raise ConfigError("cluster.timeout_s: must be > 0 and below cluster.lease_ttl_s")
+    for name in ("ca_file", "cert_file", "key_file"):
+        if getattr(c, name) and not Path(getattr(c, name)).is_file():
+            raise ConfigError(f"cluster.{name}: no such file {getattr(c, name)!r}")
+    if bool(c.cert_file) != bool(c.key_file):
+        raise ConfigError("cluster.cert_file and cluster.key_file: set both (a client certificate "
+                          "and its key) or neither")
     api = urlsplit(c.api_url)
     if c.api_url and (api.scheme not in ("http", "https") or not api.hostname):
         raise ConfigError(f"cluster.api_url: expected http://HOST:PORT, got {c.api_url!r}")

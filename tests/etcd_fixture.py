@@ -107,3 +107,38 @@ class EtcdCluster:
         for i in range(len(self.names)):
             with contextlib.suppress(Exception):
                 self.kill(i)
+
+
+class TlsEtcd:
+    """One etcd member serving https only, requiring a client certificate signed by
+    ``client_ca`` (``--client-cert-auth``): what a production etcd's client port looks like."""
+
+    def __init__(self, base: Path, cert: Path, key: Path, client_ca: Path) -> None:
+        self.base = base
+        self.port, self.peer = free_port(), free_port()
+        self.url = f"https://127.0.0.1:{self.port}"
+        self.args = [etcd_binary(), "--name", "tls", "--data-dir", str(base / "tls"),
+                     "--listen-client-urls", self.url, "--advertise-client-urls", self.url,
+                     "--listen-peer-urls", f"http://127.0.0.1:{self.peer}",
+                     "--initial-advertise-peer-urls", f"http://127.0.0.1:{self.peer}",
+                     "--initial-cluster", f"tls=http://127.0.0.1:{self.peer}",
+                     "--cert-file", str(cert), "--key-file", str(key), "--client-cert-auth",
+                     "--trusted-ca-file", str(client_ca), "--logger", "zap", "--log-level", "warn"]
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        with open(self.base / "tls.log", "ab") as log:
+            self.proc = subprocess.Popen(self.args, stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            log = self.base / "tls.log"
+            assert self.proc.poll() is None, "etcd (TLS) exited: " + log.read_text()[-2000:]
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                return
+            time.sleep(0.1)
+        raise AssertionError(f"etcd (TLS) not listening within {START_TIMEOUT_S}s")
+
+    def close(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)

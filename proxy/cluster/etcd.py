@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import ssl
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -27,7 +28,8 @@ import msgspec
 
 log = logging.getLogger("proxy.cluster.etcd")
 
-__all__ = ["EtcdClient", "EtcdError", "EtcdUnavailable", "KeyValue", "WatchEvent", "prefix_end"]
+__all__ = ["EtcdClient", "EtcdError", "EtcdUnavailable", "KeyValue", "WatchEvent", "client_for",
+           "describe_client_error", "prefix_end"]
 
 
 class EtcdError(Exception):
@@ -97,9 +99,11 @@ def compare_mod(key: str, revision: int) -> dict[str, Any]:
 class EtcdClient:
     """See the module docstring.  ``await close()`` when done."""
 
-    def __init__(self, endpoints: list[str], timeout_s: float = 2.0) -> None:
+    def __init__(self, endpoints: list[str], timeout_s: float = 2.0,
+                 ssl_context: ssl.SSLContext | None = None) -> None:
         self.endpoints = [e.rstrip("/") for e in endpoints]
         self.timeout_s = timeout_s
+        self.ssl: ssl.SSLContext | bool = ssl_context or True  # True: the system CA store
         self._current = 0
         self._http: aiohttp.ClientSession | None = None
         self.last_error = ""
@@ -122,7 +126,7 @@ class EtcdClient:
             index = (self._current + attempt) % len(self.endpoints)
             url = f"{self.endpoints[index]}/v3/{path}"
             try:
-                async with self._session().post(url, json=body, timeout=timeout) as resp:
+                async with self._session().post(url, json=body, timeout=timeout, ssl=self.ssl) as resp:
                     data = msgspec.json.decode(await resp.read())
             except (aiohttp.ClientError, TimeoutError, OSError, msgspec.DecodeError) as exc:
                 errors.append(f"{self.endpoints[index]}: {describe_client_error(exc)}")
@@ -195,7 +199,7 @@ class EtcdClient:
         url = f"{self.endpoints[self._current]}/v3/watch"
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=self.timeout_s)
         try:
-            async with self._session().post(url, json=body, timeout=timeout) as resp:
+            async with self._session().post(url, json=body, timeout=timeout, ssl=self.ssl) as resp:
                 async for line in resp.content:
                     if not line.strip():
                         continue
@@ -215,6 +219,16 @@ class EtcdClient:
             raise EtcdUnavailable(f"watch on {url}: {describe_client_error(exc)}") from None
         self._current = (self._current + 1) % len(self.endpoints)
         raise EtcdUnavailable(f"watch on {url}: stream ended")
+
+
+def client_for(config: Any) -> EtcdClient:
+    """The client a ``[cluster]`` section describes (endpoints, timeout, TLS)."""
+    context = None
+    if config.ca_file or config.cert_file:
+        context = ssl.create_default_context(cafile=config.ca_file or None)
+        if config.cert_file:
+            context.load_cert_chain(config.cert_file, config.key_file)
+    return EtcdClient(config.etcd, config.timeout_s, context)
 
 
 def _no_quorum(message: str) -> bool:

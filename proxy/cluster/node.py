@@ -33,7 +33,7 @@ import time
 from typing import Any
 
 from ..config import ClusterSection
-from .etcd import EtcdClient, EtcdError, b64, compare_create, put_op
+from .etcd import EtcdError, b64, client_for, compare_create, put_op
 from .rental import ClusterHashrate, start_leader_rental
 from .settings import PoolSettings
 
@@ -49,7 +49,7 @@ class ClusterNode:
         self.service = service
         self.config = config
         self.name = service.config.proxy.instance
-        self.etcd = EtcdClient(config.etcd, config.timeout_s)
+        self.etcd = client_for(config)
         self.root = f"/{config.farm}/"
         self.settings = PoolSettings(self.etcd, self.root, service)
         self.lease = 0

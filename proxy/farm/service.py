@@ -81,9 +81,9 @@ class FarmService:
         timeout = aiohttp.ClientTimeout(total=self.config.farm.timeout_s)
         self.http = aiohttp.ClientSession(timeout=timeout)
         if self.config.cluster is not None:
-            from ..cluster.etcd import EtcdClient
+            from ..cluster.etcd import client_for
 
-            self.etcd = EtcdClient(self.config.cluster.etcd, self.config.cluster.timeout_s)
+            self.etcd = client_for(self.config.cluster)
         await self.poll_once()
         if self.config.rental is not None:
             from .rental import start_farm_rental
