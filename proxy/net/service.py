@@ -8,11 +8,15 @@ import logging
 import time
 from typing import Any
 
+import msgspec
+
 from ..config import Config, ConfigError, load, parse_address
 from ..core.coordinator import ProxyCore
 from ..core.events import EventLog
 from ..core.view import CoreView
+from ..listeners import resolve
 from .client import Dialer
+from .eth_service import EthListenerService
 from .proxyproto import ProxyProtocolPolicy
 from .server import RigProtocol
 
@@ -54,6 +58,10 @@ class ProxyService:
         self._stopped = asyncio.Event()
         self.stopping = False
         self.rental: Any = None  # proxy.rental.controller.BackfillController when [rental] is set
+        # GPU listeners (EthereumStratum/1.0.0), each with its own core; and every rig port by
+        # listener name ("main" is [proxy] listen)
+        self.gpu: dict[str, EthListenerService] = {}
+        self.ports: dict[str, int] = {}
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -63,22 +71,33 @@ class ProxyService:
         from ..store.history import remembered_extranonce2_sizes
 
         remembered = remembered_extranonce2_sizes(self.config.proxy.history_db)
-        self.core = ProxyCore(self.config, self.dialer, now, wall_offset=time.time() - now,
+        listeners = resolve(self.config)
+        sv1 = next((x for x in listeners if x.protocol == "sv1"), None)
+        self.core = ProxyCore(self._sv1_config(self.config), self.dialer, now, wall_offset=time.time() - now,
                               prefix_start=self.prefix_start, events=self.events,
                               remembered_layout=remembered)
         self.view = CoreView(self.core)
         # the dial tasks the core started in __init__ run only after this line
         self.dialer.core = self.core
         self.dialer.on_wake = self._wake
-        host, port = parse_address(self.config.proxy.listen, "proxy.listen")
         core = self.core
         settings = self.config.proxy
         policy = (None if settings.proxy_protocol == "off" else
                   ProxyProtocolPolicy(int(settings.proxy_protocol[1]), settings.trusted_proxies))
-        self.server = await loop.create_server(lambda: RigProtocol(core, loop, policy), host, port,
-                                               backlog=4096, reuse_address=True,
-                                               reuse_port=self.config.proxy.reuse_port or None)
-        self.port = self.server.sockets[0].getsockname()[1]
+        host, port = "", 0
+        if sv1 is not None:
+            host, port = parse_address(sv1.listen, sv1.where.replace("protocol", "listen"))
+            self.server = await loop.create_server(lambda: RigProtocol(core, loop, policy), host, port,
+                                                   backlog=4096, reuse_address=True,
+                                                   reuse_port=self.config.proxy.reuse_port or None)
+            self.ports[sv1.name] = self.server.sockets[0].getsockname()[1]
+        for listener in listeners:
+            if listener.protocol == "ethstratum":
+                gpu = self.gpu[listener.name] = EthListenerService(listener, self.config, self.events,
+                                                                   self.resolver)
+                await gpu.start()
+                self.ports[listener.name] = gpu.port
+        self.port = self.ports[listeners[0].name]
         self._ticking = True
         self._schedule_tick(now)
         if self.with_api:
@@ -90,6 +109,15 @@ class ProxyService:
 
             self.rental = await start_for_service(self)
         log.info("listening for rigs on %s:%d", host, self.port)
+
+    @staticmethod
+    def _sv1_config(config: Config) -> Config:
+        """What the SV1 core sees: the whole config when there is only the SV1 main
+        listener, else only the pools of the SV1 listener (none if there is none)."""
+        if not config.listeners and config.proxy.protocol == "sv1":
+            return config
+        sv1 = next((x for x in resolve(config) if x.protocol == "sv1"), None)
+        return msgspec.structs.replace(config, pools=list(sv1.pools) if sv1 is not None else [])
 
     def _schedule_tick(self, at: float) -> None:
         """Run the core's timers at ``at`` (monotonic), or in TICK_CAP_S if sooner."""
@@ -128,7 +156,7 @@ class ProxyService:
         if new.proxy.listen != self.config.proxy.listen:
             log.warning("proxy.listen changes need a restart; keeping %s", self.config.proxy.listen)
         assert self.core is not None
-        result = self.core.operator.apply_config(new, self.now())
+        result = self.core.operator.apply_config(self._sv1_config(new), self.now())
         self.config.pools = new.pools
         if new.api.token != self.config.api.token:
             self.config.api.token = new.api.token  # takes effect on the next API write
@@ -162,6 +190,8 @@ class ProxyService:
             self._tick_handle = None
         if self.core is not None:
             self.core.shutdown(self.now())
+        for gpu in self.gpu.values():
+            await gpu.stop(drain_s)
         if self.api_runner is not None:
             await self.api_runner.cleanup()
         if self.dialer is not None:

@@ -1,0 +1,119 @@
+"""A GPU listener in the running proxy: an ``EthCore`` with its own rig port, pool dialer
+and timer, publishing to the service's event bus.  The glue is the SV1 glue
+(``RigProtocol``, ``Dialer``): the core offers the same entry points."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+from ..config import Config, parse_address
+from ..core.eth_core import EthCore
+from ..core.events import EventLog
+from ..listeners import Listener, for_listener
+from .client import Dialer
+from .proxyproto import ProxyProtocolPolicy
+from .server import RigProtocol
+
+log = logging.getLogger("proxy.service")
+
+TICK_CAP_S = 0.25
+MIN_TICK_S = 0.001
+DRAIN_POLL_S = 0.01
+
+
+class EthListenerService:
+    """One ``[[listeners]]`` entry (or the main listener) speaking EthereumStratum/1.0.0."""
+
+    def __init__(self, listener: Listener, config: Config, events: EventLog, resolver: Any = None) -> None:
+        self.listener = listener
+        self.config = for_listener(config, listener)
+        self.events = events
+        self.resolver = resolver
+        self.core: EthCore | None = None
+        self.dialer: Dialer | None = None
+        self.server: asyncio.Server | None = None
+        self.port = 0
+        self._handle: asyncio.TimerHandle | None = None
+        self._tick_at = 0.0
+        self._ticking = False
+
+    @property
+    def name(self) -> str:
+        """The listener's name from the config."""
+        return self.listener.name
+
+    async def start(self) -> None:
+        """Dial the pools, open the rig port, start the timer."""
+        loop = asyncio.get_running_loop()
+        settings = self.config.proxy
+        self.dialer = Dialer(loop, settings.connect_timeout_s, self.resolver)
+        now = time.monotonic()
+        self.core = core = EthCore(self.config, self.dialer, now, listener=self.name,
+                                   wall_offset=time.time() - now, events=self.events)
+        self.dialer.core = core  # type: ignore[assignment]  # same entry points as ProxyCore
+        self.dialer.on_wake = self._wake
+        policy = (None if settings.proxy_protocol == "off" else
+                  ProxyProtocolPolicy(int(settings.proxy_protocol[1]), settings.trusted_proxies))
+        host, port = parse_address(self.listener.listen, self.listener.where.replace("protocol", "listen"))
+        self.server = await loop.create_server(lambda: RigProtocol(core, loop, policy),  # type: ignore[arg-type]
+                                               host, port, backlog=4096, reuse_address=True)
+        self.port = self.server.sockets[0].getsockname()[1]
+        self._ticking = True
+        self._schedule(now)
+        log.info("listening for GPU rigs (EthereumStratum/1.0.0) on %s:%d (listener %s)", host, self.port,
+                 self.name)
+
+    def _schedule(self, at: float) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+        now = time.monotonic()
+        delay = min(max(at - now, MIN_TICK_S), TICK_CAP_S)
+        self._tick_at = now + delay
+        self._handle = asyncio.get_running_loop().call_later(delay, self._tick)
+
+    def _wake(self, at: float) -> None:
+        if self._ticking and at < self._tick_at:
+            self._schedule(at)
+
+    def _tick(self) -> None:
+        self._handle = None
+        assert self.core is not None
+        next_at = time.monotonic() + TICK_CAP_S
+        try:
+            next_at = self.core.tick(time.monotonic())
+        except Exception:
+            log.exception("eth listener %s: tick failed", self.name)
+        if self._ticking:
+            self._schedule(next_at)
+
+    def in_flight_shares(self) -> int:
+        """Shares forwarded and not answered yet."""
+        core = self.core
+        return 0 if core is None else sum(p.shares_in_flight() for p in core.pools.values())
+
+    async def stop(self, drain_s: float = 0.0) -> None:
+        """Close the port and the rigs, let the pools answer what is in flight, close the pools."""
+        if self.server is not None:
+            self.server.close()
+        core = self.core
+        if core is not None:
+            core.close_all_rigs("proxy shutting down", time.monotonic())
+            started = time.monotonic()
+            while drain_s > 0 and self.in_flight_shares() and time.monotonic() - started < drain_s:
+                await asyncio.sleep(DRAIN_POLL_S)
+        self._ticking = False
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+        if core is not None:
+            core.shutdown(time.monotonic())
+        if self.dialer is not None:
+            await self.dialer.aclose()
+        if self.server is not None:
+            try:
+                await asyncio.wait_for(self.server.wait_closed(), 2.0)
+            except TimeoutError:
+                pass
