@@ -11,6 +11,7 @@ from typing import Any
 
 from ..config import Config, parse_address
 from ..core.eth_core import EthCore
+from ..core.eth_view import EthView
 from ..core.events import EventLog
 from ..listeners import Listener, for_listener
 from .client import Dialer
@@ -33,6 +34,7 @@ class EthListenerService:
         self.events = events
         self.resolver = resolver
         self.core: EthCore | None = None
+        self.view: EthView | None = None  # what the API, metrics and tests read
         self.dialer: Dialer | None = None
         self.server: asyncio.Server | None = None
         self.port = 0
@@ -53,6 +55,7 @@ class EthListenerService:
         now = time.monotonic()
         self.core = core = EthCore(self.config, self.dialer, now, listener=self.name,
                                    wall_offset=time.time() - now, events=self.events)
+        self.view = EthView(core)
         self.dialer.core = core  # type: ignore[assignment]  # same entry points as ProxyCore
         self.dialer.on_wake = self._wake
         policy = (None if settings.proxy_protocol == "off" else

@@ -1,0 +1,107 @@
+"""What the outer layers (API, metrics, tests) read of a GPU listener's core: plain data,
+copied out, never a core object (as ``CoreView`` for the SV1 core)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ..stratum import ethstratum
+from .view import _ms, mask_url
+
+if TYPE_CHECKING:
+    from .eth_core import EthCore
+    from .pool import PoolState
+
+
+class EthView:
+    """A read-only view of one ``EthCore``."""
+
+    __slots__ = ("_core",)
+
+    def __init__(self, core: EthCore) -> None:
+        self._core = core
+
+    @property
+    def listener(self) -> str:
+        """The listener's name ("main" for [proxy] listen)."""
+        return self._core.listener
+
+    def active_pools(self) -> list[str]:
+        """The pools that get this listener's hashrate now."""
+        return self._core.active_pools()
+
+    def totals(self) -> dict[str, int]:
+        """Counters since start (submits, accepted, rejected, set_extranonce, client_reconnect...)."""
+        return dict(self._core.totals)
+
+    def rig_count(self) -> int:
+        """Rigs connected to this listener."""
+        return len(self._core.rigs)
+
+    def in_flight_shares(self) -> int:
+        """Shares forwarded and waiting on a pool's verdict."""
+        return sum(p.shares_in_flight() for p in self._core.pools.values())
+
+    def pool_names(self) -> list[str]:
+        """This listener's pools, in config order."""
+        return list(self._core.pools)
+
+    def pool(self, name: str, now: float) -> dict[str, Any]:
+        """One pool's figures (KeyError for a pool of another listener)."""
+        return self._pool_view(self._core.pools[name], now)
+
+    def pools(self, now: float) -> list[dict[str, Any]]:
+        """Every pool, in routing order."""
+        ordered = sorted(self._core.pools.values(), key=lambda p: (p.priority, p.order))
+        return [self._pool_view(p, now) for p in ordered]
+
+    def _pool_view(self, pool: PoolState, now: float) -> dict[str, Any]:
+        c = pool.counters
+        window = pool.latency.window(now)
+        total = pool.latency.total
+        ready = pool.ready_connections()
+        first = ready[0] if ready else None
+        return {
+            "name": pool.name,
+            "listener": self._core.listener,
+            "protocol": ethstratum.PROTOCOL,
+            "url": mask_url(pool.config.url),
+            "user": pool.config.user,
+            "state": pool.health.state.value,
+            "reason": pool.health.reason,
+            "last_error": pool.last_error,
+            "priority": pool.config.priority,
+            "weight": pool.config.weight,
+            "enabled": pool.config.enabled,
+            "active": pool.name in self._core.active_pools(),
+            "rigs": pool.rig_count(),
+            "connections": pool.connection_count(),
+            "connections_ready": len(ready),
+            "extranonce": first.extranonce.hex() if first else None,  # type: ignore[attr-defined]
+            "difficulty": first.difficulty if first else None,
+            "forwarded": c.forwarded,
+            "accepted": c.accepted,
+            "accepted_difficulty": c.accepted_difficulty,
+            "rejected": dict(c.rejected),
+            "rejected_total": sum(c.rejected.values()),
+            "timeouts": c.timeouts,
+            "lost": dict(c.lost),
+            "lost_total": sum(c.lost.values()),
+            "in_flight": pool.shares_in_flight(),
+            "late_answers": c.late_answers,
+            "latency_ms": {"p50": _ms(window.quantile(0.5)), "p90": _ms(window.quantile(0.9)),
+                           "p99": _ms(window.quantile(0.99)), "window_count": window.count},
+            "latency_ms_since_start": {"p50": _ms(total.quantile(0.5)), "p99": _ms(total.quantile(0.99)),
+                                       "count": total.count},
+            "last_job_age_s": round(now - pool.last_job_at, 3) if pool.last_job_at else None,
+            "suspect_after_s": round(pool.suspect_after, 3) if pool.suspect_after else None,
+        }
+
+    def rigs(self) -> list[dict[str, Any]]:
+        """Every connected GPU rig."""
+        return [{"id": r.rig_id, "worker": r.worker, "peer": r.peer, "agent": r.user_agent,
+                 "state": r.state.value, "pool": r.pool_name,
+                 "extranonce": r.extranonce.hex() if r.extranonce is not None else None,
+                 "extranonce_subscribed": r.extranonce_subscribed, "accepted": r.accepted,
+                 "rejected": dict(r.rejected), "in_flight": r.in_flight}
+                for r in self._core.rigs.values()]
