@@ -23,8 +23,16 @@ REFUSERS = 2  # rigs that never send mining.extranonce.subscribe
 
 
 def _pool_entries(pools: dict[str, EthSimPool]) -> list[dict[str, Any]]:
-    return [{"name": name, "url": f"stratum+tcp://127.0.0.1:{pool.port}", "user": "farm",
-             "priority": i, "protocol": "ethstratum"} for i, (name, pool) in enumerate(pools.items())]
+    return [
+        {
+            "name": name,
+            "url": f"stratum+tcp://127.0.0.1:{pool.port}",
+            "user": "farm",
+            "priority": i,
+            "protocol": "ethstratum",
+        }
+        for i, (name, pool) in enumerate(pools.items())
+    ]
 
 
 @contextlib.asynccontextmanager
@@ -35,14 +43,22 @@ async def gpu_farm(**proxy: Any) -> AsyncIterator[tuple[dict[str, EthSimPool], P
     try:
         for pool in pools.values():
             await pool.start()
-        cfg = load_dict({"proxy": {"listen": "127.0.0.1:0", "protocol": "ethstratum", **proxy},
-                         "api": {"enabled": False}, "pools": _pool_entries(pools)})
+        cfg = load_dict(
+            {
+                "proxy": {"listen": "127.0.0.1:0", "protocol": "ethstratum", **proxy},
+                "api": {"enabled": False},
+                "pools": _pool_entries(pools),
+            }
+        )
         svc = ProxyService(cfg)
         await svc.start()
         fleet = EthRigFleet("127.0.0.1", svc.port, RIGS, share_interval=0.05, refusers=REFUSERS)
         await fleet.start()
-        await wait_until(lambda: fleet.on_pool(pools["primary"].header_prefix()) == RIGS, 10,
-                         what="every GPU rig on the primary's job")
+        await wait_until(
+            lambda: fleet.on_pool(pools["primary"].header_prefix()) == RIGS,
+            10,
+            what="every GPU rig on the primary's job",
+        )
         yield pools, svc, fleet
     finally:
         await stop_all([fleet] if fleet else [], [svc] if svc else [], pools.values())
@@ -50,8 +66,10 @@ async def gpu_farm(**proxy: Any) -> AsyncIterator[tuple[dict[str, EthSimPool], P
 
 def _switch_ms(rigs: list[EthSimRig], prefix: bytes, since: float) -> float:
     """When the last of ``rigs`` got its first job of the pool with ``prefix`` after ``since``."""
-    return max(min(t for t, header in r.job_arrivals if t >= since and header.startswith(prefix))
-               for r in rigs) - since
+    return (
+        max(min(t for t, header in r.job_arrivals if t >= since and header.startswith(prefix)) for r in rigs)
+        - since
+    )
 
 
 def _gpu_switches(svc: ProxyService) -> list[dict[str, Any]]:
@@ -73,16 +91,22 @@ async def test_reset_and_failback_without_a_disconnect():
         await wait_until(lambda: primary.accepted >= 100, 10, what="100 shares at the primary")
         t0 = time.monotonic()
         primary.reset_all()
-        await wait_until(lambda: fleet.on_pool(backup.header_prefix()) == RIGS, 10,
-                         what="every rig on the backup's job")
+        await wait_until(
+            lambda: fleet.on_pool(backup.header_prefix()) == RIGS, 10, what="every rig on the backup's job"
+        )
         switch_ms = _switch_ms(takers, backup.header_prefix(), t0) * 1000
-        print(f"\nGPU switch after a primary reset: every set_extranonce rig on the backup's job "
-              f"{switch_ms:.1f} ms after the reset ({len(takers)} rigs)")
+        print(
+            f"\nGPU switch after a primary reset: every set_extranonce rig on the backup's job "
+            f"{switch_ms:.1f} ms after the reset ({len(takers)} rigs)"
+        )
         accepted = backup.accepted
         await wait_until(lambda: backup.accepted >= accepted + 50, 10, what="50 shares at the backup")
         # the primary comes back (the proxy redials it): failback after the 1 s hold-down
-        await wait_until(lambda: fleet.on_pool(primary.header_prefix()) == RIGS, 15,
-                         what="every rig back on the primary's job")
+        await wait_until(
+            lambda: fleet.on_pool(primary.header_prefix()) == RIGS,
+            15,
+            what="every rig back on the primary's job",
+        )
         accepted = primary.accepted
         await wait_until(lambda: primary.accepted >= accepted + 50, 10, what="50 more at the primary")
         await fleet.drain(10)
@@ -93,7 +117,9 @@ async def test_reset_and_failback_without_a_disconnect():
         assert all(r.reconnects == 2 and r.extranonce_changes == 0 for r in refusers)
         switches = _gpu_switches(svc)
         assert [(e["from_pools"], e["to_pools"]) for e in switches] == [
-            (["primary"], ["backup"]), (["backup"], ["primary"])]
+            (["primary"], ["backup"]),
+            (["backup"], ["primary"]),
+        ]
         for e in switches:
             assert e["extranonce_changes"] == {"set_extranonce": len(takers), "client.reconnect": REFUSERS}
         assert "connection closed by pool" in switches[0]["reason"]
@@ -114,17 +140,27 @@ async def test_silent_primary_is_left_on_suspicion():
         primary, backup = pools["primary"], pools["backup"]
         view = svc.gpu["main"].view
         assert view is not None
-        await wait_until(lambda: view.pool("primary", svc.now())["latency_ms"]["window_count"] >= 40, 10,
-                         what="40 answers from the primary")
+        await wait_until(
+            lambda: view.pool("primary", svc.now())["latency_ms"]["window_count"] >= 40,
+            10,
+            what="40 answers from the primary",
+        )
         t0 = time.monotonic()
         primary.stall()
-        await wait_until(lambda: fleet.on_pool(backup.header_prefix()) == RIGS, 10,
-                         what="every rig on the backup's job")
+        await wait_until(
+            lambda: fleet.on_pool(backup.header_prefix()) == RIGS, 10, what="every rig on the backup's job"
+        )
         takers = [r for r in fleet.rigs if r.takes_set_extranonce]
-        print(f"\nGPU switch after the primary went silent: {_switch_ms(takers, backup.header_prefix(), t0) * 1000:.0f}"
-              f" ms (suspect bound {view.pool('primary', svc.now())['suspect_after_s']} s)")
-        await wait_until(lambda: view.pool("primary", svc.now())["state"] == "down", 10,
-                         what="the primary down at the ceiling")
+        silent_ms = _switch_ms(takers, backup.header_prefix(), t0) * 1000
+        print(
+            f"\nGPU switch after the primary went silent: {silent_ms:.0f}"
+            f" ms (suspect bound {view.pool('primary', svc.now())['suspect_after_s']} s)"
+        )
+        await wait_until(
+            lambda: view.pool("primary", svc.now())["state"] == "down",
+            10,
+            what="the primary down at the ceiling",
+        )
         await fleet.drain(10)
         assert fleet.total("disconnects") == 0 and fleet.pending == 0
         health = [e["state"] for e in svc.events.recent(kind="pool_health") if e["pool"] == "primary"]
@@ -145,13 +181,25 @@ async def test_asic_and_gpu_listeners_fail_over_each_on_its_own(farm):
     try:
         for pool in gpu.values():
             await pool.start()
-        asic_pools = [{"name": n, "url": f"stratum+tcp://127.0.0.1:{p.port}", "user": "farm", "priority": i}
-                      for i, (n, p) in enumerate((("asic-a", asic_a), ("asic-b", asic_b)))]
-        cfg = load_dict({"proxy": {"listen": "127.0.0.1:0", "failback_hold_s": 60.0},
-                         "api": {"enabled": False},
-                         "pools": asic_pools + _pool_entries(gpu),
-                         "listeners": [{"name": "gpu", "listen": "127.0.0.1:0", "protocol": "ethstratum",
-                                        "pools": ["gpu-a", "gpu-b"]}]})
+        asic_pools = [
+            {"name": n, "url": f"stratum+tcp://127.0.0.1:{p.port}", "user": "farm", "priority": i}
+            for i, (n, p) in enumerate((("asic-a", asic_a), ("asic-b", asic_b)))
+        ]
+        cfg = load_dict(
+            {
+                "proxy": {"listen": "127.0.0.1:0", "failback_hold_s": 60.0},
+                "api": {"enabled": False},
+                "pools": asic_pools + _pool_entries(gpu),
+                "listeners": [
+                    {
+                        "name": "gpu",
+                        "listen": "127.0.0.1:0",
+                        "protocol": "ethstratum",
+                        "pools": ["gpu-a", "gpu-b"],
+                    }
+                ],
+            }
+        )
         farm.proxy = svc = ProxyService(cfg)
         await svc.start()
         assert set(svc.ports) == {"main", "gpu"} and svc.port == svc.ports["main"]
