@@ -25,12 +25,12 @@ from typing import Any
 from ..config import Config
 from ..stratum import errors, ethstratum, messages
 from ..stratum.errors import StratumError
+from .corebase import CoreBase
 from .eth_jobs import EthJobBook, check_share
 from .eth_pools import EthUpstreams
 from .eth_rig import RECENT_CONNS, EthRigSession, EthRigState
 from .eth_upstream import EthPoolConnection
-from .events import CoreEvent, EventLog, PoolSwitched
-from .health import PoolHealth
+from .events import EventLog, PoolSwitched
 from .pool import PoolState
 from .rig import RigPolicy
 from .rig_requests import (
@@ -51,7 +51,7 @@ ETH_PREFIX_SIZE = 1  # bytes of nonce the proxy takes per rig: 256 rigs per pool
 IDLE_TICK_S = 1.0
 
 
-class EthCore:
+class EthCore(CoreBase):
     """One GPU listener's decisions (same entry points as ``ProxyCore``)."""
 
     def __init__(self, config: Config, io: Any, now: float, *, listener: str = "gpu",
@@ -75,7 +75,7 @@ class EthCore:
         self._policy = RigPolicy(s.max_requests_per_s, s.allowed_workers, s.max_line_bytes)
         self._next_rig_id = 1
         self._next_prefix = 0
-        self._active: tuple[str, ...] = ()
+        self._active_names: tuple[str, ...] = ()
         self.deadline = now + IDLE_TICK_S
         self.hold_check_at: float | None = None
         self.timers = self  # SilenceWatch asks ``core.timers.due``
@@ -85,29 +85,11 @@ class EthCore:
 
     # ------------------------------------------------------------------ shared services
 
-    def wall(self, now: float) -> float:
-        """Wall time for a monotonic ``now``."""
-        return now + self.wall_offset
-
-    def publish(self, event: CoreEvent, now: float) -> None:
-        """Record an event in the shared decision log."""
-        self.events.publish(event, self.wall(now))
-
-    def set_health(self, pool: PoolState, state: PoolHealth, reason: str, now: float) -> None:
-        """The one way a pool's health changes (one event per change)."""
-        event = pool.health.transition(state, reason, now)
-        if event is not None:
-            self.publish(event, now)
-
     def due(self, at: float) -> None:
         """Run ``tick`` no later than ``at``."""
         if at < self.deadline:
             self.deadline = at
             self.io.wake(at)
-
-    def active_pools(self) -> list[str]:
-        """The pools that get this listener's hashrate now."""
-        return list(self._active)
 
     # ------------------------------------------------------------------ rig side
 
@@ -203,10 +185,6 @@ class EthCore:
         if pool is not None:
             self.place(rig, pool, now)
 
-    def group(self) -> list[PoolState]:
-        """The active group as pool objects."""
-        return [self.pools[n] for n in self._active if n in self.pools]
-
     def detach(self, rig: EthRigSession) -> None:
         """Take the rig off its connection (it may still submit old jobs there for a while)."""
         conn = rig.conn
@@ -276,9 +254,9 @@ class EthCore:
             self.due(self.hold_check_at)
         orphans = any(r.conn is None and r.rig_id not in self.waiting for r in self.rigs.values()
                       if r.placeable)
-        if names == self._active and not force and not orphans:
+        if names == self._active_names and not force and not orphans:
             return
-        previous, self._active = self._active, names
+        previous, self._active_names = self._active_names, names
         if not group:
             if previous:
                 self.totals["pool_switches"] += 1

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from ..stratum import errors, messages
 from .eth_upstream import EthJobArrived, EthPending, EthPoolConnection
 from .events import RigsExtranonceChanged
-from .health import PoolHealth, soft_failure
+from .health import PoolHealth
 from .pool_events import BecameReady, ExtranonceSet, LateAnswer, ProtocolFailure, ReconnectAsked
 from .silence import ANSWERS, JOBS
 
@@ -158,20 +158,9 @@ class EthUpstreams:
     def check_health(self, now: float) -> None:
         """Degrade a pool that rejects, times out or is slow; end a degradation window."""
         core = self.core
-        s = core.settings
-        for pool in core.pools.values():
-            health = pool.health
-            if health.state is PoolHealth.DEGRADED and now - health.changed_at >= s.health_window_s:
-                pool.rejects.clear()
-                pool.timeouts.clear()
-                core.set_health(pool, PoolHealth.HEALTHY, "degradation window over: on probation", now)
-                core.reroute(now, f"{pool.name} recovered")
-            elif health.state is PoolHealth.HEALTHY:
-                reason = soft_failure(pool, s, now)
-                if reason is not None:
-                    core.set_health(pool, PoolHealth.DEGRADED, reason, now)
-                    core.due(now + s.health_window_s)
-                    core.reroute(now, f"{pool.name}: {reason}", force=True)
+        for pool in list(core.pools.values()):
+            if not core.end_degradation(pool, now):
+                core.check_soft_health(pool, now)
 
     # ------------------------------------------------------------------ closing
 

@@ -16,7 +16,6 @@ import logging
 from collections import Counter
 from collections.abc import Callable
 from enum import Enum
-from fnmatch import fnmatchcase
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .. import __version__
@@ -25,8 +24,8 @@ from ..stratum.errors import StratumError
 from ..stratum.framing import LineFramer, LineTooLong
 from ..stratum.messages import BadMessage, Message
 from .rig import RATE_BURST, RATE_LIMIT_CLOSE_AFTER, RigPolicy
+from .rig_base import RigBase
 from .rig_requests import (
-    AuthorizeRequest,
     BadLine,
     RateLimited,
     RigRequest,
@@ -70,8 +69,10 @@ class EthRigSink(Protocol):
         """Handle one request before the next line is read."""
 
 
-class EthRigSession:
+class EthRigSession(RigBase):
     """The state of one GPU rig connection (see the module docstring)."""
+
+    NEXT_STATES = _NEXT
 
     __slots__ = ("rig_id", "peer", "send", "close", "policy", "framer", "state", "subscribe_held",
                  "user_agent", "workers", "extranonce_subscribed", "prefix", "extranonce", "conn",
@@ -107,13 +108,6 @@ class EthRigSession:
         self.rate_limited = 0
         self.in_flight = 0  # shares forwarded and waiting on the pool's verdict
 
-    def to(self, state: EthRigState) -> None:
-        """The one place the lifecycle moves; an impossible move is a bug."""
-        if state is not self.state:
-            if state not in _NEXT[self.state]:
-                raise RuntimeError(f"eth rig {self.rig_id}: {self.state.value} -> {state.value}")
-            self.state = state
-
     @property
     def closed(self) -> bool:
         """True once closed: its data is ignored and it holds nothing."""
@@ -124,20 +118,6 @@ class EthRigSession:
         """The router may give it a pool: subscribed or waiting for its answer, not leaving."""
         return self.state in (EthRigState.HANDSHAKE, EthRigState.ACTIVE) and (
             self.subscribe_held is not None or self.extranonce is not None)
-
-    @property
-    def worker(self) -> str:
-        """The first authorized worker ("" before authorize)."""
-        return self.workers[0] if self.workers else ""
-
-    @property
-    def pool_name(self) -> str | None:
-        """The pool the rig mines on now."""
-        return self.pool.name if self.pool is not None and self.conn is not None else None
-
-    def may_submit_to(self, conn: EthPoolConnection) -> bool:
-        """Its connection or one it recently left: shares for jobs sent there still count."""
-        return conn is self.conn or conn in self.recent_conns
 
     def _handshake_done(self) -> None:
         if self.state is EthRigState.HANDSHAKE and self.extranonce is not None and self.workers:
@@ -171,11 +151,6 @@ class EthRigSession:
             self.send(ethstratum.set_difficulty_line(job.difficulty))
         self.last_job = job
         self.send(job.line(clean))
-
-    def reply_error(self, msg_id: Any, code: int, message: str) -> None:
-        """A Stratum error answer; a notification (no id) gets none."""
-        if msg_id is not None:
-            self.send(messages.error_response(msg_id, code, message))
 
     # ------------------------------------------------------------------ bytes in
 
@@ -237,35 +212,17 @@ class EthRigSession:
             return self._authorize(msg)
         if method == "mining.extranonce.subscribe":
             self.extranonce_subscribed = True
-            if msg.id is not None:
-                self.send(messages.response(msg.id, True))
+            self.reply(msg, True)
         elif method in ethstratum.LEGACY_METHODS:
             raise StratumError(errors.METHOD_NOT_FOUND, "the eth_submitLogin/eth_getWork dialect is "
                                                         f"not supported: use {ethstratum.PROTOCOL}")
         elif method is None:
             pass  # a response from the rig
         elif method == "client.get_version":
-            if msg.id is not None:
-                self.send(messages.response(msg.id, f"stratum-proxy/{__version__}"))
+            self.reply(msg, f"stratum-proxy/{__version__}")
         else:
             raise StratumError(errors.METHOD_NOT_FOUND, f"unknown method {method[:64]!r}")
         return None
-
-    def _authorize(self, msg: Message) -> AuthorizeRequest:
-        params = msg.params or []
-        if not params or not isinstance(params[0], str) or not params[0] or len(params[0]) > 256:
-            raise StratumError(errors.UNAUTHORIZED, "worker name must be a non-empty string")
-        worker = params[0]
-        allowed = self.policy.allowed_workers
-        if allowed and not any(fnmatchcase(worker, pattern) for pattern in allowed):
-            raise StratumError(errors.UNAUTHORIZED, f"worker {worker[:64]!r} is not allowed here")
-        first = not self.workers
-        if worker not in self.workers:
-            self.workers.append(worker)
-        if msg.id is not None:
-            self.send(messages.response(msg.id, True))
-        self._handshake_done()
-        return AuthorizeRequest(msg, first)
 
     def __repr__(self) -> str:
         return f"<EthRig {self.rig_id} {self.worker or '-'} @{self.peer} {self.state.value}>"

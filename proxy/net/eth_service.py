@@ -17,11 +17,10 @@ from ..listeners import Listener, for_listener
 from .client import Dialer
 from .proxyproto import ProxyProtocolPolicy
 from .server import RigProtocol
+from .ticker import Ticker
 
 log = logging.getLogger("proxy.service")
 
-TICK_CAP_S = 0.25
-MIN_TICK_S = 0.001
 DRAIN_POLL_S = 0.01
 
 
@@ -38,9 +37,7 @@ class EthListenerService:
         self.dialer: Dialer | None = None
         self.server: asyncio.Server | None = None
         self.port = 0
-        self._handle: asyncio.TimerHandle | None = None
-        self._tick_at = 0.0
-        self._ticking = False
+        self.ticker: Ticker | None = None
 
     @property
     def name(self) -> str:
@@ -57,40 +54,17 @@ class EthListenerService:
                                    wall_offset=time.time() - now, events=self.events)
         self.view = EthView(core)
         self.dialer.core = core  # type: ignore[assignment]  # same entry points as ProxyCore
-        self.dialer.on_wake = self._wake
+        self.ticker = Ticker(core.tick, f"eth listener {self.name}")
+        self.dialer.on_wake = self.ticker.wake
         policy = (None if settings.proxy_protocol == "off" else
                   ProxyProtocolPolicy(int(settings.proxy_protocol[1]), settings.trusted_proxies))
         host, port = parse_address(self.listener.listen, self.listener.where.replace("protocol", "listen"))
         self.server = await loop.create_server(lambda: RigProtocol(core, loop, policy),  # type: ignore[arg-type]
                                                host, port, backlog=4096, reuse_address=True)
         self.port = self.server.sockets[0].getsockname()[1]
-        self._ticking = True
-        self._schedule(now)
+        self.ticker.start(now)
         log.info("listening for GPU rigs (EthereumStratum/1.0.0) on %s:%d (listener %s)", host, self.port,
                  self.name)
-
-    def _schedule(self, at: float) -> None:
-        if self._handle is not None:
-            self._handle.cancel()
-        now = time.monotonic()
-        delay = min(max(at - now, MIN_TICK_S), TICK_CAP_S)
-        self._tick_at = now + delay
-        self._handle = asyncio.get_running_loop().call_later(delay, self._tick)
-
-    def _wake(self, at: float) -> None:
-        if self._ticking and at < self._tick_at:
-            self._schedule(at)
-
-    def _tick(self) -> None:
-        self._handle = None
-        assert self.core is not None
-        next_at = time.monotonic() + TICK_CAP_S
-        try:
-            next_at = self.core.tick(time.monotonic())
-        except Exception:
-            log.exception("eth listener %s: tick failed", self.name)
-        if self._ticking:
-            self._schedule(next_at)
 
     def in_flight_shares(self) -> int:
         """Shares forwarded and not answered yet."""
@@ -107,10 +81,8 @@ class EthListenerService:
             started = time.monotonic()
             while drain_s > 0 and self.in_flight_shares() and time.monotonic() - started < drain_s:
                 await asyncio.sleep(DRAIN_POLL_S)
-        self._ticking = False
-        if self._handle is not None:
-            self._handle.cancel()
-            self._handle = None
+        if self.ticker is not None:
+            self.ticker.stop()
         if core is not None:
             core.shutdown(time.monotonic())
         if self.dialer is not None:

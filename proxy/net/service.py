@@ -19,13 +19,10 @@ from .client import Dialer
 from .eth_service import EthListenerService
 from .proxyproto import ProxyProtocolPolicy
 from .server import RigProtocol
+from .ticker import Ticker
 
 log = logging.getLogger("proxy.service")
 
-# the core says when it next needs to run; this caps the sleep (a deadline created between
-# two runs that the core did not announce through CoreIO.wake is then at most this late)
-TICK_CAP_S = 0.25
-MIN_TICK_S = 0.001
 DRAIN_POLL_S = 0.01
 
 
@@ -52,9 +49,7 @@ class ProxyService:
         self.api_runner: Any = None
         self.api_port = 0
         self.port = 0
-        self._tick_handle: asyncio.TimerHandle | None = None
-        self._tick_at = 0.0
-        self._ticking = False
+        self.ticker: Ticker | None = None
         self._stopped = asyncio.Event()
         self.stopping = False
         self.rental: Any = None  # proxy.rental.controller.BackfillController when [rental] is set
@@ -79,7 +74,8 @@ class ProxyService:
         self.view = CoreView(self.core)
         # the dial tasks the core started in __init__ run only after this line
         self.dialer.core = self.core
-        self.dialer.on_wake = self._wake
+        self.ticker = Ticker(self.core.tick, "core")
+        self.dialer.on_wake = self.ticker.wake
         core = self.core
         settings = self.config.proxy
         policy = (None if settings.proxy_protocol == "off" else
@@ -98,8 +94,7 @@ class ProxyService:
                 await gpu.start()
                 self.ports[listener.name] = gpu.port
         self.port = self.ports[listeners[0].name]
-        self._ticking = True
-        self._schedule_tick(now)
+        self.ticker.start(now)
         if self.with_api:
             from ..api.app import start_api
 
@@ -118,30 +113,6 @@ class ProxyService:
             return config
         sv1 = next((x for x in resolve(config) if x.protocol == "sv1"), None)
         return msgspec.structs.replace(config, pools=list(sv1.pools) if sv1 is not None else [])
-
-    def _schedule_tick(self, at: float) -> None:
-        """Run the core's timers at ``at`` (monotonic), or in TICK_CAP_S if sooner."""
-        if self._tick_handle is not None:
-            self._tick_handle.cancel()
-        now = time.monotonic()
-        delay = min(max(at - now, MIN_TICK_S), TICK_CAP_S)
-        self._tick_at = now + delay
-        self._tick_handle = asyncio.get_running_loop().call_later(delay, self._run_tick)
-
-    def _wake(self, at: float) -> None:
-        if at < self._tick_at and self._ticking:
-            self._schedule_tick(at)
-
-    def _run_tick(self) -> None:
-        self._tick_handle = None
-        assert self.core is not None
-        next_at = time.monotonic() + TICK_CAP_S
-        try:
-            next_at = self.core.tick(time.monotonic())
-        except Exception:
-            log.exception("tick failed")
-        if self._ticking:
-            self._schedule_tick(next_at)
 
     def now(self) -> float:
         # uvloop's loop.time() has 1 ms resolution: too coarse for share latency
@@ -184,10 +155,8 @@ class ProxyService:
             self.core.close_all_rigs("proxy shutting down", self.now())
             if drain_s > 0:
                 await self._drain_in_flight(drain_s)
-        self._ticking = False
-        if self._tick_handle is not None:
-            self._tick_handle.cancel()
-            self._tick_handle = None
+        if self.ticker is not None:
+            self.ticker.stop()
         if self.core is not None:
             self.core.shutdown(self.now())
         for gpu in self.gpu.values():
