@@ -171,19 +171,6 @@ class ProxyCore(CoreBase):
         if rig.has_prefix:
             self.prefixes.release(rig.prefix)
 
-    def close_rig(self, rig: RigSession, reason: str, now: float) -> None:
-        """Close the rig's transport and release what it held, even if closing the transport fails."""
-        log.info("closing rig %s (%s): %s", rig.rig_id, rig.peer, reason)
-        try:
-            rig.close()
-        finally:
-            self.rig_closed(rig, now)
-
-    def close_all_rigs(self, reason: str, now: float) -> None:
-        """Close every rig (shutdown, after the drain period); each one is released as by ``close_rig``."""
-        for rig in list(self.rigs.values()):
-            self.close_rig(rig, reason, now)
-
     def place(self, rig: RigSession, pool: PoolState, now: float) -> None:
         """Put the rig on a connection of ``pool`` (see ``Mover.place``)."""
         self.mover.place(rig, pool, now)

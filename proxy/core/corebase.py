@@ -5,6 +5,7 @@ and ``SilenceWatch`` see the same surface in either."""
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Any
 
 from .health import PoolHealth, soft_failure
@@ -13,6 +14,8 @@ if TYPE_CHECKING:
     from ..config import ProxySection
     from .events import CoreEvent, EventLog
     from .pool import PoolState
+
+log = logging.getLogger("proxy.core")
 
 
 class CoreBase:
@@ -23,6 +26,7 @@ class CoreBase:
     wall_offset: float
     events: EventLog
     pools: dict[str, PoolState]
+    rigs: dict[int, Any]
     _active_names: tuple[str, ...]
 
     def wall(self, now: float) -> float:
@@ -49,6 +53,22 @@ class CoreBase:
 
     def reroute(self, now: float, reason: str, force: bool = False) -> None:
         raise NotImplementedError
+
+    def rig_closed(self, rig: Any, now: float) -> None:
+        raise NotImplementedError
+
+    def close_rig(self, rig: Any, reason: str, now: float) -> None:
+        """Close the rig's transport and release what it held, even if closing the transport fails."""
+        log.info("closing rig %s (%s): %s", rig.rig_id, rig.peer, reason)
+        try:
+            rig.close()
+        finally:
+            self.rig_closed(rig, now)
+
+    def close_all_rigs(self, reason: str, now: float) -> None:
+        """Close every rig (shutdown, after the drain period); each one is released as by ``close_rig``."""
+        for rig in list(self.rigs.values()):
+            self.close_rig(rig, reason, now)
 
     def end_degradation(self, pool: PoolState, now: float) -> bool:
         """A degraded pool whose window is over is healthy again, on probation (True then)."""

@@ -156,19 +156,6 @@ class EthCore(CoreBase):
         self.waiting.pop(rig.rig_id, None)
         self.detach(rig)
 
-    def close_rig(self, rig: EthRigSession, reason: str, now: float) -> None:
-        """Close the rig's transport and release what it held."""
-        log.info("closing eth rig %s (%s): %s", rig.rig_id, rig.peer, reason)
-        try:
-            rig.close()
-        finally:
-            self.rig_closed(rig, now)
-
-    def close_all_rigs(self, reason: str, now: float) -> None:
-        """Every rig closed (shutdown)."""
-        for rig in list(self.rigs.values()):
-            self.close_rig(rig, reason, now)
-
     def start_mining(self, rig: EthRigSession) -> None:
         """Once subscribed and authorized: the rig's first job."""
         conn = rig.conn
