@@ -81,6 +81,9 @@ class EthCore(CoreBase):
         self.timers = self  # SilenceWatch asks ``core.timers.due``
         self.upstreams = EthUpstreams(self)
         self.silence = SilenceWatch(self)  # type: ignore[arg-type]  # duck-typed on the core
+        from .control import Operator  # as in ProxyCore: priorities, weights, enabled, drain, reload
+
+        self.operator = Operator(self)  # type: ignore[arg-type]  # duck-typed on the core
         self.upstreams.maintain(now)
 
     # ------------------------------------------------------------------ shared services

@@ -6,7 +6,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ..stratum import ethstratum
+from .hashprice import HashpriceMeter
+from .stats import LATENCY_BUCKETS
 from .view import _ms, mask_url
+
+# NiceHash's EthereumStratum difficulty 1 is about 2^32 hashes per share
+HASHES_PER_DIFFICULTY = 2.0**32
 
 if TYPE_CHECKING:
     from .eth_core import EthCore
@@ -46,6 +51,15 @@ class EthView:
         """This listener's pools, in config order."""
         return list(self._core.pools)
 
+    def has_pool(self, name: str) -> bool:
+        """True for a pool of this listener."""
+        return name in self._core.pools
+
+    def latency_histogram(self, name: str) -> tuple[tuple[float, ...], list[int], float, int]:
+        """(bucket upper bounds, counts per bucket with +Inf last, sum, count) since start."""
+        hist = self._core.pools[name].latency.total
+        return LATENCY_BUCKETS, list(hist.counts), float(hist.sum), hist.count
+
     def pool(self, name: str, now: float) -> dict[str, Any]:
         """One pool's figures (KeyError for a pool of another listener)."""
         return self._pool_view(self._core.pools[name], now)
@@ -73,8 +87,11 @@ class EthView:
             "priority": pool.config.priority,
             "weight": pool.config.weight,
             "enabled": pool.config.enabled,
+            "draining": pool.draining,
+            "standby": pool.config.standby,
             "active": pool.name in self._core.active_pools(),
             "rigs": pool.rig_count(),
+            "hashrate": sum(r.hashrate.rate(now) for r in pool.rigs()) * HASHES_PER_DIFFICULTY,
             "connections": pool.connection_count(),
             "connections_ready": len(ready),
             "extranonce": first.extranonce.hex() if first else None,  # type: ignore[attr-defined]
@@ -95,7 +112,15 @@ class EthView:
                                        "count": total.count},
             "last_job_age_s": round(now - pool.last_job_at, 3) if pool.last_job_at else None,
             "suspect_after_s": round(pool.suspect_after, 3) if pool.suspect_after else None,
+            # Ethash jobs carry no block value: no hashprice here (the fields stay, empty)
+            "hashprice": {**HashpriceMeter().view(now, 0.0), "reason": "Ethash jobs carry no block value"},
         }
+
+    def summary(self, now: float) -> dict[str, Any]:
+        """The listener at a glance: its rigs, active pools, counters and pools."""
+        return {"name": self._core.listener, "protocol": ethstratum.PROTOCOL, "rigs": self.rig_count(),
+                "active_pools": self.active_pools(), "in_flight_shares": self.in_flight_shares(),
+                "counters": self.totals(), "pools": self.pools(now)}
 
     def rigs(self) -> list[dict[str, Any]]:
         """Every connected GPU rig."""

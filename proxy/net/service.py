@@ -14,7 +14,7 @@ from ..config import Config, ConfigError, load, parse_address
 from ..core.coordinator import ProxyCore
 from ..core.events import EventLog
 from ..core.view import CoreView
-from ..listeners import resolve
+from ..listeners import for_listener, resolve
 from .client import Dialer
 from .eth_service import EthListenerService
 from .proxyproto import ProxyProtocolPolicy
@@ -128,11 +128,26 @@ class ProxyService:
             log.warning("proxy.listen changes need a restart; keeping %s", self.config.proxy.listen)
         assert self.core is not None
         result = self.core.operator.apply_config(self._sv1_config(new), self.now())
+        self._reload_gpu(new, result)
         self.config.pools = new.pools
         if new.api.token != self.config.api.token:
             self.config.api.token = new.api.token  # takes effect on the next API write
             result["api_token"] = ["changed"]
         return result
+
+    def _reload_gpu(self, new: Config, result: dict[str, list[str]]) -> None:
+        """Each GPU listener takes its pools' changes (added, removed, changed pools); a new or
+        removed listener, or another address, needs a restart."""
+        listeners = {x.name: x for x in resolve(new)}
+        for name, gpu in self.gpu.items():
+            listener = listeners.get(name)
+            if (listener is None or listener.protocol != "ethstratum"
+                    or listener.listen != gpu.listener.listen):
+                log.warning("listener %s: removed, moved or changed protocol: needs a restart", name)
+                continue
+            assert gpu.core is not None
+            for key, names in gpu.core.operator.apply_config(for_listener(new, listener), self.now()).items():
+                result.setdefault(key, []).extend(names)
 
     def in_flight_shares(self) -> int:
         """Shares forwarded to a live pool connection and not answered yet."""
