@@ -47,6 +47,10 @@ class EthView:
         """Shares forwarded and waiting on a pool's verdict."""
         return sum(p.shares_in_flight() for p in self._core.pools.values())
 
+    def accepted_difficulty(self) -> float:
+        """Sum of the difficulty this listener's pools accepted since start: delivered work."""
+        return sum(p.counters.accepted_difficulty for p in self._core.pools.values())
+
     def pool_names(self) -> list[str]:
         """This listener's pools, in config order."""
         return list(self._core.pools)

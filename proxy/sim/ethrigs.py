@@ -26,10 +26,11 @@ class EthSimRig:
     """One GPU rig (see the module docstring)."""
 
     def __init__(self, host: str, port: int, index: int, *, share_interval: float = 0.1,
-                 takes_set_extranonce: bool = True) -> None:
+                 takes_set_extranonce: bool = True, worker_prefix: str = "gpu", password: str = "x") -> None:
         self.host = host
         self.port = port
-        self.worker = f"gpu{index:04d}"
+        self.worker = f"{worker_prefix}{index:04d}"
+        self.password = password
         self.share_interval = share_interval
         self.takes_set_extranonce = takes_set_extranonce
         self.extranonce: bytes | None = None
@@ -42,6 +43,7 @@ class EthSimRig:
         self.disconnects = 0  # closed by the proxy without being asked to reconnect
         self.reconnects = 0  # client.reconnect followed
         self.extranonce_changes = 0
+        self.connect_failures = 0
         self.abandoned = 0  # shares unanswered when the rig itself left on client.reconnect
         self.unexpected: list[str] = []  # protocol surprises (a set_extranonce we never asked for)
         self.job_arrivals: list[tuple[float, bytes]] = []  # (monotonic, header) of each job
@@ -75,7 +77,12 @@ class EthSimRig:
 
     async def _run(self) -> None:
         while not self._stopping:
-            reader, writer = await asyncio.open_connection(self.host, self.port)
+            try:
+                reader, writer = await asyncio.open_connection(self.host, self.port)
+            except OSError:
+                self.connect_failures += 1
+                await asyncio.sleep(0.2)
+                continue
             self._writer = writer
             self.extranonce = None
             self.job = None
@@ -84,7 +91,7 @@ class EthSimRig:
             self._send("mining.subscribe", ["SimGPU/1.0", "EthereumStratum/1.0.0"], 1)
             if self.takes_set_extranonce:
                 self._send("mining.extranonce.subscribe", [], 2)
-            self._send("mining.authorize", [self.worker, "x"], 3)
+            self._send("mining.authorize", [self.worker, self.password], 3)
             submitter = asyncio.get_running_loop().create_task(self._submit_loop())
             asked = False
             try:
@@ -159,9 +166,10 @@ class EthRigFleet:
     """``count`` GPU rigs on one proxy port; the last ``refusers`` do not take set_extranonce."""
 
     def __init__(self, host: str, port: int, count: int, *, share_interval: float = 0.1,
-                 refusers: int = 0) -> None:
+                 refusers: int = 0, worker_prefix: str = "gpu", password: str = "x") -> None:
         self.rigs = [EthSimRig(host, port, i, share_interval=share_interval,
-                               takes_set_extranonce=i < count - refusers) for i in range(count)]
+                               takes_set_extranonce=i < count - refusers, worker_prefix=worker_prefix,
+                               password=password) for i in range(count)]
 
     async def start(self) -> None:
         for rig in self.rigs:
