@@ -71,10 +71,11 @@ class EthCore(CoreBase):
         self.totals: Counter[str] = Counter({k: 0 for k in (
             "submits", "accepted", "rejected", "forwarded", "rigs_connected_total",
             "rigs_disconnected", "bad_lines", "pool_switches", "rate_limited", "set_extranonce",
-            "client_reconnect", "rigs_refused", "lost")})
+            "client_reconnect", "rigs_refused", "rigs_timed_out", "lost")})
         self._policy = RigPolicy(s.max_requests_per_s, s.allowed_workers, s.max_line_bytes)
         self._next_rig_id = 1
         self._next_prefix = 0
+        self.prefix_load: Counter[bytes] = Counter()  # live rigs per prefix
         self._active_names: tuple[str, ...] = ()
         self.deadline = now + IDLE_TICK_S
         self.hold_check_at: float | None = None
@@ -112,6 +113,7 @@ class EthCore(CoreBase):
                       now: float) -> EthRigSession:
         """A GPU rig's transport is up."""
         rig = EthRigSession(self._next_rig_id, peer, send, close, self._policy, self._prefix(), now)
+        self.prefix_load[rig.prefix] += 1
         self._next_rig_id += 1
         self.rigs[rig.rig_id] = rig
         self.totals["rigs_connected_total"] += 1
@@ -157,7 +159,13 @@ class EthCore(CoreBase):
         self.totals["rigs_disconnected"] += 1
         self.rigs.pop(rig.rig_id, None)
         self.waiting.pop(rig.rig_id, None)
+        self.prefix_load[rig.prefix] -= 1
         self.detach(rig)
+
+    def connections_wanted(self) -> int:
+        """Connections each enabled pool keeps, so that any one of them can take every rig
+        at once (a warm backup): one per ``256 ** ETH_PREFIX_SIZE`` rigs."""
+        return max(1, max(self.prefix_load.values(), default=0))
 
     def start_mining(self, rig: EthRigSession) -> None:
         """Once subscribed and authorized: the rig's first job."""
@@ -189,15 +197,14 @@ class EthCore(CoreBase):
         rig.conn = None
 
     def place(self, rig: EthRigSession, pool: PoolState, now: float, moves: Counter | None = None) -> None:
-        """Put the rig on a ready connection of ``pool`` with its prefix free; dial one if
-        none can take it (the rig waits for it)."""
+        """Put the rig on a ready connection of ``pool`` with its prefix free; if none can
+        take it, the rig waits for the connection ``maintain`` dials."""
         conn = next((c for c in pool.connections.values() if c.ready and c.takes(rig.prefix)), None)
         if conn is None:
             self.detach(rig)
             rig.pool = pool
             self.waiting[rig.rig_id] = rig
-            if not any(c.alive and not c.ready for c in pool.connections.values()):
-                self.upstreams.dial(pool, now)
+            self.upstreams.maintain(now)  # more rigs than connections have prefixes: dial
             return
         self.attach(rig, conn, moves)
 
@@ -306,6 +313,7 @@ class EthCore(CoreBase):
     def tick(self, now: float) -> float:
         """Run what is due; returns when to run next."""
         self.deadline = float("inf")
+        self._overdue(now)
         self.silence.check(now)
         self.upstreams.check_health(now)
         if self.hold_check_at is not None and now >= self.hold_check_at:
@@ -318,6 +326,15 @@ class EthCore(CoreBase):
                 times.append(deadline)
         self.deadline = max(min(times), now)
         return self.deadline
+
+    def _overdue(self, now: float) -> None:
+        """Close rigs that neither subscribed nor authorized within ``auth_timeout_s`` (a rig
+        whose subscribe waits for a pool is not overdue)."""
+        limit = self.settings.auth_timeout_s
+        for rig in [r for r in self.rigs.values() if r.state is EthRigState.HANDSHAKE
+                    and now - r.connected_at > limit and not (r.workers and r.subscribe_held is not None)]:
+            self.totals["rigs_timed_out"] += 1
+            self.close_rig(rig, f"not subscribed and authorized within {limit:g}s", now)
 
     def shutdown(self, now: float) -> None:
         """Close every pool connection (after the rigs are gone)."""

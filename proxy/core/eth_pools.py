@@ -50,14 +50,19 @@ class EthUpstreams:
         return conn
 
     def maintain(self, now: float) -> None:
-        """Every enabled pool keeps a live connection (warm backup), redialled after backoff."""
+        """Every enabled pool keeps as many live connections as the farm needs (warm
+        backups, see ``EthCore.connections_wanted``), redialled after backoff."""
+        wanted = self.core.connections_wanted()
         for pool in self.core.pools.values():
-            if pool.enabled and not pool.connections and now >= pool.next_dial_at:
-                self.dial(pool, now)
+            if pool.enabled and now >= pool.next_dial_at:
+                for _ in range(wanted - len(pool.connections)):
+                    self.dial(pool, now)
 
     def next_dial(self) -> float | None:
         """When the next redial is due."""
-        times = [p.next_dial_at for p in self.core.pools.values() if p.enabled and not p.connections]
+        wanted = self.core.connections_wanted()
+        times = [p.next_dial_at for p in self.core.pools.values()
+                 if p.enabled and len(p.connections) < wanted]
         return min(times) if times else None
 
     def connected(self, conn: EthPoolConnection, send: Callable[[bytes], None], now: float) -> None:

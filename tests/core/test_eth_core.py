@@ -161,3 +161,32 @@ def test_a_silent_pool_is_suspect_its_shares_answered_as_timeouts_at_the_ceiling
     assert core.pools["primary"].counters.timeouts == 1
     assert core.active_pools() == ["backup"] and rig.notifications("mining.set_extranonce")
     assert primary.conn in io.closed
+
+
+def test_more_rigs_than_prefixes_take_more_connections_and_every_backup_stays_warm_for_all():
+    core, io, clock = make_eth_core()
+    primary = up(core, io, clock, 0, "a1b2")
+    up(core, io, clock, 1, "c3d4")
+    rigs = [gpu_rig(core, clock) for _ in range(300)]  # 300 rigs, 256 one-byte prefixes
+    assert len(io.dialed) == 4 and [c.pool.name for c in io.dialed[2:]] == ["primary", "backup"]
+    waiting = [r for r in rigs if r.answer(1) is None]
+    assert len(waiting) == 300 - 256  # they wait for the primary's second connection
+    for i in (2, 3):
+        up(core, io, clock, i, "a1b3" if io.dialed[i].pool.name == "primary" else "c3d5")
+    assert all(r.answer(1) is not None for r in rigs)
+    for conn in core.pools["primary"].connections.values():
+        assert len(conn.prefixes) == len(conn.rigs)  # no two rigs of one connection share a prefix
+    core.pool_closed(primary.conn, "connection reset by pool", clock.advance(0.1))  # type: ignore[arg-type]
+    moved = [r.notifications("mining.set_extranonce")[-1][0][:4] for r in rigs]
+    assert sorted(set(moved)) == ["c3d4", "c3d5"] and len(moved) == 300  # all on the warm backup at once
+    assert not core.waiting
+
+
+def test_a_rig_that_never_authorizes_is_closed_and_one_waiting_for_a_pool_is_not():
+    core, io, clock = make_eth_core(auth_timeout_s=5.0)
+    silent = FakeRig(core, clock)  # type: ignore[arg-type]
+    silent.request("mining.subscribe", ["ethminer/0.19", "EthereumStratum/1.0.0"])
+    waiting = gpu_rig(core, clock)  # no pool is up: its subscribe answer waits
+    core.tick(clock.advance(6.0))
+    assert silent.closed and not waiting.closed
+    assert core.totals["rigs_timed_out"] == 1
