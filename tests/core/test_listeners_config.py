@@ -78,3 +78,15 @@ def test_bad_listener_configs_name_the_field(pools, listeners, proxy, field):
     with pytest.raises(ConfigError) as err:
         _cfg(pools, listeners, **proxy)
     assert str(err.value).startswith(field), str(err.value)
+
+
+def test_the_shipped_asic_and_gpu_example_is_valid():
+    from pathlib import Path
+
+    from proxy.config import load
+
+    cfg = load(Path(__file__).resolve().parents[2] / "configs" / "asic-gpu.toml")
+    assert [(x.name, x.protocol, [p.name for p in x.pools]) for x in resolve(cfg)] == [
+        ("main", "sv1", ["btc-primary", "btc-backup"]),
+        ("gpu", "ethstratum", ["etc-primary", "etc-backup"]),
+    ]
