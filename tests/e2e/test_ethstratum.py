@@ -233,3 +233,43 @@ async def test_asic_and_gpu_listeners_fail_over_each_on_its_own(farm):
         _check_pools(gpu)
     finally:
         await stop_all([fleet] if fleet else [], gpu.values())
+
+
+async def test_a_reload_reorders_the_gpu_pools_without_a_disconnect(tmp_path):
+    pools = {name: EthSimPool(name, job_interval=1.0) for name in ("primary", "backup")}
+    svc = fleet = None
+
+    def write(primary_priority: int) -> str:
+        lines = ['[proxy]\nlisten = "127.0.0.1:0"\nprotocol = "ethstratum"\n\n[api]\nenabled = false\n']
+        for name, pool in pools.items():
+            priority = primary_priority if name == "primary" else 1
+            lines.append(
+                f'[[pools]]\nname = "{name}"\nurl = "stratum+tcp://127.0.0.1:{pool.port}"\n'
+                f'user = "farm"\npriority = {priority}\n'
+            )
+        path = tmp_path / "gpu.toml"
+        path.write_text("\n".join(lines))
+        return str(path)
+
+    try:
+        for pool in pools.values():
+            await pool.start()
+        from proxy.config import load
+
+        svc = ProxyService(load(write(0)))
+        await svc.start()
+        fleet = EthRigFleet("127.0.0.1", svc.port, 4, share_interval=0.05)
+        await fleet.start()
+        await wait_until(
+            lambda: fleet.on_pool(pools["primary"].header_prefix()) == 4, 10, what="on the primary"
+        )
+        result = svc.reload(write(2))  # the backup is now preferred
+        assert result["updated"] == ["primary"] and result["added"] == result["removed"] == []
+        await wait_until(
+            lambda: fleet.on_pool(pools["backup"].header_prefix()) == 4, 10, what="on the backup"
+        )
+        await fleet.drain(10)
+        assert fleet.total("disconnects") == 0 and fleet.pending == 0
+        assert any(e["updated"] == ["primary"] for e in svc.events.recent(kind="config_reloaded"))
+    finally:
+        await stop_all([fleet] if fleet else [], [svc] if svc else [], pools.values())
