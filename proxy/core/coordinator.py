@@ -26,15 +26,13 @@ from .jobs import JobBook
 from .layout import Layout
 from .placement import Placement
 from .pool import PoolState
-from .rig import (
+from .rig import RigPolicy, RigSession, RigState
+from .rig_requests import (
     AuthorizeRequest,
     BadLine,
     ConfigureRequest,
     RateLimited,
-    RigPolicy,
     RigRequest,
-    RigSession,
-    RigState,
     SubscribeRequest,
     Violation,
 )

@@ -38,7 +38,6 @@ from .rig_requests import (
     BadLine,
     RateLimited,
     RigRequest,
-    SubmitRequest,
     SubscribeRequest,
     Violation,
 )
@@ -125,16 +124,14 @@ class EthCore(CoreBase):
     def rig_data(self, rig: EthRigSession, data: bytes, now: float) -> None:
         """Bytes from a rig; a failing request costs an error answer, never the process."""
         if not rig.closed:
-            rig.receive(data, now, self)
+            rig.receive(data, now, self, self)
 
     def rig_request(self, rig: EthRigSession, request: RigRequest, now: float) -> None:
         """What the session could not answer alone."""
         kind = type(request)
         msg = getattr(request, "msg", None)
         try:
-            if kind is SubmitRequest:
-                self.submit(rig, request.msg, now)  # type: ignore[union-attr]
-            elif kind is SubscribeRequest:
+            if kind is SubscribeRequest:
                 self.place_new(rig, now)
             elif kind is AuthorizeRequest:
                 self.start_mining(rig)
@@ -277,8 +274,20 @@ class EthCore(CoreBase):
     # ------------------------------------------------------------------ shares
 
     def submit(self, rig: EthRigSession, msg: messages.Message, now: float) -> None:
-        """Check what can be checked without Ethash, forward, answer with the pool's verdict."""
+        """Check what can be checked without Ethash, forward, answer with the pool's verdict;
+        a failing submit costs an error answer (counted a reject), never the process."""
         self.totals["submits"] += 1
+        try:
+            self._submit(rig, msg, now)
+        except StratumError as exc:
+            rig.rejected[exc.message] += 1
+            rig.reply_error(msg.id, exc.code, exc.message)
+        except Exception:
+            log.exception("error handling a submit of eth rig %s", rig.rig_id)
+            rig.rejected["internal error"] += 1
+            rig.reply_error(msg.id, errors.OTHER, "internal error")
+
+    def _submit(self, rig: EthRigSession, msg: messages.Message, now: float) -> None:
         if rig.state is not EthRigState.ACTIVE:
             raise StratumError(errors.UNAUTHORIZED, "subscribe and authorize first")
         share = ethstratum.parse_submit(msg.params)

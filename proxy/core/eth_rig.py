@@ -21,17 +21,13 @@ from typing import TYPE_CHECKING, Any, Protocol
 from .. import __version__
 from ..stratum import errors, ethstratum, messages
 from ..stratum.errors import StratumError
-from ..stratum.framing import LineFramer, LineTooLong
-from ..stratum.messages import BadMessage, Message
-from .rig import RATE_BURST, RATE_LIMIT_CLOSE_AFTER, RigPolicy
-from .rig_base import RigBase
+from ..stratum.framing import LineFramer
+from ..stratum.messages import Message
+from .rig import RigPolicy
+from .rig_base import RATE_BURST, RigBase
 from .rig_requests import (
-    BadLine,
-    RateLimited,
     RigRequest,
-    SubmitRequest,
     SubscribeRequest,
-    Violation,
 )
 from .stats import RateMeter
 
@@ -73,6 +69,7 @@ class EthRigSession(RigBase):
     """The state of one GPU rig connection (see the module docstring)."""
 
     NEXT_STATES = _NEXT
+    CLOSED_STATE = EthRigState.CLOSED
 
     __slots__ = ("rig_id", "peer", "send", "close", "policy", "framer", "state", "subscribe_held",
                  "user_agent", "workers", "extranonce_subscribed", "prefix", "extranonce", "conn",
@@ -154,48 +151,8 @@ class EthRigSession(RigBase):
 
     # ------------------------------------------------------------------ bytes in
 
-    def receive(self, data: bytes, now: float, sink: EthRigSink) -> None:
-        """Frame, rate-limit and decode; requests that need the farm go to ``sink``."""
-        try:
-            lines = self.framer.feed(data)
-        except LineTooLong as exc:
-            sink.rig_request(self, Violation(str(exc)), now)
-            return
-        rate = self.policy.max_requests_per_s
-        self.tokens = min(rate * RATE_BURST, self.tokens + (now - self.tokens_at) * rate)
-        self.tokens_at = now
-        for line in lines:
-            if self.closed:
-                return
-            if self.tokens < 1.0:
-                self.rate_limited += 1
-                sink.rig_request(self, RateLimited(), now)
-                if self.rate_limited > RATE_LIMIT_CLOSE_AFTER:
-                    sink.rig_request(self, Violation("request flood", bad_line=False), now)
-                    return
-                continue
-            self.tokens -= 1.0
-            try:
-                msg = messages.decode(line)
-            except BadMessage as exc:
-                if exc.msg_id is None:
-                    sink.rig_request(self, Violation(f"garbage: {exc}"), now)
-                    return
-                self.reply_error(exc.msg_id, errors.PARSE_ERROR, str(exc)[:200])
-                sink.rig_request(self, BadLine(), now)
-                continue
-            try:
-                request = self._request(msg)
-            except StratumError as exc:
-                self.reply_error(msg.id, exc.code, exc.message)
-                continue
-            if request is not None:
-                sink.rig_request(self, request, now)
-
     def _request(self, msg: Message) -> RigRequest | None:
-        method = msg.method
-        if method == "mining.submit":
-            return SubmitRequest(msg)
+        method = msg.method  # (mining.submit goes straight to the core's ``submit``)
         if method == "mining.subscribe":
             params = msg.params or []
             protocol = params[1] if len(params) > 1 else None

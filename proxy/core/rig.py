@@ -21,23 +21,10 @@ from typing import TYPE_CHECKING, Any
 from .. import __version__
 from ..stratum import errors, messages
 from ..stratum.errors import StratumError
-from ..stratum.framing import LineFramer, LineTooLong
-from ..stratum.messages import BadMessage, Message
-from .rig_base import RigBase
-from .rig_requests import (  # the request types are also imported from here
-    AuthorizeRequest as AuthorizeRequest,
-)
-from .rig_requests import (
-    BadLine,
-    ConfigureRequest,
-    RateLimited,
-    RigRequest,
-    RigSink,
-    ShareSink,
-    SubmitRequest,
-    SubscribeRequest,
-    Violation,
-)
+from ..stratum.framing import LineFramer
+from ..stratum.messages import Message
+from .rig_base import RATE_BURST, RigBase
+from .rig_requests import ConfigureRequest, RigRequest, SubmitRequest, SubscribeRequest
 from .stats import RateMeter
 from .vardiff import RigDifficulty
 
@@ -49,9 +36,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("proxy.core")
 
 RECENT_CONNS = 3  # connections a rig may still submit old jobs to after it moved
-RATE_BURST = 4.0  # seconds' worth of requests a rig may send at once
-RATE_LIMIT_CLOSE_AFTER = 1000  # requests dropped for flooding before the rig is closed
-RATE_LIMITED_ERROR = messages.error_response(None, errors.OTHER, "rate limited: too many requests")
 
 
 class RigState(Enum):
@@ -87,6 +71,7 @@ class RigSession(RigBase):
     """The state of one rig connection (see the module docstring)."""
 
     NEXT_STATES = _NEXT_STATES
+    CLOSED_STATE = RigState.CLOSED
 
     __slots__ = (
         "rig_id", "peer", "address", "send", "close", "policy", "framer", "state", "subscribed",
@@ -210,53 +195,6 @@ class RigSession(RigBase):
             self.send(messages.notification("mining.set_version_mask", [f"{mask:08x}"]))
 
     # ------------------------------------------------------------------ bytes in
-
-    def receive(self, data: bytes, now: float, sink: RigSink, shares: ShareSink) -> None:
-        """Frame, rate-limit and decode ``data``; each request that needs the farm goes to
-        ``sink`` (a submit to ``shares``) and is handled before the next line is read."""
-        try:
-            lines = self.framer.feed(data)
-        except LineTooLong as exc:
-            sink.rig_request(self, Violation(str(exc)), now)
-            return
-        if not lines:
-            return
-        rate = self.policy.max_requests_per_s
-        self.tokens = min(rate * RATE_BURST, self.tokens + (now - self.tokens_at) * rate)
-        self.tokens_at = now
-        for line in lines:
-            if self.state is RigState.CLOSED:
-                return
-            if self.tokens < 1.0:
-                # a flood costs the flooder only: refuse, and close a rig that keeps on
-                self.rate_limited += 1
-                sink.rig_request(self, RateLimited(), now)
-                if self.rate_limited > RATE_LIMIT_CLOSE_AFTER:
-                    sink.rig_request(self, Violation("request flood", bad_line=False), now)
-                    return
-                if self.rate_limited % 100 == 1:  # say why, without decoding what we refuse
-                    self.send(RATE_LIMITED_ERROR)
-                continue
-            self.tokens -= 1.0
-            try:
-                msg = messages.decode(line)
-            except BadMessage as exc:
-                if exc.msg_id is None:
-                    sink.rig_request(self, Violation(f"garbage: {exc}"), now)
-                    return
-                self.reply_error(exc.msg_id, errors.PARSE_ERROR, str(exc)[:200])
-                sink.rig_request(self, BadLine(), now)
-                continue
-            if msg.method == "mining.submit":
-                shares.submit(self, msg, now)
-                continue
-            try:
-                request = self._request(msg)
-            except StratumError as exc:
-                self.reply_error(msg.id, exc.code, exc.message)
-                continue
-            if request is not None:
-                sink.rig_request(self, request, now)
 
     def _request(self, msg: Message) -> RigRequest | None:
         method = msg.method

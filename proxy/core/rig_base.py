@@ -10,7 +10,13 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..stratum import errors, messages
 from ..stratum.errors import StratumError
-from .rig_requests import AuthorizeRequest
+from ..stratum.framing import LineFramer, LineTooLong
+from ..stratum.messages import BadMessage
+from .rig_requests import AuthorizeRequest, BadLine, RateLimited, RigRequest, ShareSink, Violation
+
+RATE_BURST = 4.0  # seconds' worth of requests a rig may send at once
+RATE_LIMIT_CLOSE_AFTER = 1000  # requests dropped for flooding before the rig is closed
+RATE_LIMITED_ERROR = messages.error_response(None, errors.OTHER, "rate limited: too many requests")
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -25,6 +31,7 @@ class RigBase:
 
     __slots__ = ()
     NEXT_STATES: ClassVar[dict[Any, set[Any]]] = {}
+    CLOSED_STATE: ClassVar[Any] = None
     rig_id: int
     state: Enum
     workers: list[str]
@@ -33,6 +40,10 @@ class RigBase:
     recent_conns: list[Any]
     policy: Any
     send: Callable[[bytes], None]
+    framer: LineFramer
+    tokens: float
+    tokens_at: float
+    rate_limited: int
 
     def to(self, state: Any) -> None:
         """The one place the lifecycle moves, forward only; an impossible move is a bug, said loudly."""
@@ -67,6 +78,59 @@ class RigBase:
 
     def _handshake_done(self) -> None:
         raise NotImplementedError
+
+    def _request(self, msg: Message) -> RigRequest | None:
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ bytes in (the hot path)
+
+    def receive(self, data: bytes, now: float, sink: Any, shares: ShareSink) -> None:
+        """Frame, rate-limit and decode ``data``; each request that needs the farm goes to
+        ``sink`` (a submit to ``shares``) and is handled before the next line is read."""
+        try:
+            lines = self.framer.feed(data)
+        except LineTooLong as exc:
+            sink.rig_request(self, Violation(str(exc)), now)
+            return
+        if not lines:
+            return
+        rate = self.policy.max_requests_per_s
+        self.tokens = min(rate * RATE_BURST, self.tokens + (now - self.tokens_at) * rate)
+        self.tokens_at = now
+        for line in lines:
+            if self.state is self.CLOSED_STATE:
+                return
+            if self.tokens < 1.0:
+                # a flood costs the flooder only: refuse, and close a rig that keeps on
+                self.rate_limited += 1
+                sink.rig_request(self, RateLimited(), now)
+                if self.rate_limited > RATE_LIMIT_CLOSE_AFTER:
+                    sink.rig_request(self, Violation("request flood", bad_line=False), now)
+                    return
+                if self.rate_limited % 100 == 1:  # say why, without decoding what we refuse
+                    self.send(RATE_LIMITED_ERROR)
+                continue
+            self.tokens -= 1.0
+            try:
+                msg = messages.decode(line)
+            except BadMessage as exc:
+                if exc.msg_id is None:
+                    sink.rig_request(self, Violation(f"garbage: {exc}"), now)
+                    return
+                self.reply_error(exc.msg_id, errors.PARSE_ERROR, str(exc)[:200])
+                sink.rig_request(self, BadLine(), now)
+                continue
+            if msg.method == "mining.submit":
+                shares.submit(self, msg, now)
+                continue
+            try:
+                request = self._request(msg)
+            except StratumError as exc:
+                self.reply_error(msg.id, exc.code, exc.message)
+                continue
+            if request is not None:
+                sink.rig_request(self, request, now)
+
 
     def _authorize(self, msg: Message) -> AuthorizeRequest:
         params = msg.params or []

@@ -670,26 +670,18 @@ class SimMarket:
                 self._spawn(self._stop_fleets(order, len(order.fleets) - want))
 
     async def _start_rig(self, order: SimOrder) -> None:
-        fleet: RigFleet | EthRigFleet
-        if self.config.algorithm in ETHASH:  # a rented GPU rig
-            fleet = EthRigFleet(
-                order.pool.host,
-                order.pool.port,
-                1,
-                worker_prefix=order.pool.username,
-                password=order.pool.password,
-                share_interval=self.config.rig_share_interval,
-            )
-        else:
-            fleet = RigFleet(
-                order.pool.host,
-                order.pool.port,
-                1,
-                worker_prefix=order.pool.username,
-                password=order.pool.password,
-                share_interval=self.config.rig_share_interval,
-                connect_timeout=2.0,
-            )
+        # an Ethash-family order book rents GPU rigs (EthereumStratum/1.0.0), the others ASICs
+        ethash = self.config.algorithm in ETHASH
+        kind: Any = EthRigFleet if ethash else RigFleet
+        fleet = kind(
+            order.pool.host,
+            order.pool.port,
+            1,
+            worker_prefix=order.pool.username,
+            password=order.pool.password,
+            share_interval=self.config.rig_share_interval,
+            **({} if ethash else {"connect_timeout": 2.0}),
+        )
         try:
             await fleet.start()
         finally:

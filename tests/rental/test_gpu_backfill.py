@@ -12,6 +12,7 @@ from proxy.sim import wait_until
 from proxy.sim.ethpool import EthSimPool
 from proxy.sim.ethrigs import EthRigFleet
 from proxy.sim.market import SimMarket, SimMarketConfig
+from tests.api.conftest import SIM_MARKET_ENV, sim_rental
 
 DIFF = 2**-22
 INTERVAL = 0.25
@@ -20,11 +21,7 @@ RIGS = 12
 
 
 async def test_gpu_rig_failure_is_backfilled_from_the_daggerhashimoto_market(tmp_path, monkeypatch):
-    for name, value in (
-        ("SIMMARKET_KEY", "sim-key"),
-        ("SIMMARKET_SECRET", "sim-secret"),
-        ("SIMMARKET_ORG", "sim-org"),
-    ):
+    for name, value in SIM_MARKET_ENV.items():
         monkeypatch.setenv(name, value)
     pool = EthSimPool("etc-pool", difficulty=DIFF, job_interval=1.0)
     market = SimMarket(
@@ -48,26 +45,20 @@ async def test_gpu_rig_failure_is_backfilled_from_the_daggerhashimoto_market(tmp
             "pools": [
                 {"name": "etc-pool", "url": f"stratum+tcp://127.0.0.1:{pool.port}", "user": "acct.farm"}
             ],
-            "rental": {
-                "provider": "sim",
-                "api_url": market.url,
-                "key_env": "SIMMARKET_KEY",
-                "secret_env": "SIMMARKET_SECRET",
-                "org_env": "SIMMARKET_ORG",
-                "algorithm": "DAGGERHASHIMOTO",
-                "target_hashrate": f"{RIGS * RIG_HS} H/s",
-                "trigger_deficit": 0.15,
-                "trigger_after_s": 0.5,
-                "recover_after_s": 0.5,
-                "min_order_s": 0,
-                "max_price": "4000",
-                "daily_budget_btc": "0.01",
-                "window_s": 2.0,
-                "interval_s": 0.1,
-                "pool": "@proxy",
-                "public_address": "127.0.0.1:0",
-                "ledger": str(tmp_path / "ledger.sqlite3"),
-            },
+            "rental": sim_rental(
+                market.url,
+                str(tmp_path / "ledger.sqlite3"),
+                algorithm="DAGGERHASHIMOTO",
+                target_hashrate=f"{RIGS * RIG_HS} H/s",
+                trigger_deficit=0.15,
+                trigger_after_s=0.5,
+                recover_after_s=0.5,
+                min_order_s=0,
+                window_s=2.0,
+                interval_s=0.1,
+                pool="@proxy",
+                public_address="127.0.0.1:0",
+            ),
         }
     )
     service = ProxyService(cfg)
