@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 from ..stratum import ethstratum
 from .hashprice import HashpriceMeter
 from .stats import LATENCY_BUCKETS
-from .view import _ms, mask_url
+from .view import latency_figures, mask_url
 
 # NiceHash's EthereumStratum difficulty 1 is about 2^32 hashes per share
 HASHES_PER_DIFFICULTY = 2.0**32
@@ -75,8 +75,6 @@ class EthView:
 
     def _pool_view(self, pool: PoolState, now: float) -> dict[str, Any]:
         c = pool.counters
-        window = pool.latency.window(now)
-        total = pool.latency.total
         ready = pool.ready_connections()
         first = ready[0] if ready else None
         return {
@@ -110,10 +108,7 @@ class EthView:
             "lost_total": sum(c.lost.values()),
             "in_flight": pool.shares_in_flight(),
             "late_answers": c.late_answers,
-            "latency_ms": {"p50": _ms(window.quantile(0.5)), "p90": _ms(window.quantile(0.9)),
-                           "p99": _ms(window.quantile(0.99)), "window_count": window.count},
-            "latency_ms_since_start": {"p50": _ms(total.quantile(0.5)), "p99": _ms(total.quantile(0.99)),
-                                       "count": total.count},
+            **latency_figures(pool, now),
             "last_job_age_s": round(now - pool.last_job_at, 3) if pool.last_job_at else None,
             "suspect_after_s": round(pool.suspect_after, 3) if pool.suspect_after else None,
             # Ethash jobs carry no block value: no hashprice here (the fields stay, empty)

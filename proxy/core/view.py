@@ -96,6 +96,27 @@ def rig_view(rig: RigSession, now: float) -> dict[str, Any]:
     }
 
 
+def latency_figures(pool: PoolState, now: float) -> dict[str, Any]:
+    """A pool's share latency over the health window and since start (ms), for its view."""
+    window = pool.latency.window(now)
+    total = pool.latency.total
+    return {
+        "latency_ms": {
+            "p50": _ms(window.quantile(0.5)),
+            "p90": _ms(window.quantile(0.9)),
+            "p99": _ms(window.quantile(0.99)),
+            "window_count": window.count,
+        },
+        "latency_ms_since_start": {
+            "p50": _ms(total.quantile(0.5)),
+            "p90": _ms(total.quantile(0.9)),
+            "p99": _ms(total.quantile(0.99)),
+            "max": _ms(total.max) if total.count else None,
+            "count": total.count,
+        },
+    }
+
+
 class CoreView:
     """Snapshots of one core, as plain data.  Cheap to build; holds no state of its own."""
 
@@ -147,8 +168,6 @@ class CoreView:
     def _pool_view(self, pool: PoolState, now: float) -> dict[str, Any]:
         core = self._core
         c = pool.counters
-        window = pool.latency.window(now)
-        total = pool.latency.total
         active_names = core.active_pools()
         active = pool.name in active_names
         if len(core.rigs) <= EXACT_UP_TO:
@@ -197,19 +216,7 @@ class CoreView:
             "late_answers": c.late_answers,
             "reject_ratio": round(pool.rejects.ratio, 4),
             "stale_ratio": round(c.rejected.get("stale", 0) / c.forwarded, 4) if c.forwarded else 0.0,
-            "latency_ms": {
-                "p50": _ms(window.quantile(0.5)),
-                "p90": _ms(window.quantile(0.9)),
-                "p99": _ms(window.quantile(0.99)),
-                "window_count": window.count,
-            },
-            "latency_ms_since_start": {
-                "p50": _ms(total.quantile(0.5)),
-                "p90": _ms(total.quantile(0.9)),
-                "p99": _ms(total.quantile(0.99)),
-                "max": _ms(total.max) if total.count else None,
-                "count": total.count,
-            },
+            **latency_figures(pool, now),
             "last_job_age_s": round(now - pool.last_job_at, 3) if pool.last_job_at else None,
             # silence: a request waiting longer than this makes the pool suspect, and why
             "suspect_after_s": round(pool.suspect_after, 3) if pool.suspect_after else None,
