@@ -190,3 +190,28 @@ def test_a_rig_that_never_authorizes_is_closed_and_one_waiting_for_a_pool_is_not
     core.tick(clock.advance(6.0))
     assert silent.closed and not waiting.closed
     assert core.totals["rigs_timed_out"] == 1
+
+
+def test_hostile_gpu_rigs_cost_only_themselves():
+    core, io, clock = make_eth_core(max_requests_per_s=10.0, max_line_bytes=1024)
+    up(core, io, clock, 0, "a1b2")
+    rig = gpu_rig(core, clock)
+    for params in ([], ["w", 5, "00"], ["w", job_id(rig), "zz"], ["w", job_id(rig), "00" * 9]):
+        msg_id = rig.request("mining.submit", params)
+        assert rig.answer(msg_id)["error"] is not None
+    bad = rig.request("mining.notify", [])
+    assert "unknown method" in rig.answer(bad)["error"][1]
+    rig.send_raw(b'{"id": 999, "method": ' + b"1" * 10 + b"}\n")  # not a valid request: answered
+    assert rig.answer(999)["error"][1].startswith("invalid message")
+    assert not rig.closed
+    garbage = gpu_rig(core, clock)
+    garbage.send_raw(b"this is not json\n")
+    assert garbage.closed
+    long_line = gpu_rig(core, clock)
+    long_line.send_raw(b"x" * 2048)
+    assert long_line.closed
+    flood = gpu_rig(core, clock)
+    for _ in range(100):
+        flood.request("client.get_version", [])
+    assert core.totals["rate_limited"] > 0 and not flood.closed
+    assert len(core.rigs) == 2 and core.pools["primary"].counters.forwarded == 0
