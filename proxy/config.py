@@ -25,9 +25,10 @@ class ConfigError(ValueError):
 
 class ProxySection(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     listen: str = "127.0.0.1:3333"
-    # the rig protocol of the main listener: "sv1" (ASICs) or "ethstratum" (GPU rigs,
-    # EthereumStratum/1.0.0); more listeners as [[listeners]] (proxy/listeners.py)
-    protocol: Literal["sv1", "ethstratum"] = "sv1"
+    # the rig protocol of the main listener: "sv1" (ASICs), "ethstratum" (GPU rigs,
+    # EthereumStratum/1.0.0) or "ethproxy" (GPU rigs, the getwork dialect); more listeners
+    # as [[listeners]] (proxy/listeners.py)
+    protocol: Literal["sv1", "ethstratum", "ethproxy"] = "sv1"
     # this process's name in /api/v1/status, /metrics labels and the farm control plane
     instance: str = "proxy"
     # several instances on one machine share proxy.listen (SO_REUSEPORT, one per core): the
@@ -117,7 +118,7 @@ class PoolConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     ca_file: str = ""
     tls_verify: bool = True
     # "" = the protocol of the listener that serves the pool; set, it must match it
-    protocol: Literal["sv1", "ethstratum", ""] = ""
+    protocol: Literal["sv1", "ethstratum", "ethproxy", ""] = ""
 
     @property
     def tls(self) -> bool:
@@ -197,7 +198,7 @@ class ListenerConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
     name: str
     listen: str
-    protocol: Literal["sv1", "ethstratum"]
+    protocol: Literal["sv1", "ethstratum", "ethproxy"]
     pools: list[str]
 
 

@@ -71,7 +71,7 @@ def validate_listeners(config: Config) -> None:
     sv1 = [x for x in listeners if x.protocol == "sv1"]
     if len(sv1) > 1:
         raise ConfigError(f"{sv1[1].where}: one sv1 listener per process (the API, rental and "
-                          "vardiff serve it); extra [[listeners]] speak ethstratum")
+                          "vardiff serve it); extra [[listeners]] speak ethstratum or ethproxy")
     main = listeners[0]
     if config.listeners and not main.pools:
         raise ConfigError("proxy.listen: every pool is named by a [[listeners]] entry, so the main "

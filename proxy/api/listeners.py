@@ -10,7 +10,6 @@ from typing import Any
 from aiohttp import web
 
 from ..core.eth_view import EthView
-from ..stratum import ethstratum
 
 
 def gpu_views(service: Any) -> list[EthView]:
@@ -44,7 +43,7 @@ async def get_listeners(request: web.Request) -> web.Response:
             out.append({"name": name, "protocol": "sv1", "port": port, "rigs": view.rig_count(),
                         "active_pools": view.active_pools(),
                         "pools": [p["name"] for p in view.pools(now)]})
-    return json_response({"listeners": out, "gpu_protocol": ethstratum.PROTOCOL})
+    return json_response({"listeners": out})
 
 
 async def get_listener_rigs(request: web.Request) -> web.Response:

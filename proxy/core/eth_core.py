@@ -26,7 +26,7 @@ from ..config import Config
 from ..stratum import errors, ethstratum, messages
 from ..stratum.errors import StratumError
 from .corebase import CoreBase
-from .eth_jobs import EthJobBook, check_share
+from .eth_jobs import EthJob, EthJobBook, check_share
 from .eth_pools import EthUpstreams
 from .eth_rig import RECENT_CONNS, EthRigSession, EthRigState
 from .eth_upstream import EthPoolConnection
@@ -38,6 +38,7 @@ from .rig_requests import (
     BadLine,
     RateLimited,
     RigRequest,
+    SubmitRequest,
     SubscribeRequest,
     Violation,
 )
@@ -52,6 +53,10 @@ IDLE_TICK_S = 1.0
 
 class EthCore(CoreBase):
     """One GPU listener's decisions (same entry points as ``ProxyCore``)."""
+
+    PROTOCOL = ethstratum.PROTOCOL
+    SESSION: type[EthRigSession] = EthRigSession  # the getwork dialect's core swaps these two
+    CONNECTION: type[EthPoolConnection] = EthPoolConnection
 
     def __init__(self, config: Config, io: Any, now: float, *, listener: str = "gpu",
                  wall_offset: float = 0.0, events: EventLog | None = None) -> None:
@@ -111,7 +116,7 @@ class EthCore(CoreBase):
     def rig_connected(self, peer: str, send: Callable[[bytes], None], close: Callable[[], None],
                       now: float) -> EthRigSession:
         """A GPU rig's transport is up."""
-        rig = EthRigSession(self._next_rig_id, peer, send, close, self._policy, self._prefix(), now)
+        rig = self.SESSION(self._next_rig_id, peer, send, close, self._policy, self._prefix(), now)
         self.prefix_load[rig.prefix] += 1
         self._next_rig_id += 1
         self.rigs[rig.rig_id] = rig
@@ -131,7 +136,9 @@ class EthCore(CoreBase):
         kind = type(request)
         msg = getattr(request, "msg", None)
         try:
-            if kind is SubscribeRequest:
+            if kind is SubmitRequest:  # the getwork dialect's eth_submitWork
+                self.submit(rig, request.msg, now)  # type: ignore[union-attr]
+            elif kind is SubscribeRequest:
                 self.place_new(rig, now)
             elif kind is AuthorizeRequest:
                 self.start_mining(rig)
@@ -268,7 +275,7 @@ class EthCore(CoreBase):
             self.publish(PoolSwitched(
                 from_pools=list(previous), to_pools=list(names),
                 reason=reason if previous else "startup: first pool ready", rigs_moved=len(plan),
-                note=f"listener {self.listener} ({ethstratum.PROTOCOL})",
+                note=f"listener {self.listener} ({self.PROTOCOL})",
                 extranonce_changes=dict(moves)), now)
 
     # ------------------------------------------------------------------ shares
@@ -293,6 +300,12 @@ class EthCore(CoreBase):
         share = ethstratum.parse_submit(msg.params)
         job = self.jobs.get(share.job_id)
         checked = check_share(rig, job, share.nonce)
+        self.forward(rig, msg, job, checked, checked, now)
+
+    def forward(self, rig: EthRigSession, msg: messages.Message, job: EthJob | None,
+                checked: tuple[int, str] | bytes, payload: Any, now: float) -> None:
+        """Answer a share that failed the checks (``checked`` is (code, reason)), or forward
+        ``payload`` to its job's connection: the pool's verdict answers the rig."""
         if type(checked) is tuple:
             code, reason = checked
             rig.rejected[reason] += 1
@@ -300,7 +313,7 @@ class EthCore(CoreBase):
             rig.reply_error(msg.id, code, reason)
             return
         assert job is not None
-        job.conn.submit(rig, msg.id, job, checked, job.conn.pool.config.user, now)  # type: ignore[arg-type]
+        job.conn.submit(rig, msg.id, job, payload, job.conn.pool.config.user, now)
         rig.in_flight += 1
         job.conn.pool.counters.forwarded += 1
         self.totals["forwarded"] += 1

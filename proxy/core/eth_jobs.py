@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from ..stratum import errors, ethstratum
+from ..stratum import errors, ethproxy, ethstratum
 from ..stratum.ethstratum import EthNotify
 
 if TYPE_CHECKING:
@@ -31,7 +31,14 @@ class EthJob:
     difficulty: float
     stale: bool = False  # superseded by a clean job on its connection
     seen: set[bytes] = field(default_factory=set)  # pool-side nonces already forwarded
-    _lines: dict[bool, bytes] = field(default_factory=dict)
+    _lines: dict[bool | None, bytes] = field(default_factory=dict)
+
+    def push_line(self) -> bytes:
+        """The work as the getwork dialect pushes it, encoded once for all rigs."""
+        line = self._lines.get(None)
+        if line is None:
+            line = self._lines[None] = ethproxy.work_push(self.notify)
+        return line
 
     def line(self, clean: bool) -> bytes:
         """The notify under the proxy's id, encoded once per clean flag for all rigs."""
@@ -44,10 +51,11 @@ class EthJob:
 class EthJobBook:
     """Proxy job ids -> jobs, bounded; marks a connection's jobs stale on a clean job."""
 
-    __slots__ = ("jobs", "_seq")
+    __slots__ = ("jobs", "by_header", "_seq")
 
     def __init__(self) -> None:
         self.jobs: dict[str, EthJob] = {}
+        self.by_header: dict[tuple[str, int], EthJob] = {}  # (header, connection id): getwork shares
         self._seq = 0
 
     def add(self, notify: EthNotify, conn: EthPoolConnection) -> EthJob:
@@ -62,13 +70,33 @@ class EthJobBook:
         if len(conn.jobs) > 64:
             conn.jobs.pop(0).stale = True
         self.jobs[job.proxy_id] = job
+        self.by_header[(notify.header_hash, conn.conn_id)] = job
         while len(self.jobs) > JOBS_KEPT:
-            self.jobs.pop(next(iter(self.jobs)))
+            old = self.jobs.pop(next(iter(self.jobs)))
+            self.by_header.pop((old.notify.header_hash, old.conn.conn_id), None)
         return job
 
     def get(self, proxy_id: str) -> EthJob | None:
         """The job a rig names, or None (unknown or forgotten)."""
         return self.jobs.get(proxy_id)
+
+
+def _fresh(rig: EthRigSession | None, job: EthJob | None) -> tuple[int, str] | None:
+    """Why a share for ``job`` cannot be forwarded (unknown, stale), or None."""
+    if job is None:
+        return errors.JOB_NOT_FOUND, "job not found"
+    conn = job.conn
+    if job.stale or not conn.alive or (rig is not None and not rig.may_submit_to(conn)):
+        return errors.JOB_NOT_FOUND, "stale: job no longer current"
+    return None
+
+
+def _first(job: EthJob, pool_nonce: bytes) -> tuple[int, str] | bytes:
+    """The nonce to forward, the first time it is seen for this job."""
+    if pool_nonce in job.seen:
+        return errors.DUPLICATE, "duplicate share"
+    job.seen.add(pool_nonce)
+    return pool_nonce
 
 
 def check_share(rig: EthRigSession, job: EthJob | None, nonce: bytes) -> tuple[int, str] | bytes:
@@ -77,12 +105,11 @@ def check_share(rig: EthRigSession, job: EthJob | None, nonce: bytes) -> tuple[i
 
     A rig sends the nonce without its extranonce (the spec) or, like some miners, all 8
     bytes; the extranonce it mined under is the job's pool extranonce + the rig's prefix."""
-    if job is None:
-        return errors.JOB_NOT_FOUND, "job not found"
-    conn = job.conn
-    if job.stale or not conn.alive or not rig.may_submit_to(conn):
-        return errors.JOB_NOT_FOUND, "stale: job no longer current"
-    expected = conn.extranonce + rig.prefix
+    refused = _fresh(rig, job)
+    if refused is not None:
+        return refused
+    assert job is not None
+    expected = job.conn.extranonce + rig.prefix
     if len(nonce) == ethstratum.NONCE_SIZE:
         if nonce[:len(expected)] != expected:
             return errors.OTHER, "nonce does not carry the rig's extranonce"
@@ -90,8 +117,14 @@ def check_share(rig: EthRigSession, job: EthJob | None, nonce: bytes) -> tuple[i
     elif len(nonce) != ethstratum.NONCE_SIZE - len(expected):
         return errors.INVALID_PARAMS, (f"nonce has {len(nonce)} bytes, expected "
                                        f"{ethstratum.NONCE_SIZE - len(expected)}")
-    pool_nonce = rig.prefix + nonce
-    if pool_nonce in job.seen:
-        return errors.DUPLICATE, "duplicate share"
-    job.seen.add(pool_nonce)
-    return pool_nonce
+    return _first(job, rig.prefix + nonce)
+
+
+def check_work(rig: EthRigSession, job: EthJob | None, nonce: bytes) -> tuple[int, str] | bytes:
+    """A getwork share: known work from the rig's (recent) connection, not stale, not a
+    duplicate; the nonce (the whole 8 bytes, the rig's own choice) to forward, or why not."""
+    refused = _fresh(rig, job)
+    if refused is not None:
+        return refused
+    assert job is not None
+    return _first(job, nonce)

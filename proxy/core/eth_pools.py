@@ -42,7 +42,7 @@ class EthUpstreams:
     def dial(self, pool: PoolState, now: float) -> EthPoolConnection:
         """A new connection to ``pool``; the glue reports back through the core."""
         host, port = pool.endpoint
-        conn = EthPoolConnection(self._next_conn_id, pool, host, port, self.core.settings.max_line_bytes)
+        conn = self.core.CONNECTION(self._next_conn_id, pool, host, port, self.core.settings.max_line_bytes)
         self._next_conn_id += 1
         conn.watch = self.core.silence.watch  # type: ignore[assignment]
         pool.connections[conn.conn_id] = conn

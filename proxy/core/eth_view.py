@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ..stratum import ethstratum
 from .hashprice import HashpriceMeter
 from .stats import LATENCY_BUCKETS
 from .view import latency_figures, mask_url
@@ -80,7 +79,7 @@ class EthView:
         return {
             "name": pool.name,
             "listener": self._core.listener,
-            "protocol": ethstratum.PROTOCOL,
+            "protocol": self._core.PROTOCOL,
             "url": mask_url(pool.config.url),
             "user": pool.config.user,
             "state": pool.health.state.value,
@@ -117,7 +116,7 @@ class EthView:
 
     def summary(self, now: float) -> dict[str, Any]:
         """The listener at a glance: its rigs, active pools, counters and pools."""
-        return {"name": self._core.listener, "protocol": ethstratum.PROTOCOL, "rigs": self.rig_count(),
+        return {"name": self._core.listener, "protocol": self._core.PROTOCOL, "rigs": self.rig_count(),
                 "active_pools": self.active_pools(), "in_flight_shares": self.in_flight_shares(),
                 "counters": self.totals(), "pools": self.pools(now)}
 

@@ -12,6 +12,7 @@ from typing import Any
 from ..config import Config, parse_address
 from ..core.eth_core import EthCore
 from ..core.eth_view import EthView
+from ..core.ethproxy_core import EthProxyCore
 from ..core.events import EventLog
 from ..listeners import Listener, for_listener
 from .client import Dialer
@@ -25,7 +26,8 @@ DRAIN_POLL_S = 0.01
 
 
 class EthListenerService:
-    """One ``[[listeners]]`` entry (or the main listener) speaking EthereumStratum/1.0.0."""
+    """One ``[[listeners]]`` entry (or the main listener) for GPU rigs: EthereumStratum/1.0.0
+    (``EthCore``) or the getwork dialect (``EthProxyCore``)."""
 
     def __init__(self, listener: Listener, config: Config, events: EventLog, resolver: Any = None) -> None:
         self.listener = listener
@@ -50,8 +52,9 @@ class EthListenerService:
         settings = self.config.proxy
         self.dialer = Dialer(loop, settings.connect_timeout_s, self.resolver)
         now = time.monotonic()
-        self.core = core = EthCore(self.config, self.dialer, now, listener=self.name,
-                                   wall_offset=time.time() - now, events=self.events)
+        kind = EthProxyCore if self.listener.protocol == "ethproxy" else EthCore
+        self.core = core = kind(self.config, self.dialer, now, listener=self.name,
+                                wall_offset=time.time() - now, events=self.events)
         self.view = EthView(core)
         self.dialer.core = core  # type: ignore[assignment]  # same entry points as ProxyCore
         self.ticker = Ticker(core.tick, f"eth listener {self.name}")
@@ -63,7 +66,7 @@ class EthListenerService:
                                                host, port, backlog=4096, reuse_address=True)
         self.port = self.server.sockets[0].getsockname()[1]
         self.ticker.start(now)
-        log.info("listening for GPU rigs (EthereumStratum/1.0.0) on %s:%d (listener %s)", host, self.port,
+        log.info("listening for GPU rigs (%s) on %s:%d (listener %s)", core.PROTOCOL, host, self.port,
                  self.name)
 
     def in_flight_shares(self) -> int:

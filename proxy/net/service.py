@@ -88,7 +88,7 @@ class ProxyService:
                                                    reuse_port=self.config.proxy.reuse_port or None)
             self.ports[sv1.name] = self.server.sockets[0].getsockname()[1]
         for listener in listeners:
-            if listener.protocol == "ethstratum":
+            if listener.protocol in ("ethstratum", "ethproxy"):
                 gpu = self.gpu[listener.name] = EthListenerService(listener, self.config, self.events,
                                                                    self.resolver)
                 await gpu.start()
@@ -141,7 +141,7 @@ class ProxyService:
         listeners = {x.name: x for x in resolve(new)}
         for name, gpu in self.gpu.items():
             listener = listeners.get(name)
-            if (listener is None or listener.protocol != "ethstratum"
+            if (listener is None or listener.protocol != gpu.listener.protocol
                     or listener.listen != gpu.listener.listen):
                 log.warning("listener %s: removed, moved or changed protocol: needs a restart", name)
                 continue

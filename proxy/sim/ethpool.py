@@ -49,6 +49,8 @@ class EthSimConn:
 class EthSimPool:
     """An asyncio EthereumStratum pool on loopback (see the module docstring)."""
 
+    PROOF_FAILED = "wrong extranonce (sim proof of work failed)"
+
     def __init__(self, name: str, *, extranonce_size: int = 2, job_interval: float = 2.0,
                  difficulty: float = 1.0) -> None:
         self.name = name
@@ -110,8 +112,9 @@ class EthSimPool:
         return self.accepted + sum(self.rejected.values())
 
     def wrong_extranonce(self) -> int:
-        """Shares whose nonce did not carry the extranonce this pool gave that connection."""
-        return self.rejected["wrong extranonce (sim proof of work failed)"]
+        """Shares that failed the sim's proof of work: a nonce without the extranonce this pool
+        gave that connection (or, in the getwork dialect, a nonce/header/mix changed)."""
+        return self.rejected[self.PROOF_FAILED]
 
     async def wait_until(self, predicate: Any, timeout: float, what: str) -> None:
         await wait_until(predicate, timeout, what=f"{self.name}: {what}")
@@ -219,7 +222,7 @@ class EthSimPool:
             return f"nonce has {len(nonce)} bytes, expected {8 - len(conn.extranonce)}"
         full = conn.extranonce + nonce
         if full[-TAG:] != sim_tag(header, full[:-TAG]):
-            return "wrong extranonce (sim proof of work failed)"
+            return self.PROOF_FAILED
         if (job_id, full) in self.seen:
             return "duplicate share"
         self.seen.add((job_id, full))

@@ -88,10 +88,7 @@ class EthSimRig:
             self.job = None
             self.abandoned += len(self.pending)  # only after client.reconnect: see _run's end
             self.pending.clear()
-            self._send("mining.subscribe", ["SimGPU/1.0", "EthereumStratum/1.0.0"], 1)
-            if self.takes_set_extranonce:
-                self._send("mining.extranonce.subscribe", [], 2)
-            self._send("mining.authorize", [self.worker, self.password], 3)
+            self._hello()
             submitter = asyncio.get_running_loop().create_task(self._submit_loop())
             asked = False
             try:
@@ -113,6 +110,13 @@ class EthSimRig:
                 self.disconnects += 1
                 await asyncio.sleep(0.2)
             self.changed.set()
+
+    def _hello(self) -> None:
+        """The handshake, pipelined as GPU miners send it."""
+        self._send("mining.subscribe", ["SimGPU/1.0", "EthereumStratum/1.0.0"], 1)
+        if self.takes_set_extranonce:
+            self._send("mining.extranonce.subscribe", [], 2)
+        self._send("mining.authorize", [self.worker, self.password], 3)
 
     def _handle(self, msg: dict[str, Any]) -> bool:
         """One line from the proxy; True when it asks the rig to reconnect."""
@@ -165,9 +169,11 @@ class EthSimRig:
 class EthRigFleet:
     """``count`` GPU rigs on one proxy port; the last ``refusers`` do not take set_extranonce."""
 
+    rig_type: type[EthSimRig] = EthSimRig
+
     def __init__(self, host: str, port: int, count: int, *, share_interval: float = 0.1,
                  refusers: int = 0, worker_prefix: str = "gpu", password: str = "x") -> None:
-        self.rigs = [EthSimRig(host, port, i, share_interval=share_interval,
+        self.rigs = [self.rig_type(host, port, i, share_interval=share_interval,
                                takes_set_extranonce=i < count - refusers, worker_prefix=worker_prefix,
                                password=password) for i in range(count)]
 

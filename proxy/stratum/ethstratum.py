@@ -37,6 +37,7 @@ class EthNotify(msgspec.Struct, frozen=True):
     seed_hash: str  # 64 hex digits, lower case, no 0x
     header_hash: str
     clean: bool
+    target: str = ""  # the getwork dialect's share target (64 hex digits); "" in EthereumStratum
 
 
 class EthSubmit(msgspec.Struct):

@@ -71,7 +71,14 @@ def test_asic_and_gpu_listeners_side_by_side():
             {},
             "listeners[0].protocol",
         ),
-        ([{"name": "a"}], [{**GPU, "protocol": "ethproxy"}], {}, "listeners[0].protocol"),
+        ([{"name": "a"}], [{**GPU, "protocol": "stratum2"}], {}, "listeners[0].protocol"),
+        # a getwork pool on an EthereumStratum listener: its rigs could never mine under it
+        (
+            [{"name": "a"}, {"name": "eth-a", "protocol": "ethproxy"}, {"name": "eth-b"}],
+            [GPU],
+            {},
+            "pools[1].protocol",
+        ),
     ],
 )
 def test_bad_listener_configs_name_the_field(pools, listeners, proxy, field):
