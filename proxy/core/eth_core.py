@@ -258,6 +258,9 @@ class EthCore(CoreBase):
         if names == self._active_names and not force and not orphans:
             return
         previous, self._active_names = self._active_names, names
+        if names != previous:
+            for pool in self.pools.values():
+                pool.split_work = 0.0
         if not group:
             if previous:
                 self.totals["pool_switches"] += 1

@@ -97,6 +97,7 @@ class EthUpstreams:
         if accepted:
             counters.accepted += 1
             counters.accepted_difficulty += pending.difficulty
+            pool.split_work += pending.difficulty  # delivered since the active group formed
             rig.accepted += 1
             rig.hashrate.add(pending.difficulty, now)
             core.totals["accepted"] += 1

@@ -76,6 +76,11 @@ class EthView:
         c = pool.counters
         ready = pool.ready_connections()
         first = ready[0] if ready else None
+        core = self._core
+        active_names = core.active_pools()
+        active = pool.name in active_names
+        group_weight = sum(core.pools[n].config.weight for n in active_names if n in core.pools)
+        delivered_total = sum(p.split_work for p in core.pools.values())
         return {
             "name": pool.name,
             "listener": self._core.listener,
@@ -90,7 +95,10 @@ class EthView:
             "enabled": pool.config.enabled,
             "draining": pool.draining,
             "standby": pool.config.standby,
-            "active": pool.name in self._core.active_pools(),
+            "active": active,
+            "goal_share": round(pool.config.weight / group_weight, 4) if active and group_weight else 0.0,
+            "delivered_share": round(pool.split_work / delivered_total, 4) if delivered_total else 0.0,
+            "narrow": "",
             "rigs": pool.rig_count(),
             "hashrate": sum(r.hashrate.rate(now) for r in pool.rigs()) * HASHES_PER_DIFFICULTY,
             "connections": pool.connection_count(),
@@ -107,6 +115,7 @@ class EthView:
             "lost_total": sum(c.lost.values()),
             "in_flight": pool.shares_in_flight(),
             "late_answers": c.late_answers,
+            "reject_ratio": round(pool.rejects.ratio, 4),
             **latency_figures(pool, now),
             "last_job_age_s": round(now - pool.last_job_at, 3) if pool.last_job_at else None,
             "suspect_after_s": round(pool.suspect_after, 3) if pool.suspect_after else None,

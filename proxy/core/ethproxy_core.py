@@ -33,6 +33,8 @@ class EthProxyCore(EthCore):
         return 1
 
     def _submit(self, rig: EthRigSession, msg: messages.Message, now: float) -> None:
+        if msg.method != "eth_submitWork":
+            raise StratumError(errors.METHOD_NOT_FOUND, "getwork port: use eth_submitWork")
         if rig.state is not EthRigState.ACTIVE:
             raise StratumError(errors.UNAUTHORIZED, "log in first (eth_submitLogin)")
         work = ethproxy.parse_submit(msg.params)
