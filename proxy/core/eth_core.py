@@ -340,13 +340,15 @@ class EthCore(CoreBase):
         self.deadline = float("inf")
         self._overdue(now)
         self.silence.check(now)
+        stale_at = self.upstreams.check_stale(now)
         self.upstreams.check_health(now)
         if self.hold_check_at is not None and now >= self.hold_check_at:
             self.hold_check_at = None
             self.reroute(now, "failback: hold-down over")
         self.upstreams.maintain(now)
         times = [now + IDLE_TICK_S]
-        for deadline in (self.silence.next_deadline(), self.hold_check_at, self.upstreams.next_dial()):
+        for deadline in (self.silence.next_deadline(), self.hold_check_at, self.upstreams.next_dial(),
+                         stale_at):
             if deadline is not None:
                 times.append(deadline)
         self.deadline = max(min(times), now)

@@ -119,6 +119,7 @@ class EthUpstreams:
         if kind is EthJobArrived:
             job = core.jobs.add(event.notify, conn)  # type: ignore[attr-defined]
             conn.current_job = job
+            conn.job_at = now
             if pool.last_job_at:
                 pool.job_intervals.append(now - pool.last_job_at)
             pool.last_job_at = now
@@ -167,6 +168,22 @@ class EthUpstreams:
         for pool in list(core.pools.values()):
             if not core.end_degradation(pool, now):
                 core.check_soft_health(pool, now)
+
+    def check_stale(self, now: float) -> float | None:
+        """Fail a pool whose ready connection sent no new job for ``max_job_age_s``; returns
+        when the next one could go stale."""
+        max_age = self.core.settings.max_job_age_s
+        soonest: float | None = None
+        for pool in list(self.core.pools.values()):
+            for conn in list(pool.connections.values()):
+                if not conn.ready:
+                    continue
+                if now - conn.job_at > max_age:
+                    self.fail(conn, f"stale: no new job for {max_age:g}s", now)
+                    break
+                due = conn.job_at + max_age
+                soonest = due if soonest is None else min(soonest, due)
+        return soonest
 
     # ------------------------------------------------------------------ closing
 

@@ -91,7 +91,7 @@ class EthPoolConnection:
     __slots__ = ("conn_id", "pool", "host", "port", "state", "send", "framer", "extranonce",
                  "difficulty", "jobs", "current_job", "rigs", "prefixes", "pending",
                  "next_id", "subscribed", "authorized", "connected_at", "last_rx", "watch",
-                 "close_reason")
+                 "close_reason", "job_at")
 
     def __init__(self, conn_id: int, pool: PoolState, host: str, port: int, max_line: int) -> None:
         self.conn_id = conn_id
@@ -115,6 +115,7 @@ class EthPoolConnection:
         self.last_rx = 0.0
         self.watch: Callable[[float, EthPoolConnection, int], None] = lambda *a: None
         self.close_reason = ""
+        self.job_at = 0.0  # when its latest job arrived (a pool that stops sending them is stale)
 
     @property
     def alive(self) -> bool:

@@ -215,3 +215,17 @@ def test_hostile_gpu_rigs_cost_only_themselves():
         flood.request("client.get_version", [])
     assert core.totals["rate_limited"] > 0 and not flood.closed
     assert len(core.rigs) == 2 and core.pools["primary"].counters.forwarded == 0
+
+
+def test_a_pool_that_stops_sending_jobs_is_stale_and_left():
+    core, io, clock = make_eth_core(max_job_age_s=150.0)
+    primary = up(core, io, clock, 0, "a1b2")
+    backup = up(core, io, clock, 1, "c3d4")
+    rig = gpu_rig(core, clock)
+    core.tick(clock.advance(100.0))
+    backup.feed({"id": None, "method": "mining.notify", "params": ["j9", SEED, HEADER, True]})
+    assert core.tick(clock.advance(10.0)) <= clock.now + 40.0  # the primary's job turns 150 s old then
+    core.tick(clock.advance(41.0))
+    assert core.pools["primary"].health.reason == "stale: no new job for 150s"
+    assert core.active_pools() == ["backup"] and rig.notifications("mining.set_extranonce")
+    assert primary.conn in io.closed
