@@ -229,3 +229,19 @@ def test_a_pool_that_stops_sending_jobs_is_stale_and_left():
     assert core.pools["primary"].health.reason == "stale: no new job for 150s"
     assert core.active_pools() == ["backup"] and rig.notifications("mining.set_extranonce")
     assert primary.conn in io.closed
+
+
+def test_weights_split_gpu_rigs_and_a_drain_moves_them_without_a_reconnect():
+    cfg = load_dict({"proxy": {"protocol": "ethstratum"}, "pools": [
+        {"name": "a", "url": "stratum+tcp://127.0.0.1:1", "user": "u", "weight": 3.0},
+        {"name": "b", "url": "stratum+tcp://127.0.0.1:2", "user": "u", "weight": 1.0}]})
+    io, clock = FakeIO(), Clock()
+    core = EthCore(cfg, io, clock.now)
+    up(core, io, clock, 0, "a1b2")
+    up(core, io, clock, 1, "c3d4")
+    rigs = [gpu_rig(core, clock) for _ in range(8)]
+    assert {n: core.pools[n].rig_count() for n in "ab"} == {"a": 6, "b": 2}
+    core.operator.drain("a", clock.advance(1.0))
+    assert core.pools["b"].rig_count() == 8
+    assert sum(len(r.notifications("mining.set_extranonce")) for r in rigs) == 6
+    assert not any(r.notifications("client.reconnect") for r in rigs)
