@@ -26,9 +26,9 @@ class ConfigError(ValueError):
 class ProxySection(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     listen: str = "127.0.0.1:3333"
     # the rig protocol of the main listener: "sv1" (ASICs), "ethstratum" (GPU rigs,
-    # EthereumStratum/1.0.0) or "ethproxy" (GPU rigs, the getwork dialect); more listeners
-    # as [[listeners]] (proxy/listeners.py)
-    protocol: Literal["sv1", "ethstratum", "ethproxy"] = "sv1"
+    # EthereumStratum/1.0.0), "ethproxy" (GPU rigs, the getwork dialect) or "eth" (either,
+    # by the rig's first request); more listeners as [[listeners]] (proxy/listeners.py)
+    protocol: Literal["sv1", "ethstratum", "ethproxy", "eth"] = "sv1"
     # this process's name in /api/v1/status, /metrics labels and the farm control plane
     instance: str = "proxy"
     # several instances on one machine share proxy.listen (SO_REUSEPORT, one per core): the
@@ -198,7 +198,7 @@ class ListenerConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
     name: str
     listen: str
-    protocol: Literal["sv1", "ethstratum", "ethproxy"]
+    protocol: Literal["sv1", "ethstratum", "ethproxy", "eth"]
     pools: list[str]
 
 

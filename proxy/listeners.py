@@ -18,6 +18,8 @@ import msgspec
 from .config import Config, ConfigError, PoolConfig, parse_address
 
 MAIN = "main"
+BOTH = "eth"  # a GPU port for both dialects, picked by each rig's first request
+GETWORK_SUFFIX = ".getwork"  # the getwork half of an "eth" listener, as the API shows it
 
 
 @dataclass(slots=True)
@@ -62,8 +64,12 @@ def validate_listeners(config: Config) -> None:
             claimed[name] = where
     for listener in resolve(config):
         for pool in listener.pools:
-            if pool.protocol and pool.protocol != listener.protocol:
-                k = index[pool.name]
+            k = index[pool.name]
+            if listener.protocol == BOTH and pool.protocol not in ("ethstratum", "ethproxy"):
+                raise ConfigError(f"pools[{k}].protocol: listener {listener.name!r} ({listener.where} = "
+                                  f'"eth") serves both GPU dialects, so its pools say theirs: '
+                                  f'"ethstratum" or "ethproxy"')
+            if listener.protocol != BOTH and pool.protocol and pool.protocol != listener.protocol:
                 raise ConfigError(f"pools[{k}].protocol: pool {pool.name!r} speaks {pool.protocol}, but "
                                   f"its listener {listener.name!r} ({listener.where}) speaks "
                                   f"{listener.protocol}")
@@ -88,6 +94,19 @@ def resolve(config: Config) -> list[Listener]:
         out.append(Listener(entry.name, entry.listen, entry.protocol,
                             [by_name[n] for n in entry.pools if n in by_name], f"listeners[{i}].protocol"))
     return out
+
+
+def split_dialects(listener: Listener) -> list[Listener]:
+    """An "eth" listener as its two halves (each with the pools of its dialect, if any): the
+    EthereumStratum one keeps the name, the getwork one gets ``GETWORK_SUFFIX``."""
+    if listener.protocol != BOTH:
+        return [listener]
+    halves = []
+    for protocol, suffix in (("ethstratum", ""), ("ethproxy", GETWORK_SUFFIX)):
+        pools = [p for p in listener.pools if p.protocol == protocol]
+        if pools:
+            halves.append(Listener(listener.name + suffix, listener.listen, protocol, pools, listener.where))
+    return halves
 
 
 def for_listener(config: Config, listener: Listener) -> Config:

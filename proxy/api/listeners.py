@@ -35,14 +35,14 @@ async def get_listeners(request: web.Request) -> web.Response:
     view = svc.view
     gpu = getattr(svc, "gpu", {})
     for name, port in getattr(svc, "ports", {}).items():
-        if name in gpu and gpu[name].view is not None:
-            summary = gpu[name].view.summary(now)
-            out.append({**summary, "port": port,
-                        "pools": [p["name"] for p in summary["pools"]]})
-        elif view is not None:
+        if name not in gpu and view is not None:  # the SV1 port
             out.append({"name": name, "protocol": "sv1", "port": port, "rigs": view.rig_count(),
                         "active_pools": view.active_pools(),
                         "pools": [p["name"] for p in view.pools(now)]})
+    for g in gpu.values():  # each GPU core (both halves of an "eth" port share its port)
+        if g.view is not None:
+            summary = g.view.summary(now)
+            out.append({**summary, "port": g.port, "pools": [p["name"] for p in summary["pools"]]})
     return json_response({"listeners": out})
 
 

@@ -10,11 +10,12 @@ import time
 from typing import Any
 
 from ..config import Config, parse_address
+from ..core.dialects import DialectRouter
 from ..core.eth_core import EthCore
 from ..core.eth_view import EthView
 from ..core.ethproxy_core import EthProxyCore
 from ..core.events import EventLog
-from ..listeners import Listener, for_listener
+from ..listeners import Listener, for_listener, split_dialects
 from .client import Dialer
 from .proxyproto import ProxyProtocolPolicy
 from .server import RigProtocol
@@ -29,8 +30,10 @@ class EthListenerService:
     """One ``[[listeners]]`` entry (or the main listener) for GPU rigs: EthereumStratum/1.0.0
     (``EthCore``) or the getwork dialect (``EthProxyCore``)."""
 
-    def __init__(self, listener: Listener, config: Config, events: EventLog, resolver: Any = None) -> None:
+    def __init__(self, listener: Listener, config: Config, events: EventLog, resolver: Any = None,
+                 serve: bool = True) -> None:
         self.listener = listener
+        self.serve = serve  # False: half of an "eth" listener, whose port ``start_dual`` opens
         self.config = for_listener(config, listener)
         self.events = events
         self.resolver = resolver
@@ -59,15 +62,10 @@ class EthListenerService:
         self.dialer.core = core  # type: ignore[assignment]  # same entry points as ProxyCore
         self.ticker = Ticker(core.tick, f"eth listener {self.name}")
         self.dialer.on_wake = self.ticker.wake
-        policy = (None if settings.proxy_protocol == "off" else
-                  ProxyProtocolPolicy(int(settings.proxy_protocol[1]), settings.trusted_proxies))
-        host, port = parse_address(self.listener.listen, self.listener.where.replace("protocol", "listen"))
-        self.server = await loop.create_server(lambda: RigProtocol(core, loop, policy),  # type: ignore[arg-type]
-                                               host, port, backlog=4096, reuse_address=True)
-        self.port = self.server.sockets[0].getsockname()[1]
+        if self.serve:
+            self.server, self.port = await open_port(self.listener, settings, core)
         self.ticker.start(now)
-        log.info("listening for GPU rigs (%s) on %s:%d (listener %s)", core.PROTOCOL, host, self.port,
-                 self.name)
+        log.info("GPU rigs (%s) on %s, listener %s", core.PROTOCOL, self.listener.listen, self.name)
 
     def in_flight_shares(self) -> int:
         """Shares forwarded and not answered yet."""
@@ -95,3 +93,32 @@ class EthListenerService:
                 await asyncio.wait_for(self.server.wait_closed(), 2.0)
             except TimeoutError:
                 pass
+
+
+async def open_port(listener: Listener, settings: Any, core: Any) -> tuple[asyncio.Server, int]:
+    """The listener's rig port, each connection fed to ``core`` (a core, or a DialectRouter)."""
+    loop = asyncio.get_running_loop()
+    policy = (None if settings.proxy_protocol == "off" else
+              ProxyProtocolPolicy(int(settings.proxy_protocol[1]), settings.trusted_proxies))
+    host, port = parse_address(listener.listen, listener.where.replace("protocol", "listen"))
+    server = await loop.create_server(lambda: RigProtocol(core, loop, policy),  # type: ignore[arg-type]
+                                      host, port, backlog=4096, reuse_address=True)
+    return server, server.sockets[0].getsockname()[1]
+
+
+async def start_dual(listener: Listener, config: Config, events: EventLog,
+                     resolver: Any = None) -> tuple[list[EthListenerService], int]:
+    """An "eth" listener: a core per dialect (the halves, each on its own pools) behind one
+    port, where each rig's first request picks its core (``core.dialects.DialectRouter``)."""
+    halves = [EthListenerService(half, config, events, resolver, serve=False)
+              for half in split_dialects(listener)]
+    for half in halves:
+        await half.start()
+    cores = {half.listener.protocol: half.core for half in halves}
+    router = DialectRouter(cores.get("ethstratum"), cores.get("ethproxy"), config.proxy.max_line_bytes)
+    server, port = await open_port(listener, config.proxy, router)
+    halves[0].server = server  # closed by its stop()
+    for half in halves:
+        half.port = port
+    log.info("GPU rigs of either dialect on %s:%d (listener %s)", listener.listen, port, listener.name)
+    return halves, port

@@ -14,9 +14,9 @@ from ..config import Config, ConfigError, load, parse_address
 from ..core.coordinator import ProxyCore
 from ..core.events import EventLog
 from ..core.view import CoreView
-from ..listeners import for_listener, resolve
+from ..listeners import for_listener, resolve, split_dialects
 from .client import Dialer
-from .eth_service import EthListenerService
+from .eth_service import EthListenerService, start_dual
 from .proxyproto import ProxyProtocolPolicy
 from .server import RigProtocol
 from .ticker import Ticker
@@ -93,6 +93,10 @@ class ProxyService:
                                                                    self.resolver)
                 await gpu.start()
                 self.ports[listener.name] = gpu.port
+            elif listener.protocol == "eth":  # both GPU dialects on one port
+                halves, self.ports[listener.name] = await start_dual(listener, self.config, self.events,
+                                                                     self.resolver)
+                self.gpu.update((half.name, half) for half in halves)
         self.port = self.ports[listeners[0].name]
         self.ticker.start(now)
         if self.with_api:
@@ -138,7 +142,7 @@ class ProxyService:
     def _reload_gpu(self, new: Config, result: dict[str, list[str]]) -> None:
         """Each GPU listener takes its pools' changes (added, removed, changed pools); a new or
         removed listener, or another address, needs a restart."""
-        listeners = {x.name: x for x in resolve(new)}
+        listeners = {half.name: half for x in resolve(new) for half in split_dialects(x)}
         for name, gpu in self.gpu.items():
             listener = listeners.get(name)
             if (listener is None or listener.protocol != gpu.listener.protocol

@@ -72,3 +72,37 @@ def test_getwork_rigs_mine_through_the_proxy_and_move_by_new_work_alone():
     assert rig.received[-1]["result"][0] == "0x" + "bb" * 32  # the backup's work, pushed
     assert not rig.notifications("client.reconnect") and not rig.notifications("mining.set_extranonce")
     assert not rig.closed and core.active_pools() == ["backup"]
+
+
+def test_the_first_request_picks_the_dialect_on_a_port_for_both():
+    from proxy.core.dialects import DialectRouter
+    from proxy.core.eth_core import EthCore
+
+    getwork, io, clock = make_core()
+    cfg = load_dict(
+        {
+            "proxy": {"protocol": "ethstratum"},
+            "pools": [{"name": "es", "url": "stratum+tcp://127.0.0.1:3", "user": "u"}],
+        }
+    )
+    stratum = EthCore(cfg, FakeIO(), clock.now)
+    router = DialectRouter(stratum, getwork, max_line=1024)
+    out: list[bytes] = []
+    a = router.rig_connected("10.0.0.1:1", out.append, lambda: None, clock.now)
+    router.rig_data(a, b'{"id": 1, "method": "eth_submit', clock.now)  # half a line: held
+    assert a.session is None and not getwork.rigs
+    router.rig_data(a, b'Login", "params": ["0xw"]}\n', clock.now)
+    assert a.core is getwork and len(getwork.rigs) == 1 and b'"result":true' in out[-1]
+    b = router.rig_connected("10.0.0.1:2", out.append, lambda: None, clock.now)
+    router.rig_data(
+        b, b'{"id": 1, "method": "mining.subscribe", "params": ["x", "EthereumStratum/1.0.0"]}\n', clock.now
+    )
+    assert b.core is stratum and len(stratum.rigs) == 1
+    closed: list[bool] = []
+    c = router.rig_connected("10.0.0.1:3", out.append, lambda: closed.append(True), clock.now)
+    router.rig_data(c, b"not json\n", clock.now)  # garbage goes to a core, which closes it
+    assert closed == [True]
+    router.rig_closed(a, clock.now)
+    router.rig_closed(b, clock.now)
+    assert not getwork.rigs and not stratum.rigs
+    assert router.counts == {"ethproxy": 1, "ethstratum": 2}

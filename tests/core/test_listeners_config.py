@@ -72,6 +72,13 @@ def test_asic_and_gpu_listeners_side_by_side():
             "listeners[0].protocol",
         ),
         ([{"name": "a"}], [{**GPU, "protocol": "stratum2"}], {}, "listeners[0].protocol"),
+        # a port for both GPU dialects: its pools must say which they speak
+        (
+            [{"name": "a"}, {"name": "eth-a", "protocol": "ethproxy"}, {"name": "eth-b"}],
+            [{**GPU, "protocol": "eth"}],
+            {},
+            "pools[2].protocol",
+        ),
         # a getwork pool on an EthereumStratum listener: its rigs could never mine under it
         (
             [{"name": "a"}, {"name": "eth-a", "protocol": "ethproxy"}, {"name": "eth-b"}],

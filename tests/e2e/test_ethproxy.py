@@ -100,3 +100,72 @@ async def test_getwork_rigs_fail_over_and_back_beside_an_ethereumstratum_listene
             [svc] if svc else [],
             [*getwork.values(), *stratum.values()],
         )
+
+
+async def test_one_port_serves_both_dialects_each_failing_over_among_its_own_pools():
+    getwork = {n: EthProxySimPool(n, job_interval=1.0) for n in ("gw-primary", "gw-backup")}
+    stratum = {n: EthSimPool(n, job_interval=1.0) for n in ("es-primary", "es-backup")}
+    svc = gw_fleet = es_fleet = None
+    try:
+        for pool in (*getwork.values(), *stratum.values()):
+            await pool.start()
+        pools = [_entry(n, p, i, "ethproxy") for i, (n, p) in enumerate(getwork.items())]
+        pools += [_entry(n, p, i, "ethstratum") for i, (n, p) in enumerate(stratum.items())]
+        cfg = load_dict(
+            {
+                "proxy": {"listen": "127.0.0.1:0", "failback_hold_s": 60.0},
+                "api": {"enabled": False},
+                "pools": [{"name": "asic", "url": "stratum+tcp://127.0.0.1:9", "user": "farm"}, *pools],
+                "listeners": [
+                    {"name": "gpu", "listen": "127.0.0.1:0", "protocol": "eth", "pools": [*getwork, *stratum]}
+                ],
+            }
+        )
+        svc = ProxyService(cfg)
+        await svc.start()
+        assert sorted(svc.gpu) == ["gpu", "gpu.getwork"]
+        port = svc.ports["gpu"]  # one port, both dialects
+        gw_fleet = EthProxyRigFleet("127.0.0.1", port, 6, share_interval=0.05)
+        es_fleet = EthRigFleet("127.0.0.1", port, 6, share_interval=0.05)
+        await gw_fleet.start()
+        await es_fleet.start()
+        await wait_until(
+            lambda: gw_fleet.on_pool(getwork["gw-primary"].header_prefix()) == 6, 10, what="getwork"
+        )
+        await wait_until(
+            lambda: es_fleet.on_pool(stratum["es-primary"].header_prefix()) == 6, 10, what="stratum"
+        )
+        await wait_until(
+            lambda: getwork["gw-primary"].accepted >= 20 and stratum["es-primary"].accepted >= 20,
+            10,
+            what="shares at both primaries",
+        )
+        stratum["es-primary"].reset_all()  # only the EthereumStratum rigs move
+        await wait_until(
+            lambda: es_fleet.on_pool(stratum["es-backup"].header_prefix()) == 6, 10, what="es moved"
+        )
+        assert gw_fleet.on_pool(getwork["gw-primary"].header_prefix()) == 6
+        getwork["gw-primary"].reset_all()  # now the getwork rigs move
+        await wait_until(
+            lambda: gw_fleet.on_pool(getwork["gw-backup"].header_prefix()) == 6, 10, what="gw moved"
+        )
+        assert es_fleet.on_pool(stratum["es-backup"].header_prefix()) == 6
+        await wait_until(
+            lambda: getwork["gw-backup"].accepted >= 20 and stratum["es-backup"].accepted >= 20,
+            10,
+            what="shares at both backups",
+        )
+        await gw_fleet.drain(10)
+        await es_fleet.drain(10)
+        for fleet in (gw_fleet, es_fleet):
+            assert fleet.total("disconnects") == 0 and fleet.pending == 0 and fleet.total("reconnects") == 0
+        for pool in (*getwork.values(), *stratum.values()):
+            assert pool.accepted > 0 and pool.wrong_extranonce() == 0, pool.name
+        views = {name: g.view for name, g in svc.gpu.items()}
+        assert views["gpu"].rig_count() == 6 and views["gpu.getwork"].rig_count() == 6  # type: ignore[union-attr]
+    finally:
+        await stop_all(
+            [f for f in (gw_fleet, es_fleet) if f],
+            [svc] if svc else [],
+            [*getwork.values(), *stratum.values()],
+        )
