@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from .hashprice import HashpriceMeter
 from .stats import LATENCY_BUCKETS
-from .view import latency_figures, mask_url
+from .view import latency_figures, pool_standing
 
 # NiceHash's EthereumStratum difficulty 1 is about 2^32 hashes per share
 HASHES_PER_DIFFICULTY = 2.0**32
@@ -76,28 +76,10 @@ class EthView:
         c = pool.counters
         ready = pool.ready_connections()
         first = ready[0] if ready else None
-        core = self._core
-        active_names = core.active_pools()
-        active = pool.name in active_names
-        group_weight = sum(core.pools[n].config.weight for n in active_names if n in core.pools)
-        delivered_total = sum(p.split_work for p in core.pools.values())
         return {
-            "name": pool.name,
+            **pool_standing(self._core, pool),
             "listener": self._core.listener,
             "protocol": self._core.PROTOCOL,
-            "url": mask_url(pool.config.url),
-            "user": pool.config.user,
-            "state": pool.health.state.value,
-            "reason": pool.health.reason,
-            "last_error": pool.last_error,
-            "priority": pool.config.priority,
-            "weight": pool.config.weight,
-            "enabled": pool.config.enabled,
-            "draining": pool.draining,
-            "standby": pool.config.standby,
-            "active": active,
-            "goal_share": round(pool.config.weight / group_weight, 4) if active and group_weight else 0.0,
-            "delivered_share": round(pool.split_work / delivered_total, 4) if delivered_total else 0.0,
             "narrow": "",
             "rigs": pool.rig_count(),
             "hashrate": sum(r.hashrate.rate(now) for r in pool.rigs()) * HASHES_PER_DIFFICULTY,

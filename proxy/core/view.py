@@ -96,6 +96,32 @@ def rig_view(rig: RigSession, now: float) -> dict[str, Any]:
     }
 
 
+def pool_standing(core: Any, pool: PoolState) -> dict[str, Any]:
+    """A pool's identity, settings, health and place in the active group, for its view
+    (any core: the SV1 one or a GPU listener's)."""
+    active_names = core.active_pools()
+    active = pool.name in active_names
+    group_weight = sum(core.pools[n].config.weight for n in active_names if n in core.pools)
+    delivered_total = sum(p.split_work for p in core.pools.values())
+    return {
+        "name": pool.name,
+        "url": mask_url(pool.config.url),
+        "user": pool.config.user,
+        "state": pool.health.state.value,
+        "reason": pool.health.reason,
+        "last_error": pool.last_error,
+        "priority": pool.config.priority,
+        "weight": pool.config.weight,
+        "enabled": pool.config.enabled,
+        "draining": pool.draining,
+        "standby": pool.config.standby,
+        "active": active,
+        "goal_share": round(pool.config.weight / group_weight, 4) if active and group_weight else 0.0,
+        # share of the work (accepted difficulty) delivered since the active group formed
+        "delivered_share": round(pool.split_work / delivered_total, 4) if delivered_total else 0.0,
+    }
+
+
 def latency_figures(pool: PoolState, now: float) -> dict[str, Any]:
     """A pool's share latency over the health window and since start (ms), for its view."""
     window = pool.latency.window(now)
@@ -168,32 +194,14 @@ class CoreView:
     def _pool_view(self, pool: PoolState, now: float) -> dict[str, Any]:
         core = self._core
         c = pool.counters
-        active_names = core.active_pools()
-        active = pool.name in active_names
         if len(core.rigs) <= EXACT_UP_TO:
             hashrate = sum(r.hashrate.rate(now) for r in pool.rigs())
         else:  # a large farm: the tick's last pass over the rigs (see rigstats)
             hashrate = core.rig_totals.per_pool.get(pool.name, 0.0)
         ready = pool.ready_connections()
         first = ready[0] if ready else None
-        group_weight = sum(core.pools[n].config.weight for n in active_names if n in core.pools)
-        delivered_total = sum(p.split_work for p in core.pools.values())
         return {
-            "name": pool.name,
-            "url": mask_url(pool.config.url),
-            "user": pool.config.user,
-            "state": pool.health.state.value,
-            "reason": pool.health.reason,
-            "last_error": pool.last_error,
-            "priority": pool.config.priority,
-            "weight": pool.config.weight,
-            "enabled": pool.config.enabled,
-            "draining": pool.draining,
-            "standby": pool.config.standby,
-            "active": active,
-            "goal_share": round(pool.config.weight / group_weight, 4) if active and group_weight else 0.0,
-            # share of the work (accepted difficulty) delivered since the active group formed
-            "delivered_share": round(pool.split_work / delivered_total, 4) if delivered_total else 0.0,
+            **pool_standing(core, pool),
             "rigs": pool.rig_count(),
             "hashrate": hashrate,
             "connections": pool.connection_count(),
