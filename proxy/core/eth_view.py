@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from .hashprice import HashpriceMeter
 from .stats import LATENCY_BUCKETS
-from .view import latency_figures, pool_standing
+from .view import pool_standing, share_figures
 
 # NiceHash's EthereumStratum difficulty 1 is about 2^32 hashes per share
 HASHES_PER_DIFFICULTY = 2.0**32
@@ -73,7 +73,6 @@ class EthView:
         return [self._pool_view(p, now) for p in ordered]
 
     def _pool_view(self, pool: PoolState, now: float) -> dict[str, Any]:
-        c = pool.counters
         ready = pool.ready_connections()
         first = ready[0] if ready else None
         return {
@@ -87,20 +86,7 @@ class EthView:
             "connections_ready": len(ready),
             "extranonce": first.extranonce.hex() if first else None,  # type: ignore[attr-defined]
             "difficulty": first.difficulty if first else None,
-            "forwarded": c.forwarded,
-            "accepted": c.accepted,
-            "accepted_difficulty": c.accepted_difficulty,
-            "rejected": dict(c.rejected),
-            "rejected_total": sum(c.rejected.values()),
-            "timeouts": c.timeouts,
-            "lost": dict(c.lost),
-            "lost_total": sum(c.lost.values()),
-            "in_flight": pool.shares_in_flight(),
-            "late_answers": c.late_answers,
-            "reject_ratio": round(pool.rejects.ratio, 4),
-            **latency_figures(pool, now),
-            "last_job_age_s": round(now - pool.last_job_at, 3) if pool.last_job_at else None,
-            "suspect_after_s": round(pool.suspect_after, 3) if pool.suspect_after else None,
+            **share_figures(pool, now),
             # Ethash jobs carry no block value: no hashprice here (the fields stay, empty)
             "hashprice": {**HashpriceMeter().view(now, 0.0), "reason": "Ethash jobs carry no block value"},
         }

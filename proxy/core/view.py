@@ -122,6 +122,30 @@ def pool_standing(core: Any, pool: PoolState) -> dict[str, Any]:
     }
 
 
+def share_figures(pool: PoolState, now: float) -> dict[str, Any]:
+    """A pool's share ledger, latency, job age and silence bound, for its view."""
+    c = pool.counters
+    return {
+        "forwarded": c.forwarded,
+        "accepted": c.accepted,
+        "accepted_difficulty": c.accepted_difficulty,
+        "rejected": dict(c.rejected),
+        "rejected_total": sum(c.rejected.values()),
+        "timeouts": c.timeouts,
+        "lost": dict(c.lost),
+        "lost_total": sum(c.lost.values()),
+        "in_flight": pool.shares_in_flight(),
+        # answers to ids with nothing pending (duplicates, wrong or unknown ids, after a timeout)
+        "late_answers": c.late_answers,
+        "reject_ratio": round(pool.rejects.ratio, 4),
+        "stale_ratio": round(c.rejected.get("stale", 0) / c.forwarded, 4) if c.forwarded else 0.0,
+        **latency_figures(pool, now),
+        "last_job_age_s": round(now - pool.last_job_at, 3) if pool.last_job_at else None,
+        # silence: a request waiting longer than this makes the pool suspect, and why
+        "suspect_after_s": round(pool.suspect_after, 3) if pool.suspect_after else None,
+    }
+
+
 def latency_figures(pool: PoolState, now: float) -> dict[str, Any]:
     """A pool's share latency over the health window and since start (ms), for its view."""
     window = pool.latency.window(now)
@@ -193,7 +217,6 @@ class CoreView:
 
     def _pool_view(self, pool: PoolState, now: float) -> dict[str, Any]:
         core = self._core
-        c = pool.counters
         if len(core.rigs) <= EXACT_UP_TO:
             hashrate = sum(r.hashrate.rate(now) for r in pool.rigs())
         else:  # a large farm: the tick's last pass over the rigs (see rigstats)
@@ -211,23 +234,7 @@ class CoreView:
             "version_mask": (f"{first.version_mask:08x}" if first and first.version_mask is not None
                              else None),
             "narrow": pool.narrow,
-            "forwarded": c.forwarded,
-            "accepted": c.accepted,
-            "accepted_difficulty": c.accepted_difficulty,
-            "rejected": dict(c.rejected),
-            "rejected_total": sum(c.rejected.values()),
-            "timeouts": c.timeouts,
-            "lost": dict(c.lost),
-            "lost_total": sum(c.lost.values()),
-            "in_flight": pool.shares_in_flight(),
-            # answers to ids with nothing pending (duplicates, wrong or unknown ids, after a timeout)
-            "late_answers": c.late_answers,
-            "reject_ratio": round(pool.rejects.ratio, 4),
-            "stale_ratio": round(c.rejected.get("stale", 0) / c.forwarded, 4) if c.forwarded else 0.0,
-            **latency_figures(pool, now),
-            "last_job_age_s": round(now - pool.last_job_at, 3) if pool.last_job_at else None,
-            # silence: a request waiting longer than this makes the pool suspect, and why
-            "suspect_after_s": round(pool.suspect_after, 3) if pool.suspect_after else None,
+            **share_figures(pool, now),
             "suspect_bound": pool.suspect_reason,
             # network difficulty, block value and hashprice from the pool's latest job
             "hashprice": pool.hashprice.view(now, hashrate),
