@@ -96,6 +96,13 @@ def describe(config: Config) -> str:
             flags.append("TLS" + ("" if pool.tls_verify else " (verification OFF)"))
         lines.append(f"  [{pool.priority}] {pool.name}: {pool.url} user={pool.user} "
                      f"weight={pool.weight:g} {' '.join(flags)}")
+    if config.listeners or p.protocol != "sv1":
+        from .listeners import resolve
+
+        lines.append("rig listeners (each fails over on its own among its pools):")
+        for listener in resolve(config):
+            lines.append(f"  {listener.name}: {listener.listen} {listener.protocol}: "
+                         + ", ".join(x.name for x in listener.pools))
     return "\n".join(lines)
 
 

@@ -25,6 +25,10 @@ class ConfigError(ValueError):
 
 class ProxySection(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     listen: str = "127.0.0.1:3333"
+    # the rig protocol of the main listener: "sv1" (ASICs), "ethstratum" (GPU rigs,
+    # EthereumStratum/1.0.0), "ethproxy" (GPU rigs, the getwork dialect) or "eth" (either,
+    # by the rig's first request); more listeners as [[listeners]] (proxy/listeners.py)
+    protocol: Literal["sv1", "ethstratum", "ethproxy", "eth"] = "sv1"
     # this process's name in /api/v1/status, /metrics labels and the farm control plane
     instance: str = "proxy"
     # several instances on one machine share proxy.listen (SO_REUSEPORT, one per core): the
@@ -113,6 +117,8 @@ class PoolConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     standby: Literal["hot", "cold"] = "hot"
     ca_file: str = ""
     tls_verify: bool = True
+    # "" = the protocol of the listener that serves the pool; set, it must match it
+    protocol: Literal["sv1", "ethstratum", "ethproxy", ""] = ""
 
     @property
     def tls(self) -> bool:
@@ -205,10 +211,21 @@ class ClusterSection(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     key_file: str = ""
 
 
+class ListenerConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """An extra rig port beside [proxy] listen, with its own protocol and pools (failing
+    over on its own); see proxy/listeners.py."""
+
+    name: str
+    listen: str
+    protocol: Literal["sv1", "ethstratum", "ethproxy", "eth"]
+    pools: list[str]
+
+
 class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     proxy: ProxySection = msgspec.field(default_factory=ProxySection)
     api: ApiSection = msgspec.field(default_factory=ApiSection)
     pools: list[PoolConfig] = msgspec.field(default_factory=list)
+    listeners: list[ListenerConfig] = msgspec.field(default_factory=list)
     rental: RentalSection | None = None
     cluster: ClusterSection | None = None
     path: str = ""
@@ -305,6 +322,8 @@ def validate(config: Config) -> Config:
     if not config.pools:
         raise ConfigError("pools: at least one [[pools]] entry is required")
     validate_pools(config.pools)
+    from .listeners import validate_listeners  # listeners need PoolConfig: imported late
+    validate_listeners(config)
     if config.rental is not None:
         validate_rental(config)
     if config.cluster is not None:
