@@ -9,8 +9,9 @@ STAMP := $(VENV)/.installed-test
 # Debian packages the tests use: Chromium for the dashboard tests (driven through Playwright,
 # no browser download), HAProxy for the many-instances tests, Prometheus (promtool and a real
 # server scraping a proxy) for the shipped alert rules and Grafana board, a font for readable
-# screenshots, NUT (upsd with the dummy-ups driver, upsc) for the power-aware backfill tests.
-SYSTEM_DEPS := chromium chromium-driver haproxy prometheus fonts-dejavu-core nut-server nut-client
+# screenshots, etcd-server (a 3-member etcd cluster on loopback) for the multi-instance farm tests,
+# NUT (upsd with the dummy-ups driver, upsc) for the power-aware backfill tests.
+SYSTEM_DEPS := chromium chromium-driver haproxy prometheus etcd-server fonts-dejavu-core nut-server nut-client
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 $(STAMP): pyproject.toml

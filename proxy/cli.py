@@ -79,7 +79,15 @@ def describe(config: Config) -> str:
     lines.append(f"api: {config.api.listen}" + ("" if config.api.enabled else " (disabled)")
                  + ("" if config.api.token else " (no token: writes refused)"))
     if config.rental is not None:
-        lines.append(_describe_rental(config.rental))
+        lines.append(_describe_rental(config.rental)
+                     + (" (run by the instance the farm elects, ledger in etcd)" if config.cluster else ""))
+    if config.cluster is not None:
+        c = config.cluster
+        tls = (" (TLS" + (f", CA {c.ca_file}" if c.ca_file else "") +
+               (", client certificate" if c.cert_file else "") + ")") if c.ca_file or c.cert_file else ""
+        lines.append(f"cluster: farm {c.farm!r} on etcd {', '.join(c.etcd)}{tls}; registered under a "
+                     f"{c.lease_ttl_s}s lease, summary every {c.publish_s:g}s; pool settings from etcd "
+                     f"(watched); etcd calls time out after {c.timeout_s:g}s (then writes get 503)")
     if config.power is not None:
         from .power.config import describe_power
 
@@ -92,6 +100,13 @@ def describe(config: Config) -> str:
             flags.append("TLS" + ("" if pool.tls_verify else " (verification OFF)"))
         lines.append(f"  [{pool.priority}] {pool.name}: {pool.url} user={pool.user} "
                      f"weight={pool.weight:g} {' '.join(flags)}")
+    if config.listeners or p.protocol != "sv1":
+        from .listeners import resolve
+
+        lines.append("rig listeners (each fails over on its own among its pools):")
+        for listener in resolve(config):
+            lines.append(f"  {listener.name}: {listener.listen} {listener.protocol}: "
+                         + ", ".join(x.name for x in listener.pools))
     return "\n".join(lines)
 
 
@@ -100,13 +115,18 @@ def describe_farm(config: FarmConfig) -> str:
     lines = [f"farm config {config.path} is valid",
              f"farm {f.name}: API and dashboard on {f.listen}"
              + ("" if f.token else " (no token: writes refused)"),
-             f"polls every instance every {f.poll_s:g}s (down after {f.timeout_s:g}s without an "
-             f"answer); missed changes retried every {f.retry_s:g}s",
-             "instances:"]
+             f"polls every instance every {f.poll_s:g}s (down after {f.timeout_s:g}s without an answer)"
+             + ("" if config.cluster else f"; missed changes retried every {f.retry_s:g}s")]
+    if config.cluster is None:
+        lines.append("instances:")
     lines += [f"  {i.name}: {i.api}" + ("" if i.token else " (no token: changes cannot reach it)")
               for i in config.instances]
     if config.rental is not None:
         lines.append(_describe_rental(config.rental) + " (once for the whole farm)")
+    if config.cluster is not None:
+        c = config.cluster
+        lines.append(f"cluster: reads farm {c.farm!r} from etcd {', '.join(c.etcd)} "
+                     "(instances are its registered members; pool writes go to etcd)")
     return "\n".join(lines)
 
 

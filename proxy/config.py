@@ -27,6 +27,10 @@ class ConfigError(ValueError):
 
 class ProxySection(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     listen: str = "127.0.0.1:3333"
+    # the rig protocol of the main listener: "sv1" (ASICs), "ethstratum" (GPU rigs,
+    # EthereumStratum/1.0.0), "ethproxy" (GPU rigs, the getwork dialect) or "eth" (either,
+    # by the rig's first request); more listeners as [[listeners]] (proxy/listeners.py)
+    protocol: Literal["sv1", "ethstratum", "ethproxy", "eth"] = "sv1"
     # this process's name in /api/v1/status, /metrics labels and the farm control plane
     instance: str = "proxy"
     # several instances on one machine share proxy.listen (SO_REUSEPORT, one per core): the
@@ -115,6 +119,8 @@ class PoolConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     standby: Literal["hot", "cold"] = "hot"
     ca_file: str = ""
     tls_verify: bool = True
+    # "" = the protocol of the listener that serves the pool; set, it must match it
+    protocol: Literal["sv1", "ethstratum", "ethproxy", ""] = ""
 
     @property
     def tls(self) -> bool:
@@ -188,11 +194,42 @@ class RentalSection(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
         return self.trigger_deficit / 2 if self.recover_band < 0 else self.recover_band
 
 
+class ClusterSection(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """Several instances coordinated through etcd (see proxy/cluster): pool settings, the
+    members' summaries, the rental leader and its ledger live under ``/<farm>/``."""
+
+    etcd: list[str]  # client URLs of the etcd members, http://HOST:PORT
+    farm: str = "farm"  # the key prefix: instances with the same farm coordinate together
+    lease_ttl_s: int = 10  # an instance (and the rental leader) that stops renewing is gone after this
+    publish_s: float = 2.0  # how often each instance publishes its summary
+    timeout_s: float = 2.0  # an etcd call unanswered this long: etcd is unreachable (or has no quorum)
+    # where the other instances and the farm view reach this instance's API (default:
+    # http://<api.listen>; set it when api.listen is 0.0.0.0 or behind NAT)
+    api_url: str = ""
+    # https:// etcd endpoints: verified against ca_file (else the system CA store); with
+    # cert_file + key_file the instance presents a client certificate (etcd --client-cert-auth)
+    ca_file: str = ""
+    cert_file: str = ""
+    key_file: str = ""
+
+
+class ListenerConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """An extra rig port beside [proxy] listen, with its own protocol and pools (failing
+    over on its own); see proxy/listeners.py."""
+
+    name: str
+    listen: str
+    protocol: Literal["sv1", "ethstratum", "ethproxy", "eth"]
+    pools: list[str]
+
+
 class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     proxy: ProxySection = msgspec.field(default_factory=ProxySection)
     api: ApiSection = msgspec.field(default_factory=ApiSection)
     pools: list[PoolConfig] = msgspec.field(default_factory=list)
+    listeners: list[ListenerConfig] = msgspec.field(default_factory=list)
     rental: RentalSection | None = None
+    cluster: ClusterSection | None = None
     power: PowerSection | None = None  # UPSes and curtailments (proxy/power)
     path: str = ""
 
@@ -288,11 +325,46 @@ def validate(config: Config) -> Config:
     if not config.pools:
         raise ConfigError("pools: at least one [[pools]] entry is required")
     validate_pools(config.pools)
+    from .listeners import validate_listeners  # listeners need PoolConfig: imported late
+    validate_listeners(config)
     if config.rental is not None:
         validate_rental(config)
+    if config.cluster is not None:
+        validate_cluster(config.cluster)
     if config.power is not None:
         validate_power(config)
     return config
+
+
+def validate_cluster(c: ClusterSection) -> None:
+    if not c.etcd:
+        raise ConfigError("cluster.etcd: list at least one etcd client URL (http://HOST:PORT)")
+    for i, url in enumerate(c.etcd):
+        parts = urlsplit(url)
+        try:
+            port = parts.port
+        except ValueError:
+            port = None
+        if parts.scheme not in ("http", "https") or not parts.hostname or port is None:
+            raise ConfigError(f"cluster.etcd[{i}]: expected http://HOST:PORT or https://HOST:PORT, "
+                              f"got {url!r}")
+    if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", c.farm):
+        raise ConfigError("cluster.farm: use 1-64 letters, digits, '_', '.', '-'")
+    if not 1 <= c.lease_ttl_s <= 3600:
+        raise ConfigError("cluster.lease_ttl_s: must be 1..3600 seconds")
+    if not 0 < c.publish_s < c.lease_ttl_s:
+        raise ConfigError("cluster.publish_s: must be > 0 and below cluster.lease_ttl_s")
+    if not 0 < c.timeout_s < c.lease_ttl_s:
+        raise ConfigError("cluster.timeout_s: must be > 0 and below cluster.lease_ttl_s")
+    for name in ("ca_file", "cert_file", "key_file"):
+        if getattr(c, name) and not Path(getattr(c, name)).is_file():
+            raise ConfigError(f"cluster.{name}: no such file {getattr(c, name)!r}")
+    if bool(c.cert_file) != bool(c.key_file):
+        raise ConfigError("cluster.cert_file and cluster.key_file: set both (a client certificate "
+                          "and its key) or neither")
+    api = urlsplit(c.api_url)
+    if c.api_url and (api.scheme not in ("http", "https") or not api.hostname):
+        raise ConfigError(f"cluster.api_url: expected http://HOST:PORT, got {c.api_url!r}")
 
 
 def validate_pools(pools: list[PoolConfig]) -> None:

@@ -164,3 +164,34 @@ def test_check_config_refuses_the_proxy_protocol_without_trusted_proxies(tmp_pat
                     .replace('trusted_proxies = ["127.0.0.1/32"]', "trusted_proxies = []"))
     proc = _cli("check-config", str(path))
     assert proc.returncode != 0 and "proxy.trusted_proxies" in (proc.stderr + proc.stdout)
+
+
+def test_check_config_describes_a_cluster_and_names_a_bad_endpoint(tmp_path):
+    shipped = ROOT / "configs" / "cluster-instance.toml"
+    proc = _cli("check-config", str(shipped))
+    assert proc.returncode == 0, proc.stderr
+    assert "cluster: farm 'farm1' on etcd http://10.0.0.21:2379" in proc.stdout
+    path = tmp_path / "bad.toml"
+    path.write_text(shipped.read_text().replace('"http://10.0.0.22:2379"', '"10.0.0.22:2379"'))
+    proc = _cli("check-config", str(path))
+    assert proc.returncode != 0 and "cluster.etcd[1]" in proc.stderr
+    path.write_text(shipped.read_text().replace("publish_s = 2.0", "publish_s = 20.0"))
+    proc = _cli("check-config", str(path))
+    assert proc.returncode != 0 and "cluster.publish_s" in proc.stderr
+
+
+def test_a_farm_reading_etcd_leaves_renting_to_the_instances():
+    import pytest
+
+    from proxy.config import ConfigError
+    from proxy.farm.config import load_farm_dict
+
+    cluster = {"etcd": ["http://127.0.0.1:2379"], "farm": "f"}
+    config = load_farm_dict({"cluster": cluster})
+    assert config.instances == [] and config.cluster is not None
+    with pytest.raises(ConfigError, match=r"^rental: with \[cluster\]"):
+        load_farm_dict({"cluster": cluster, "rental": {"target_hashrate": "1 PH/s", "max_price": "0.1",
+                                                       "daily_budget_btc": "0.01", "pool": "p"},
+                        "pools": [{"name": "p", "url": "stratum+tcp://h:1", "user": "u"}]})
+    with pytest.raises(ConfigError, match=r"^instances: at least one"):
+        load_farm_dict({})

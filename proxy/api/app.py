@@ -27,6 +27,7 @@ from ..core.view import CoreView, UnknownPool, UnknownSortKey
 from ..store.history import HistoryRecorder, HistoryStore
 from .auth import AuthError, check_write
 from .dashboard import INDEX_HEADERS, INDEX_HTML
+from .listeners import add_listener_routes, gpu_pool, gpu_views
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .metrics import render_metrics
 from .power import add_power_routes
@@ -184,12 +185,17 @@ async def get_health(request: web.Request) -> web.Response:
 
 
 async def get_pools(request: web.Request) -> web.Response:
-    return json_response({"pools": [public_pool(v) for v in _view(request).pools(_now(request))]})
+    now = _now(request)
+    gpu = [p for v in gpu_views(_service(request)) for p in v.pools(now)]  # GPU listeners' pools
+    return json_response({"pools": [public_pool(v) for v in _view(request).pools(now) + gpu]})
 
 
 async def get_pool(request: web.Request) -> web.Response:
     view = _view(request)
     name = request.match_info["name"]
+    gpu = gpu_pool(_service(request), name)
+    if gpu is not None:
+        return json_response(public_pool(gpu[1].pool(name, _now(request))))
     _pool_or_404(view, name)
     return json_response(public_pool(view.pool(name, _now(request))))
 
@@ -238,6 +244,10 @@ async def get_history(request: web.Request) -> web.Response:
 
 async def get_rentals(request: web.Request) -> web.Response:
     controller = getattr(_service(request), "rental", None)
+    if controller is None and getattr(_service(request), "cluster", None) is not None:
+        from ..cluster.api import rentals_elsewhere  # another instance leads the controller
+
+        return json_response(rentals_elsewhere(_service(request).cluster))
     if controller is None:
         return json_response({
             "enabled": False, "provider": None, "state": "disabled", "orders": [], "budget_left_btc": None,
@@ -250,6 +260,8 @@ async def get_rentals(request: web.Request) -> web.Response:
 async def get_metrics(request: web.Request) -> web.Response:
     rental = getattr(_service(request), "rental", None)
     text = render_metrics(_view(request), _now(request), __version__, rental=rental,
+                          cluster=getattr(_service(request), "cluster", None),
+                          gpu=gpu_views(_service(request)),
                           power=getattr(_service(request), "power", None))
     return web.Response(body=text.encode("utf-8"), headers={"Content-Type": METRICS_CONTENT_TYPE})
 
@@ -298,26 +310,39 @@ def validate_patch(body: dict[str, Any]) -> dict[str, Any]:
 
 async def patch_pool(request: web.Request) -> web.Response:
     _require_write(request)
-    view = _view(request)
+    view: Any = _view(request)
     name = request.match_info["name"]
+    svc = _service(request)
+    gpu = gpu_pool(svc, name)  # a GPU listener's pool? (those stay per instance)
+    operator, view = gpu or (svc.core.operator, view)
     _pool_or_404(view, name)
     changes = validate_patch(await json_object(request))
-    svc = _service(request)
-    svc.core.operator.set_pool(name, svc.now(), **changes)
+    if gpu is None and getattr(svc, "cluster", None) is not None:
+        from ..cluster.api import write_setting  # one etcd transaction; every instance applies it
+
+        await write_setting(svc, name, changes)
+    else:
+        operator.set_pool(name, svc.now(), **changes)
     log.info("API: pool %s changed: %s", name, changes)
     return json_response(public_pool(view.pool(name, svc.now())))
 
 
 async def _drain_action(request: web.Request, drain: bool) -> web.Response:
     _require_write(request)
-    view = _view(request)
+    view: Any = _view(request)
     name = request.match_info["name"]
-    _pool_or_404(view, name)
     svc = _service(request)
-    if drain:
-        svc.core.operator.drain(name, svc.now())
+    gpu = gpu_pool(svc, name)  # a GPU listener's pool? (those stay per instance)
+    operator, view = gpu or (svc.core.operator, view)
+    _pool_or_404(view, name)
+    if gpu is None and getattr(svc, "cluster", None) is not None:
+        from ..cluster.api import write_setting
+
+        await write_setting(svc, name, {"drained": drain})
+    elif drain:
+        operator.drain(name, svc.now())
     else:
-        svc.core.operator.undrain(name, svc.now())
+        operator.undrain(name, svc.now())
     log.info("API: pool %s %s", name, "drained" if drain else "undrained")
     return json_response(public_pool(view.pool(name, svc.now())))
 
@@ -379,6 +404,11 @@ def create_app(service: Any, *, history_interval: float | None = None) -> web.Ap
     app.on_cleanup.append(stop_recorder)
 
     add_api_routes(app.router, PROXY_HANDLERS)
+    if getattr(service, "cluster", None) is not None:
+        from ..cluster.api import add_cluster_routes
+
+        add_cluster_routes(app.router)
+    add_listener_routes(app.router)  # GPU listeners (proxy/api/listeners.py)
     add_power_routes(app.router)
     return app
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Sequence
 from typing import Any
 
 from ..core.view import CoreView
@@ -172,9 +173,17 @@ def render_power(w: MetricsWriter, power: Any) -> None:
              doc["order_lead_s"])
 
 
-def render_metrics(view: CoreView, now: float, version: str, rental: Any = None, power: Any = None) -> str:
+def render_metrics(view: CoreView, now: float, version: str, rental: Any = None,
+                   cluster: Any = None, gpu: Sequence[Any] = (), power: Any = None) -> str:
+    """The Prometheus text; ``gpu`` (GPU listeners' ``EthView``s) adds their pools to every
+    pool family and their rigs and switch counters per listener."""
     status = view.status(now)
     pools = view.pools(now)
+    histograms: dict[str, Any] = {}  # pool name -> the view that holds its latency histogram
+    for extra in gpu:
+        for p in extra.pools(now):
+            pools.append(p)
+            histograms[p["name"]] = extra
     w = MetricsWriter(instance=status["instance"])
 
     w.metric("info", "gauge", "Proxy build information (always 1)", 1, version=version)
@@ -276,7 +285,7 @@ def render_metrics(view: CoreView, now: float, version: str, rental: Any = None,
     w.family("share_latency_seconds", "histogram",
              "Time from forwarding a share to the pool's answer, since start")
     for p in pools:
-        bounds, counts, total, count = view.latency_histogram(p["name"])
+        bounds, counts, total, count = histograms.get(p["name"], view).latency_histogram(p["name"])
         cumulative = 0
         for i, n in enumerate(counts):
             cumulative += n
@@ -284,9 +293,39 @@ def render_metrics(view: CoreView, now: float, version: str, rental: Any = None,
             w.sample("share_latency_seconds_bucket", cumulative, pool=p["name"], le=le)
         w.sample("share_latency_seconds_sum", total, pool=p["name"])
         w.sample("share_latency_seconds_count", count, pool=p["name"])
+    if gpu:
+        w.family("listener_rigs_connected", "gauge",
+                 "GPU rigs (EthereumStratum/1.0.0) connected, per listener")
+        for extra in gpu:
+            w.sample("listener_rigs_connected", extra.rig_count(), listener=extra.listener)
+        w.family("listener_events_total", "counter",
+                 "GPU listener counters (submits, accepted, rejected, forwarded, lost, pool_switches, "
+                 "set_extranonce, client_reconnect ...), per listener")
+        for extra in gpu:
+            for key, value in sorted(extra.totals().items()):
+                w.sample("listener_events_total", value, listener=extra.listener, counter=key)
     if rental is not None:
         render_rental(w, rental)
+    render_cluster(w, cluster)
     if power is not None:
         render_power(w, power)
     return w.text()
+
+
+CLUSTER_GAUGES = (
+    ("cluster_etcd_up", "1 while etcd answers this instance (with quorum)"),
+    ("cluster_leader", "1 while this instance leads the farm's backfill controller"),
+    ("cluster_members", "Instances registered in etcd (as this instance last read it)"),
+)
+
+
+def render_cluster(w: MetricsWriter, node: Any) -> None:
+    """An instance of a [cluster]: etcd reachable, leadership, the farm's registered members.
+    Without [cluster] the families are declared with no sample (no alert fires on them)."""
+    values = ((int(node.etcd_ok is True), int(node.leading() is None), len(node.members))
+              if node is not None else (None, None, None))
+    for (name, help_text), value in zip(CLUSTER_GAUGES, values):
+        w.family(name, "gauge", help_text)
+        if value is not None:
+            w.sample(name, value)
 

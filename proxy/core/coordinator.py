@@ -17,24 +17,22 @@ from collections.abc import Callable
 from typing import Protocol
 
 from ..config import Config
-from .events import CoreEvent, EventLog, PoolSwitched
+from .corebase import CoreBase
+from .events import EventLog, PoolSwitched
 from .extranonce import PrefixAllocator
 from .handover import Mover
 from .handshake import Handshake
-from .health import PoolHealth
 from .jobs import JobBook
 from .layout import Layout
 from .placement import Placement
 from .pool import PoolState
-from .rig import (
+from .rig import RigPolicy, RigSession, RigState
+from .rig_requests import (
     AuthorizeRequest,
     BadLine,
     ConfigureRequest,
     RateLimited,
-    RigPolicy,
     RigRequest,
-    RigSession,
-    RigState,
     SubscribeRequest,
     Violation,
 )
@@ -64,7 +62,7 @@ class CoreIO(Protocol):
         """Call ``tick`` no later than ``at`` (a deadline earlier than the last one given)."""
 
 
-class ProxyCore:
+class ProxyCore(CoreBase):
     """One proxy's decisions.  Entry points: ``rig_*`` and ``pool_*`` for transport events,
     ``tick`` for time; ``operator`` takes operators' changes; ``view`` (``CoreView``) reads."""
 
@@ -109,32 +107,10 @@ class ProxyCore:
 
     # ------------------------------------------------------------------ shared services
 
-    def wall(self, now: float) -> float:
-        """Wall-clock time for a monotonic ``now``: events carry wall time, the core runs on monotonic."""
-        return now + self.wall_offset
-
-    def publish(self, event: CoreEvent, now: float) -> None:
-        """Record an event in the decision log, stamped with wall time."""
-        self.events.publish(event, self.wall(now))
-
-    def set_health(self, pool: PoolState, state: PoolHealth, reason: str, now: float) -> None:
-        """The one way a pool's health changes: publishes the event when the state or reason changed."""
-        event = pool.health.transition(state, reason, now)
-        if event is not None:
-            self.publish(event, now)
-
     @property
     def e2_size(self) -> int:
         """The rigs' extranonce2_size (0 until the layout is chosen)."""
         return self.layout.e2_size or 0
-
-    def active_pools(self) -> list[str]:
-        """Names of the pools that get the hashrate now (a copy, safe to keep)."""
-        return list(self._active_names)
-
-    def group(self) -> list[PoolState]:
-        """The active group as pool objects, skipping any pool removed from the config since."""
-        return [self.pools[n] for n in self._active_names if n in self.pools]
 
     # ------------------------------------------------------------------ rig side
 
@@ -192,19 +168,6 @@ class ProxyCore:
             self.upstreams.retire_idle(conn, now, even_if_last=conn.exclusive)
         if rig.has_prefix:
             self.prefixes.release(rig.prefix)
-
-    def close_rig(self, rig: RigSession, reason: str, now: float) -> None:
-        """Close the rig's transport and release what it held, even if closing the transport fails."""
-        log.info("closing rig %s (%s): %s", rig.rig_id, rig.peer, reason)
-        try:
-            rig.close()
-        finally:
-            self.rig_closed(rig, now)
-
-    def close_all_rigs(self, reason: str, now: float) -> None:
-        """Close every rig (shutdown, after the drain period); each one is released as by ``close_rig``."""
-        for rig in list(self.rigs.values()):
-            self.close_rig(rig, reason, now)
 
     def place(self, rig: RigSession, pool: PoolState, now: float) -> None:
         """Put the rig on a connection of ``pool`` (see ``Mover.place``)."""

@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 from ..stratum import errors
 from ..stratum.errors import StratumError
-from .rig import AuthorizeRequest, ConfigureRequest, RigState, SubscribeRequest
+from .rig import RigState
+from .rig_requests import AuthorizeRequest, ConfigureRequest, SubscribeRequest
 
 if TYPE_CHECKING:
     from .coordinator import ProxyCore

@@ -16,26 +16,15 @@ import logging
 from collections import Counter
 from collections.abc import Callable
 from enum import Enum
-from fnmatch import fnmatchcase
 from typing import TYPE_CHECKING, Any
 
 from .. import __version__
 from ..stratum import errors, messages
 from ..stratum.errors import StratumError
-from ..stratum.framing import LineFramer, LineTooLong
-from ..stratum.messages import BadMessage, Message
-from .rig_requests import (
-    AuthorizeRequest,
-    BadLine,
-    ConfigureRequest,
-    RateLimited,
-    RigRequest,
-    RigSink,
-    ShareSink,
-    SubmitRequest,
-    SubscribeRequest,
-    Violation,
-)
+from ..stratum.framing import LineFramer
+from ..stratum.messages import Message
+from .rig_base import RATE_BURST, RigBase
+from .rig_requests import ConfigureRequest, RigRequest, SubmitRequest, SubscribeRequest
 from .stats import RateMeter
 from .vardiff import RigDifficulty
 
@@ -47,9 +36,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("proxy.core")
 
 RECENT_CONNS = 3  # connections a rig may still submit old jobs to after it moved
-RATE_BURST = 4.0  # seconds' worth of requests a rig may send at once
-RATE_LIMIT_CLOSE_AFTER = 1000  # requests dropped for flooding before the rig is closed
-RATE_LIMITED_ERROR = messages.error_response(None, errors.OTHER, "rate limited: too many requests")
 
 
 class RigState(Enum):
@@ -81,8 +67,11 @@ class RigPolicy:
         self.max_line = max_line
 
 
-class RigSession:
+class RigSession(RigBase):
     """The state of one rig connection (see the module docstring)."""
+
+    NEXT_STATES = _NEXT_STATES
+    CLOSED_STATE = RigState.CLOSED
 
     __slots__ = (
         "rig_id", "peer", "address", "send", "close", "policy", "framer", "state", "subscribed",
@@ -139,13 +128,6 @@ class RigSession:
 
     # ------------------------------------------------------------------ lifecycle
 
-    def to(self, state: RigState) -> None:
-        """The one place the lifecycle moves; an impossible move is a bug, said loudly."""
-        if state is not self.state:
-            if state not in _NEXT_STATES[self.state]:
-                raise RuntimeError(f"rig {self.rig_id}: {self.state.value} -> {state.value}")
-            self.state = state
-
     @property
     def closed(self) -> bool:
         """True once the session is closed: its data is ignored and it holds nothing."""
@@ -161,35 +143,11 @@ class RigSession:
         """Subscribed and authorized, not leaving: the router may give it a pool."""
         return self.state is RigState.ACTIVE
 
-    @property
-    def worker(self) -> str:
-        """The first authorized worker name ("" before authorize): the name the rig is shown by."""
-        return self.workers[0] if self.workers else ""
-
-    @property
-    def pool_name(self) -> str | None:
-        """The pool the rig mines on now; None while it is on no connection."""
-        return self.pool.name if self.pool is not None and self.conn is not None else None
-
-    def may_submit_to(self, conn: PoolConnection) -> bool:
-        """True for the rig's connection or one it recently left: shares for jobs sent there still count."""
-        return conn is self.conn or conn in self.recent_conns
-
     def _handshake_done(self) -> None:
         if self.state is RigState.HANDSHAKE and self.subscribed and self.authorized:
             self.to(RigState.ACTIVE)
 
     # ------------------------------------------------------------------ answers
-
-    def reply(self, msg: Message, result: Any) -> None:
-        """Answer a request; a notification (no id) gets no answer."""
-        if msg.id is not None:
-            self.send(messages.response(msg.id, result))
-
-    def reply_error(self, msg_id: Any, code: int, message: str) -> None:
-        """Answer a request with a Stratum error; a notification (no id) gets none."""
-        if msg_id is not None:
-            self.send(messages.error_response(msg_id, code, message))
 
     def request_failed(self, request: RigRequest, exc: Exception) -> bool:
         """Answer a request whose handling raised; True when it counts as a rejected share.
@@ -238,53 +196,6 @@ class RigSession:
 
     # ------------------------------------------------------------------ bytes in
 
-    def receive(self, data: bytes, now: float, sink: RigSink, shares: ShareSink) -> None:
-        """Frame, rate-limit and decode ``data``; each request that needs the farm goes to
-        ``sink`` (a submit to ``shares``) and is handled before the next line is read."""
-        try:
-            lines = self.framer.feed(data)
-        except LineTooLong as exc:
-            sink.rig_request(self, Violation(str(exc)), now)
-            return
-        if not lines:
-            return
-        rate = self.policy.max_requests_per_s
-        self.tokens = min(rate * RATE_BURST, self.tokens + (now - self.tokens_at) * rate)
-        self.tokens_at = now
-        for line in lines:
-            if self.state is RigState.CLOSED:
-                return
-            if self.tokens < 1.0:
-                # a flood costs the flooder only: refuse, and close a rig that keeps on
-                self.rate_limited += 1
-                sink.rig_request(self, RateLimited(), now)
-                if self.rate_limited > RATE_LIMIT_CLOSE_AFTER:
-                    sink.rig_request(self, Violation("request flood", bad_line=False), now)
-                    return
-                if self.rate_limited % 100 == 1:  # say why, without decoding what we refuse
-                    self.send(RATE_LIMITED_ERROR)
-                continue
-            self.tokens -= 1.0
-            try:
-                msg = messages.decode(line)
-            except BadMessage as exc:
-                if exc.msg_id is None:
-                    sink.rig_request(self, Violation(f"garbage: {exc}"), now)
-                    return
-                self.reply_error(exc.msg_id, errors.PARSE_ERROR, str(exc)[:200])
-                sink.rig_request(self, BadLine(), now)
-                continue
-            if msg.method == "mining.submit":
-                shares.submit(self, msg, now)
-                continue
-            try:
-                request = self._request(msg)
-            except StratumError as exc:
-                self.reply_error(msg.id, exc.code, exc.message)
-                continue
-            if request is not None:
-                sink.rig_request(self, request, now)
-
     def _request(self, msg: Message) -> RigRequest | None:
         method = msg.method
         if method == "mining.subscribe":
@@ -315,21 +226,6 @@ class RigSession:
         else:
             raise StratumError(errors.METHOD_NOT_FOUND, f"unknown method {method[:64]!r}")
         return None
-
-    def _authorize(self, msg: Message) -> AuthorizeRequest:
-        params = msg.params or []
-        if not params or not isinstance(params[0], str) or not params[0] or len(params[0]) > 256:
-            raise StratumError(errors.UNAUTHORIZED, "worker name must be a non-empty string")
-        worker = params[0]
-        allowed = self.policy.allowed_workers
-        if allowed and not any(fnmatchcase(worker, pattern) for pattern in allowed):
-            raise StratumError(errors.UNAUTHORIZED, f"worker {worker[:64]!r} is not allowed here")
-        first = not self.workers
-        if worker not in self.workers:
-            self.workers.append(worker)
-        self.reply(msg, True)
-        self._handshake_done()
-        return AuthorizeRequest(msg, first)
 
     def _configure(self, msg: Message) -> ConfigureRequest:
         params = msg.params or []

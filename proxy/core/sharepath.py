@@ -16,7 +16,7 @@ from ..stratum import errors, messages
 from ..stratum.errors import StratumError
 from ..stratum.messages import Message
 from .handover import retarget
-from .rig import SubmitRequest
+from .rig_requests import SubmitRequest
 from .shares import LOW64, check_share
 from .stats import HASHES_PER_DIFF1
 from .upstream import ConnState

@@ -70,14 +70,8 @@ class Timers:
         core.silence.check(now)
         self._stale(now)
         for pool in list(core.pools.values()):
-            health = pool.health
-            if health.state is PoolHealth.DEGRADED and now - health.changed_at >= s.health_window_s:
-                pool.rejects.clear()
-                pool.timeouts.clear()
-                core.set_health(pool, PoolHealth.HEALTHY, "degradation window over: on probation", now)
-                core.reroute(now, f"{pool.name} recovered")
-            elif s.latency_slo_ms > 0:
-                core.upstreams.check_soft_health(pool, now)
+            if not core.end_degradation(pool, now) and s.latency_slo_ms > 0:
+                core.check_soft_health(pool, now)
         for rig in self.admission.overdue(now):
             core.totals["rigs_timed_out"] += 1
             core.close_rig(rig, f"not subscribed and authorized within {s.auth_timeout_s:g}s", now)

@@ -26,7 +26,7 @@ from .events import (
 )
 from .extranonce import PrefixAllocator
 from .handover import fan_out_difficulty, fan_out_job, fan_out_version_mask
-from .health import PoolHealth, soft_failure
+from .health import PoolHealth
 from .sharepath import ShareDesk
 from .silence import ANSWERS, JOBS
 from .upstream import ConnState, Pending, PoolConnection
@@ -107,7 +107,7 @@ class Upstreams:
         """The pool's verdict on a forwarded share (the hot path of the pool side)."""
         pool = conn.pool
         if ShareDesk.answered(pool, pending, accepted, reason, now):
-            self.check_soft_health(pool, now)
+            self.core.check_soft_health(pool, now)
         if pool.health.state is PoolHealth.SUSPECT:
             self.core.silence.heard(pool, ANSWERS, f"a share answered after "
                                                    f"{now - pending.sent_at:.2f} s", now)
@@ -235,15 +235,6 @@ class Upstreams:
         if pool.enabled and pool.health.state is PoolHealth.DOWN:
             core.set_health(pool, PoolHealth.HEALTHY, "connected, subscribed, authorized, job received", now)
         core.reroute(now, f"{pool.name} is up")
-
-    def check_soft_health(self, pool: PoolState, now: float) -> None:
-        """Degrade a healthy pool that rejects, times out or answers slowly."""
-        if pool.health.state is PoolHealth.HEALTHY:
-            reason = soft_failure(pool, self.core.settings, now)
-            if reason is not None:
-                self.core.set_health(pool, PoolHealth.DEGRADED, reason, now)
-                self.core.timers.due(now + self.core.settings.health_window_s)
-                self.core.reroute(now, f"{pool.name}: {reason}", force=True)
 
     # ------------------------------------------------------------------ closing
 

@@ -96,6 +96,77 @@ def rig_view(rig: RigSession, now: float) -> dict[str, Any]:
     }
 
 
+def pool_standing(core: Any, pool: PoolState) -> dict[str, Any]:
+    """A pool's identity, settings, health and place in the active group, for its view
+    (any core: the SV1 one or a GPU listener's)."""
+    active_names = core.active_pools()
+    active = pool.name in active_names
+    group_weight = sum(core.pools[n].config.weight for n in active_names if n in core.pools)
+    delivered_total = sum(p.split_work for p in core.pools.values())
+    return {
+        "name": pool.name,
+        "url": mask_url(pool.config.url),
+        "user": pool.config.user,
+        "state": pool.health.state.value,
+        "reason": pool.health.reason,
+        "last_error": pool.last_error,
+        "priority": pool.config.priority,
+        "weight": pool.config.weight,
+        "enabled": pool.config.enabled,
+        "draining": pool.draining,
+        "standby": pool.config.standby,
+        "active": active,
+        "goal_share": round(pool.config.weight / group_weight, 4) if active and group_weight else 0.0,
+        # share of the work (accepted difficulty) delivered since the active group formed
+        "delivered_share": round(pool.split_work / delivered_total, 4) if delivered_total else 0.0,
+    }
+
+
+def share_figures(pool: PoolState, now: float) -> dict[str, Any]:
+    """A pool's share ledger, latency, job age and silence bound, for its view."""
+    c = pool.counters
+    return {
+        "forwarded": c.forwarded,
+        "accepted": c.accepted,
+        "accepted_difficulty": c.accepted_difficulty,
+        "rejected": dict(c.rejected),
+        "rejected_total": sum(c.rejected.values()),
+        "timeouts": c.timeouts,
+        "lost": dict(c.lost),
+        "lost_total": sum(c.lost.values()),
+        "in_flight": pool.shares_in_flight(),
+        # answers to ids with nothing pending (duplicates, wrong or unknown ids, after a timeout)
+        "late_answers": c.late_answers,
+        "reject_ratio": round(pool.rejects.ratio, 4),
+        "stale_ratio": round(c.rejected.get("stale", 0) / c.forwarded, 4) if c.forwarded else 0.0,
+        **latency_figures(pool, now),
+        "last_job_age_s": round(now - pool.last_job_at, 3) if pool.last_job_at else None,
+        # silence: a request waiting longer than this makes the pool suspect, and why
+        "suspect_after_s": round(pool.suspect_after, 3) if pool.suspect_after else None,
+    }
+
+
+def latency_figures(pool: PoolState, now: float) -> dict[str, Any]:
+    """A pool's share latency over the health window and since start (ms), for its view."""
+    window = pool.latency.window(now)
+    total = pool.latency.total
+    return {
+        "latency_ms": {
+            "p50": _ms(window.quantile(0.5)),
+            "p90": _ms(window.quantile(0.9)),
+            "p99": _ms(window.quantile(0.99)),
+            "window_count": window.count,
+        },
+        "latency_ms_since_start": {
+            "p50": _ms(total.quantile(0.5)),
+            "p90": _ms(total.quantile(0.9)),
+            "p99": _ms(total.quantile(0.99)),
+            "max": _ms(total.max) if total.count else None,
+            "count": total.count,
+        },
+    }
+
+
 class CoreView:
     """Snapshots of one core, as plain data.  Cheap to build; holds no state of its own."""
 
@@ -146,35 +217,14 @@ class CoreView:
 
     def _pool_view(self, pool: PoolState, now: float) -> dict[str, Any]:
         core = self._core
-        c = pool.counters
-        window = pool.latency.window(now)
-        total = pool.latency.total
-        active_names = core.active_pools()
-        active = pool.name in active_names
         if len(core.rigs) <= EXACT_UP_TO:
             hashrate = sum(r.hashrate.rate(now) for r in pool.rigs())
         else:  # a large farm: the tick's last pass over the rigs (see rigstats)
             hashrate = core.rig_totals.per_pool.get(pool.name, 0.0)
         ready = pool.ready_connections()
         first = ready[0] if ready else None
-        group_weight = sum(core.pools[n].config.weight for n in active_names if n in core.pools)
-        delivered_total = sum(p.split_work for p in core.pools.values())
         return {
-            "name": pool.name,
-            "url": mask_url(pool.config.url),
-            "user": pool.config.user,
-            "state": pool.health.state.value,
-            "reason": pool.health.reason,
-            "last_error": pool.last_error,
-            "priority": pool.config.priority,
-            "weight": pool.config.weight,
-            "enabled": pool.config.enabled,
-            "draining": pool.draining,
-            "standby": pool.config.standby,
-            "active": active,
-            "goal_share": round(pool.config.weight / group_weight, 4) if active and group_weight else 0.0,
-            # share of the work (accepted difficulty) delivered since the active group formed
-            "delivered_share": round(pool.split_work / delivered_total, 4) if delivered_total else 0.0,
+            **pool_standing(core, pool),
             "rigs": pool.rig_count(),
             "hashrate": hashrate,
             "connections": pool.connection_count(),
@@ -184,35 +234,7 @@ class CoreView:
             "version_mask": (f"{first.version_mask:08x}" if first and first.version_mask is not None
                              else None),
             "narrow": pool.narrow,
-            "forwarded": c.forwarded,
-            "accepted": c.accepted,
-            "accepted_difficulty": c.accepted_difficulty,
-            "rejected": dict(c.rejected),
-            "rejected_total": sum(c.rejected.values()),
-            "timeouts": c.timeouts,
-            "lost": dict(c.lost),
-            "lost_total": sum(c.lost.values()),
-            "in_flight": pool.shares_in_flight(),
-            # answers to ids with nothing pending (duplicates, wrong or unknown ids, after a timeout)
-            "late_answers": c.late_answers,
-            "reject_ratio": round(pool.rejects.ratio, 4),
-            "stale_ratio": round(c.rejected.get("stale", 0) / c.forwarded, 4) if c.forwarded else 0.0,
-            "latency_ms": {
-                "p50": _ms(window.quantile(0.5)),
-                "p90": _ms(window.quantile(0.9)),
-                "p99": _ms(window.quantile(0.99)),
-                "window_count": window.count,
-            },
-            "latency_ms_since_start": {
-                "p50": _ms(total.quantile(0.5)),
-                "p90": _ms(total.quantile(0.9)),
-                "p99": _ms(total.quantile(0.99)),
-                "max": _ms(total.max) if total.count else None,
-                "count": total.count,
-            },
-            "last_job_age_s": round(now - pool.last_job_at, 3) if pool.last_job_at else None,
-            # silence: a request waiting longer than this makes the pool suspect, and why
-            "suspect_after_s": round(pool.suspect_after, 3) if pool.suspect_after else None,
+            **share_figures(pool, now),
             "suspect_bound": pool.suspect_reason,
             # network difficulty, block value and hashprice from the pool's latest job
             "hashprice": pool.hashprice.view(now, hashrate),

@@ -123,6 +123,8 @@ async def get_history(request: web.Request) -> web.Response:
 
 async def get_rentals(request: web.Request) -> web.Response:
     farm = _farm(request)
+    if farm.etcd is not None:  # the instances' elected leader rents; it publishes its view
+        return json_response(await farm.leader_rentals())
     if farm.rental is None:
         return json_response({"enabled": False, "provider": None, "orders": [],
                               "note": "no [rental] section in the farm config"})
@@ -135,6 +137,8 @@ async def patch_pool(request: web.Request) -> web.Response:
     name = request.match_info["name"]
     body = validate_patch(await proxy_api.json_object(request))
     _known_pool(farm, name)
+    if farm.etcd is not None:
+        return await _etcd_change(farm, name, body)
     return _change_response(await farm.apply("PATCH", f"/api/v1/pools/{name}", body))
 
 
@@ -151,7 +155,19 @@ async def _pool_action(request: web.Request, action: str) -> web.Response:
     farm = _farm(request)
     name = request.match_info["name"]
     _known_pool(farm, name)
+    if farm.etcd is not None:
+        return await _etcd_change(farm, name, {"drained": action == "drain"})
     return _change_response(await farm.apply("POST", f"/api/v1/pools/{name}/{action}", None))
+
+
+async def _etcd_change(farm: FarmService, name: str, changes: dict[str, Any]) -> web.Response:
+    """With [cluster]: one etcd transaction (200), or 503 with etcd's reason and no change."""
+    from ..cluster.etcd import EtcdError
+
+    try:
+        return json_response(await farm.write_setting(name, changes))
+    except EtcdError as exc:
+        raise ApiError(503, f"etcd did not take the change ({exc}); nothing was changed") from None
 
 
 async def reload_config(request: web.Request) -> web.Response:

@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 import msgspec
 
 from ..config import (
+    ClusterSection,
     ConfigError,
     PoolConfig,
     RentalSection,
@@ -17,6 +18,7 @@ from ..config import (
     convert,
     parse_address,
     read_toml,
+    validate_cluster,
     validate_pools,
     validate_rental,
 )
@@ -47,6 +49,9 @@ class FarmConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     # are not visible here with their credentials), or rental.pool = "@proxy" with the
     # farm's public address (HAProxy's) as rental.public_address
     pools: list[PoolConfig] = msgspec.field(default_factory=list)
+    # with [cluster]: a stateless reader of the farm's etcd (the instances are the registered
+    # members, pool writes are etcd transactions, the instances' elected leader rents)
+    cluster: ClusterSection | None = None
     path: str = ""
 
 
@@ -59,8 +64,14 @@ def validate_farm(config: FarmConfig) -> FarmConfig:
     for name in ("poll_s", "timeout_s", "retry_s"):
         if not getattr(f, name) > 0:
             raise ConfigError(f"farm.{name}: must be > 0")
-    if not config.instances:
-        raise ConfigError("instances: at least one [[instances]] entry is required")
+    if config.cluster is not None:
+        validate_cluster(config.cluster)
+        if config.rental is not None:
+            raise ConfigError("rental: with [cluster] the instances elect the one that rents; put "
+                              "[rental] in the instances' files, not in the farm's")
+    elif not config.instances:
+        raise ConfigError("instances: at least one [[instances]] entry is required (or a [cluster] "
+                          "section: the instances registered in etcd)")
     seen: set[str] = set()
     for i, inst in enumerate(config.instances):
         where = f"instances[{i}]"

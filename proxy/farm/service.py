@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 from collections import deque
@@ -19,6 +20,7 @@ from typing import Any
 
 import aiohttp
 
+from ..cluster.etcd import describe_client_error
 from ..core.events import EventLog
 from .config import FarmConfig, InstanceEntry
 from .view import InstanceState, farm_status
@@ -69,12 +71,19 @@ class FarmService:
         self._tasks: list[asyncio.Task] = []
         self.polls = 0
         self._polled = asyncio.Event()
+        self.etcd: Any = None  # with [cluster]: the farm's etcd (instances, settings, the leader)
+        self.etcd_error = ""
+        self.leader: str | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
         timeout = aiohttp.ClientTimeout(total=self.config.farm.timeout_s)
         self.http = aiohttp.ClientSession(timeout=timeout)
+        if self.config.cluster is not None:
+            from ..cluster.etcd import client_for
+
+            self.etcd = client_for(self.config.cluster)
         await self.poll_once()
         if self.config.rental is not None:
             from .rental import start_farm_rental
@@ -103,6 +112,8 @@ class FarmService:
             await self.api_runner.cleanup()
         if self.http is not None:
             await self.http.close()
+        if self.etcd is not None:
+            await self.etcd.close()
 
     async def _every(self, period: float, job: Any) -> None:
         while True:
@@ -145,7 +156,39 @@ class FarmService:
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             raise InstanceUnreachable(describe_client_error(exc)) from None
 
+    async def discover(self) -> None:
+        """With [cluster]: the instances are etcd's registered members (their API from their
+        summary); a member gone from etcd stays listed and its polls say whether it is up."""
+        from ..cluster.etcd import EtcdError
+
+        root = f"/{self.config.cluster.farm}/"  # type: ignore[union-attr]
+        try:
+            kvs, _ = await self.etcd.range(root + "members/", prefix=True)
+            leader = await self.etcd.get(root + "leader")
+        except EtcdError as exc:
+            self.etcd_error = str(exc)
+            return
+        self.etcd_error = ""
+        self.leader = leader.value.decode() if leader is not None else None
+        for kv in kvs:
+            name = kv.key.rsplit("/", 1)[1]
+            try:
+                api = str(json.loads(kv.value).get("api") or "")
+            except ValueError:
+                continue
+            entry = self._entries.get(name)
+            if entry is None:
+                self._entries[name] = InstanceEntry(name=name, api=api)
+                inst = InstanceState(name, api.rstrip("/"))
+                inst.events = deque(maxlen=EVENTS_KEPT_PER_INSTANCE)  # type: ignore[assignment]
+                self.instances.append(inst)
+            elif entry.api != api:
+                entry.api = api
+                next(i for i in self.instances if i.name == name).api = api.rstrip("/")
+
     async def poll_once(self) -> None:
+        if self.etcd is not None:
+            await self.discover()
         await asyncio.gather(*(self._poll(inst) for inst in self.instances))
         if self._meter is not None:
             self._meter.sample()
@@ -187,7 +230,35 @@ class FarmService:
         view = farm_status(self.config.farm.name, self.instances, self.now(), self.started,
                            bool(self.config.farm.token))
         view["changes_pending"] = [self._change_view(c) for c in self.pending.values()]
+        if self.etcd is not None:
+            view["cluster"] = {"farm": self.config.cluster.farm, "etcd": self.config.cluster.etcd,  # type: ignore[union-attr]
+                               "etcd_ok": not self.etcd_error, "etcd_error": self.etcd_error or None,
+                               "leader": self.leader}
         return view
+
+    async def write_setting(self, name: str, changes: dict[str, Any]) -> dict[str, Any]:
+        """With [cluster]: one etcd transaction; every instance's watch applies it."""
+        from ..cluster.settings import write_pool_setting
+
+        merged, revision = await write_pool_setting(
+            self.etcd, f"/{self.config.cluster.farm}/pools/", name, changes)  # type: ignore[union-attr]
+        self.events.emit("farm_change", self.now(), instance=self.config.farm.name, pool=name,
+                         body=changes, settings=merged, revision=revision,
+                         reason="written to etcd; every instance applies it from its watch")
+        return {"ok": True, "pool": name, "settings": merged, "revision": revision}
+
+    async def leader_rentals(self) -> dict[str, Any]:
+        """With [cluster]: the rental leader's view, as it publishes it in etcd."""
+        from ..cluster.etcd import EtcdError
+
+        try:
+            kv = await self.etcd.get(f"/{self.config.cluster.farm}/rental")  # type: ignore[union-attr]
+        except EtcdError as exc:
+            return {"enabled": True, "state": "unknown", "orders": [], "note": f"etcd unreachable: {exc}"}
+        if kv is None:
+            return {"enabled": True, "state": "no_leader", "orders": [], "leader": self.leader,
+                    "note": "no instance leads the backfill controller now"}
+        return json.loads(kv.value)
 
     def delivered_hashrate(self) -> float | None:
         """The farm's delivered hashrate, or None when no instance answered (unknown is not 0:
@@ -251,10 +322,3 @@ class FarmService:
                 "body": change.body, "attempts": change.attempts, "last_error": change.last_error,
                 "age_s": round(self.now() - change.first_tried, 3)}
 
-
-def describe_client_error(exc: BaseException) -> str:
-    if isinstance(exc, TimeoutError):
-        return "timed out"
-    if isinstance(exc, aiohttp.ClientConnectorError):
-        return f"cannot connect: {exc.os_error.strerror or exc.os_error}"
-    return f"{type(exc).__name__}: {exc}"

@@ -8,20 +8,21 @@ import logging
 import time
 from typing import Any
 
+import msgspec
+
 from ..config import Config, ConfigError, load, parse_address
 from ..core.coordinator import ProxyCore
 from ..core.events import EventLog
 from ..core.view import CoreView
+from ..listeners import for_listener, resolve, split_dialects
 from .client import Dialer
+from .eth_service import EthListenerService, start_dual
 from .proxyproto import ProxyProtocolPolicy
 from .server import RigProtocol
+from .ticker import Ticker
 
 log = logging.getLogger("proxy.service")
 
-# the core says when it next needs to run; this caps the sleep (a deadline created between
-# two runs that the core did not announce through CoreIO.wake is then at most this late)
-TICK_CAP_S = 0.25
-MIN_TICK_S = 0.001
 DRAIN_POLL_S = 0.01
 
 
@@ -48,12 +49,15 @@ class ProxyService:
         self.api_runner: Any = None
         self.api_port = 0
         self.port = 0
-        self._tick_handle: asyncio.TimerHandle | None = None
-        self._tick_at = 0.0
-        self._ticking = False
+        self.ticker: Ticker | None = None
         self._stopped = asyncio.Event()
         self.stopping = False
         self.rental: Any = None  # proxy.rental.controller.BackfillController when [rental] is set
+        self.cluster: Any = None  # proxy.cluster.node.ClusterNode when [cluster] is set
+        # GPU listeners (EthereumStratum/1.0.0), each with its own core; and every rig port by
+        # listener name ("main" is [proxy] listen)
+        self.gpu: dict[str, EthListenerService] = {}
+        self.ports: dict[str, int] = {}
         self.power: Any = None  # proxy.power.monitor.PowerMonitor when [power] is set
 
     async def start(self) -> None:
@@ -64,24 +68,43 @@ class ProxyService:
         from ..store.history import remembered_extranonce2_sizes
 
         remembered = remembered_extranonce2_sizes(self.config.proxy.history_db)
-        self.core = ProxyCore(self.config, self.dialer, now, wall_offset=time.time() - now,
+        listeners = resolve(self.config)
+        sv1 = next((x for x in listeners if x.protocol == "sv1"), None)
+        self.core = ProxyCore(self._sv1_config(self.config), self.dialer, now, wall_offset=time.time() - now,
                               prefix_start=self.prefix_start, events=self.events,
                               remembered_layout=remembered)
         self.view = CoreView(self.core)
         # the dial tasks the core started in __init__ run only after this line
         self.dialer.core = self.core
-        self.dialer.on_wake = self._wake
-        host, port = parse_address(self.config.proxy.listen, "proxy.listen")
+        self.ticker = Ticker(self.core.tick, "core")
+        self.dialer.on_wake = self.ticker.wake
         core = self.core
         settings = self.config.proxy
         policy = (None if settings.proxy_protocol == "off" else
                   ProxyProtocolPolicy(int(settings.proxy_protocol[1]), settings.trusted_proxies))
-        self.server = await loop.create_server(lambda: RigProtocol(core, loop, policy), host, port,
-                                               backlog=4096, reuse_address=True,
-                                               reuse_port=self.config.proxy.reuse_port or None)
-        self.port = self.server.sockets[0].getsockname()[1]
-        self._ticking = True
-        self._schedule_tick(now)
+        host, port = "", 0
+        if sv1 is not None:
+            host, port = parse_address(sv1.listen, sv1.where.replace("protocol", "listen"))
+            self.server = await loop.create_server(lambda: RigProtocol(core, loop, policy), host, port,
+                                                   backlog=4096, reuse_address=True,
+                                                   reuse_port=self.config.proxy.reuse_port or None)
+            self.ports[sv1.name] = self.server.sockets[0].getsockname()[1]
+        for listener in listeners:
+            if listener.protocol in ("ethstratum", "ethproxy"):
+                gpu = self.gpu[listener.name] = EthListenerService(listener, self.config, self.events,
+                                                                   self.resolver)
+                await gpu.start()
+                self.ports[listener.name] = gpu.port
+            elif listener.protocol == "eth":  # both GPU dialects on one port
+                halves, self.ports[listener.name] = await start_dual(listener, self.config, self.events,
+                                                                     self.resolver)
+                self.gpu.update((half.name, half) for half in halves)
+        self.port = self.ports[listeners[0].name]
+        self.ticker.start(now)
+        if self.config.cluster is not None:  # before the API: it serves the farm routes
+            from ..cluster.node import ClusterNode
+
+            self.cluster = ClusterNode(self, self.config.cluster)
         if self.with_api:
             from ..api.app import start_api
 
@@ -90,35 +113,22 @@ class ProxyService:
             from ..power.monitor import start_for_service as start_power
 
             self.power = await start_power(self)
-        if self.config.rental is not None:
+        if self.cluster is not None:  # the farm's settings, registration; the leader rents
+            await self.cluster.start()
+        elif self.config.rental is not None:
             from ..rental.local import start_for_service
 
             self.rental = await start_for_service(self)
         log.info("listening for rigs on %s:%d", host, self.port)
 
-    def _schedule_tick(self, at: float) -> None:
-        """Run the core's timers at ``at`` (monotonic), or in TICK_CAP_S if sooner."""
-        if self._tick_handle is not None:
-            self._tick_handle.cancel()
-        now = time.monotonic()
-        delay = min(max(at - now, MIN_TICK_S), TICK_CAP_S)
-        self._tick_at = now + delay
-        self._tick_handle = asyncio.get_running_loop().call_later(delay, self._run_tick)
-
-    def _wake(self, at: float) -> None:
-        if at < self._tick_at and self._ticking:
-            self._schedule_tick(at)
-
-    def _run_tick(self) -> None:
-        self._tick_handle = None
-        assert self.core is not None
-        next_at = time.monotonic() + TICK_CAP_S
-        try:
-            next_at = self.core.tick(time.monotonic())
-        except Exception:
-            log.exception("tick failed")
-        if self._ticking:
-            self._schedule_tick(next_at)
+    @staticmethod
+    def _sv1_config(config: Config) -> Config:
+        """What the SV1 core sees: the whole config when there is only the SV1 main
+        listener, else only the pools of the SV1 listener (none if there is none)."""
+        if not config.listeners and config.proxy.protocol == "sv1":
+            return config
+        sv1 = next((x for x in resolve(config) if x.protocol == "sv1"), None)
+        return msgspec.structs.replace(config, pools=list(sv1.pools) if sv1 is not None else [])
 
     def now(self) -> float:
         # uvloop's loop.time() has 1 ms resolution: too coarse for share latency
@@ -133,17 +143,34 @@ class ProxyService:
         if new.proxy.listen != self.config.proxy.listen:
             log.warning("proxy.listen changes need a restart; keeping %s", self.config.proxy.listen)
         assert self.core is not None
-        result = self.core.operator.apply_config(new, self.now())
+        result = self.core.operator.apply_config(self._sv1_config(new), self.now())
+        self._reload_gpu(new, result)
         self.config.pools = new.pools
         if self.power is not None and new.power is not None:
             result["power"] = self.power.apply(new.power)
             self.config.power = new.power
         elif (self.power is None) != (new.power is None):
             log.warning("adding or removing [power] needs a restart")
+        if self.cluster is not None:
+            self.cluster.settings.reapply()  # the farm's settings in etcd win over the file's
         if new.api.token != self.config.api.token:
             self.config.api.token = new.api.token  # takes effect on the next API write
             result["api_token"] = ["changed"]
         return result
+
+    def _reload_gpu(self, new: Config, result: dict[str, list[str]]) -> None:
+        """Each GPU listener takes its pools' changes (added, removed, changed pools); a new or
+        removed listener, or another address, needs a restart."""
+        listeners = {half.name: half for x in resolve(new) for half in split_dialects(x)}
+        for name, gpu in self.gpu.items():
+            listener = listeners.get(name)
+            if (listener is None or listener.protocol != gpu.listener.protocol
+                    or listener.listen != gpu.listener.listen):
+                log.warning("listener %s: removed, moved or changed protocol: needs a restart", name)
+                continue
+            assert gpu.core is not None
+            for key, names in gpu.core.operator.apply_config(for_listener(new, listener), self.now()).items():
+                result.setdefault(key, []).extend(names)
 
     def in_flight_shares(self) -> int:
         """Shares forwarded to a live pool connection and not answered yet."""
@@ -157,6 +184,9 @@ class ProxyService:
         self.stopping = True
         if self.server is not None:
             self.server.close()
+        if self.cluster is not None:  # leaves the farm: the lease is revoked, another instance leads
+            await self.cluster.stop()
+            self.cluster = None
         if self.rental is not None:  # stops deciding; an open order stays and is adopted on restart
             await self.rental.stop()
             self.rental = None
@@ -169,12 +199,12 @@ class ProxyService:
             self.core.close_all_rigs("proxy shutting down", self.now())
             if drain_s > 0:
                 await self._drain_in_flight(drain_s)
-        self._ticking = False
-        if self._tick_handle is not None:
-            self._tick_handle.cancel()
-            self._tick_handle = None
+        if self.ticker is not None:
+            self.ticker.stop()
         if self.core is not None:
             self.core.shutdown(self.now())
+        for gpu in self.gpu.values():
+            await gpu.stop(drain_s)
         if self.api_runner is not None:
             await self.api_runner.cleanup()
         if self.dialer is not None:

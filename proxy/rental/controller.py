@@ -15,6 +15,7 @@ Reusing the controller (e.g. a farm-wide control plane)::
         provider,                    # proxy.rental.provider.Provider (NiceHashProvider, ...)
         delivered_hashrate,          # async () -> float | None: H/s delivered to the pool, None = unknown
         ledger_path,                 # sqlite3 file (WAL); one per controller
+        ledger=None,                 # or a Ledger-like store of your own (proxy.cluster: etcd)
         destination,                 # proxy.rental.provider.Destination: where rented rigs are pointed
         events=sink,                 # sink(kind, reason, **fields): every decision, with its reason
         clock=time.monotonic,        # seconds, for trigger/recover/cooldown timing
@@ -85,6 +86,7 @@ class BackfillController:
         quote_every_s: float = 60.0,
         own_provider: bool = True,
         hashprice: Callable[[], HashpriceReading] | None = None,
+        ledger: Ledger | None = None,
         power: Any = None,
     ) -> None:
         self.config = config
@@ -102,6 +104,7 @@ class BackfillController:
         self.hashprice: HashpriceReading | None = None
         self.policy = BackfillPolicy(PolicyConfig.from_rental(config))
         self.ledger: Ledger | None = None
+        self._given_ledger = ledger  # another store with the Ledger interface (the farm's etcd)
         self.pool_id: str | None = None
         self.order: OrderStatus | None = None
         self.quote: Quote | None = None
@@ -127,7 +130,7 @@ class BackfillController:
     async def start(self, run: bool = True) -> None:
         """Open the ledger, register the pool and reconcile (retried in the loop if the
         marketplace is unreachable now); with ``run`` decide every ``interval_s``."""
-        self.ledger = Ledger(self.ledger_path)
+        self.ledger = self._given_ledger or Ledger(self.ledger_path)
         await self._prepare()
         if run:
             self._task = asyncio.get_running_loop().create_task(self._run(), name="rental-controller")

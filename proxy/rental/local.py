@@ -84,6 +84,15 @@ def core_accepted_difficulty(service: Any) -> float:
     return 0.0 if view is None else view.accepted_difficulty()
 
 
+# the Ethash family: GPU rigs on the GPU listeners (EthereumStratum/1.0.0)
+ETHASH_ALGORITHMS = frozenset({"DAGGERHASHIMOTO", "ETCHASH", "ETHASH"})
+
+
+def gpu_accepted_difficulty(service: Any) -> float:
+    """What the GPU listeners' pools accepted (NiceHash's Ethash difficulty 1 ~ 2^32 hashes)."""
+    return sum(g.view.accepted_difficulty() for g in getattr(service, "gpu", {}).values() if g.view)
+
+
 def reading_from(figures: dict[str, Any] | None) -> HashpriceReading:
     """A hashprice view (``/api/v1/status`` ``hashprice``) as the controller reads it."""
     if not figures:
@@ -141,8 +150,10 @@ async def start_for_service(service: Any, provider: Any = None) -> BackfillContr
     config = service.config
     rental = config.rental
     destination, via_proxy = destination_for(config, service.port)
+    gpu = rental.algorithm.upper() in ETHASH_ALGORITHMS  # GPU rigs: measured on the GPU listeners
+    accepted = gpu_accepted_difficulty if gpu else core_accepted_difficulty
     meter = WindowedHashrate(
-        lambda: core_accepted_difficulty(service), rental.window_s, sample_s=min(1.0, rental.interval_s)
+        lambda: accepted(service), rental.window_s, sample_s=min(1.0, rental.interval_s)
     )
 
     def sink(kind: str, reason: str, **fields: Any) -> None:

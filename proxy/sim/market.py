@@ -34,6 +34,7 @@ from typing import Any
 from aiohttp import web
 
 from ..rental.signing import verify
+from .ethrigs import EthRigFleet
 from .rigs import RigFleet
 
 log = logging.getLogger("proxy.sim.market")
@@ -41,6 +42,10 @@ log = logging.getLogger("proxy.sim.market")
 __all__ = ["SimMarket", "SimMarketConfig", "SimOrder"]
 
 HASHES_PER_DIFF1 = 2**32
+# the order books this market can be (one per instance, as NiceHash has one per algorithm):
+# the Ethash family's rigs are GPU rigs speaking EthereumStratum/1.0.0
+TITLES = {"SHA256ASICBOOST": "SHA256AsicBoost", "DAGGERHASHIMOTO": "DaggerHashimoto", "ETCHASH": "Etchash"}
+ETHASH = frozenset({"DAGGERHASHIMOTO", "ETCHASH"})
 ALIVE = ("PENDING", "ACTIVE", "PENDING_CANCELLATION")
 
 
@@ -106,7 +111,7 @@ class SimOrder:
     delivered_hs: float = 0.0
     last_price_change: float = -1e18
     last_limit_change: float = -1e18
-    fleets: list[RigFleet] = field(default_factory=list)
+    fleets: list[RigFleet | EthRigFleet] = field(default_factory=list)
     starting: int = 0
 
     @property
@@ -397,7 +402,7 @@ class SimMarket:
                     "miningAlgorithms": [
                         {
                             "algorithm": c.algorithm,
-                            "title": "SHA256AsicBoost",
+                            "title": TITLES.get(c.algorithm, c.algorithm),
                             "enabled": True,
                             "marketFactor": "1",
                             "displayMarketFactor": "H",
@@ -669,14 +674,17 @@ class SimMarket:
                 self._spawn(self._stop_fleets(order, len(order.fleets) - want))
 
     async def _start_rig(self, order: SimOrder) -> None:
-        fleet = RigFleet(
+        # an Ethash-family order book rents GPU rigs (EthereumStratum/1.0.0), the others ASICs
+        ethash = self.config.algorithm in ETHASH
+        kind: Any = EthRigFleet if ethash else RigFleet
+        fleet = kind(
             order.pool.host,
             order.pool.port,
             1,
             worker_prefix=order.pool.username,
             password=order.pool.password,
             share_interval=self.config.rig_share_interval,
-            connect_timeout=2.0,
+            **({} if ethash else {"connect_timeout": 2.0}),
         )
         try:
             await fleet.start()

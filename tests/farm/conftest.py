@@ -19,6 +19,7 @@ from proxy.farm.service import FarmService
 from proxy.net.service import ProxyService
 from proxy.sim import wait_until
 from proxy.sim.rigs import RigFleet
+from tests.etcd_fixture import EtcdCluster
 from tests.farm_fixture import Farm, stop_all
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -51,17 +52,20 @@ class Cluster(Farm):
         self.haproxy_port = 0
         self.farm: FarmService | None = None
 
-    def instance_config(self, name: str, api_port: int = 0, **proxy: Any) -> dict[str, Any]:
+    def instance_config(self, name: str, api_port: int = 0, extra: dict[str, Any] | None = None,
+                        **proxy: Any) -> dict[str, Any]:
         pools = [{"name": n, "url": f"stratum+tcp://127.0.0.1:{p.port}", "user": "farm", "priority": i}
                  for i, (n, p) in enumerate(self.pools.items())]
         proxy.setdefault("listen", "127.0.0.1:0")
         proxy.setdefault("failback_hold_s", 60)
         return {"proxy": {"instance": name, **proxy},
-                "api": {"listen": f"127.0.0.1:{api_port}", "token": TOKEN}, "pools": pools}
+                "api": {"listen": f"127.0.0.1:{api_port}", "token": TOKEN}, "pools": pools,
+                **(extra or {})}
 
     async def instance(self, name: str, api_port: int = 0, prefix_start: int = 0,
-                       **proxy: Any) -> ProxyService:
-        svc = ProxyService(load_dict(self.instance_config(name, api_port, **proxy)),
+                       extra: dict[str, Any] | None = None, **proxy: Any) -> ProxyService:
+        """One in-process instance; ``extra``: more top-level sections ([cluster], [rental])."""
+        svc = ProxyService(load_dict(self.instance_config(name, api_port, extra, **proxy)),
                            prefix_start=prefix_start, with_api=True)
         await svc.start()
         self.instances[name] = svc
@@ -139,3 +143,21 @@ async def cluster(tmp_path):
         yield c
     finally:
         await asyncio.wait_for(c.close(), 20)
+
+
+@pytest.fixture(scope="session")
+def etcd_cluster(tmp_path_factory):
+    """Three etcd members on loopback for the whole session (started once: ~1 s)."""
+    cluster = EtcdCluster(tmp_path_factory.mktemp("etcd"))
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.close()
+
+
+@pytest.fixture
+def etcd(etcd_cluster):
+    """The session's etcd with every member running (a test before may have killed some)."""
+    etcd_cluster.ensure_running()
+    return etcd_cluster

@@ -1,0 +1,114 @@
+"""The rental backfill for GPU rigs: a DaggerHashimoto order book (the sim marketplace's
+Ethash-family market), rented GPU rigs speaking EthereumStratum/1.0.0 through the proxy's
+GPU port, the deficit measured on the GPU listener."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from proxy.config import load_dict
+from proxy.net.service import ProxyService
+from proxy.sim import wait_until
+from proxy.sim.ethpool import EthSimPool
+from proxy.sim.ethrigs import EthRigFleet
+from proxy.sim.market import SimMarket, SimMarketConfig
+from tests.api.conftest import SIM_MARKET_ENV, sim_rental
+
+DIFF = 2**-22
+INTERVAL = 0.25
+RIG_HS = DIFF * 2**32 / INTERVAL  # 4096 H/s
+RIGS = 12
+
+
+async def test_gpu_rig_failure_is_backfilled_from_the_daggerhashimoto_market(tmp_path, monkeypatch):
+    for name, value in SIM_MARKET_ENV.items():
+        monkeypatch.setenv(name, value)
+    pool = EthSimPool("etc-pool", difficulty=DIFF, job_interval=1.0)
+    market = SimMarket(
+        SimMarketConfig(
+            algorithm="DAGGERHASHIMOTO",
+            market_price=Decimal("0.000000000002"),
+            activation_delay_s=0.2,
+            rig_difficulty=DIFF,
+            rig_share_interval=INTERVAL,
+            min_amount=Decimal("0.0001"),
+            min_limit=Decimal("100"),
+            tick_s=0.05,
+        )
+    )
+    await pool.start()
+    await market.start()
+    cfg = load_dict(
+        {
+            "proxy": {"listen": "127.0.0.1:0", "protocol": "ethstratum"},
+            "api": {"enabled": False},
+            "pools": [
+                {"name": "etc-pool", "url": f"stratum+tcp://127.0.0.1:{pool.port}", "user": "acct.farm"}
+            ],
+            "rental": sim_rental(
+                market.url,
+                str(tmp_path / "ledger.sqlite3"),
+                algorithm="DAGGERHASHIMOTO",
+                target_hashrate=f"{RIGS * RIG_HS} H/s",
+                trigger_deficit=0.15,
+                trigger_after_s=0.5,
+                recover_after_s=0.5,
+                min_order_s=0,
+                window_s=2.0,
+                interval_s=0.1,
+                pool="@proxy",
+                public_address="127.0.0.1:0",
+            ),
+        }
+    )
+    service = ProxyService(cfg)
+    await service.start()
+    stay = EthRigFleet("127.0.0.1", service.port, RIGS * 2 // 3, share_interval=INTERVAL)
+    doomed = EthRigFleet(
+        "127.0.0.1", service.port, RIGS // 3, share_interval=INTERVAL, worker_prefix="doomed"
+    )
+    back = None
+    ctl = service.rental
+    try:
+        assert ctl is not None and ctl.rented_in_source
+        await stay.start()
+        await doomed.start()
+        await wait_until(
+            lambda: ctl.delivered_hs is not None and ctl.delivered_hs > 0.9 * RIGS * RIG_HS,
+            8,
+            what="the GPU farm at target",
+        )
+        assert not market.orders
+        await doomed.stop()  # a third of the GPU rigs die
+        await wait_until(lambda: market.orders, 8, what="the backfill order")
+        (order,) = market.orders.values()
+        assert 0.2 * RIGS * RIG_HS <= float(order.limit) <= 0.5 * RIGS * RIG_HS
+        (dest,) = market.pools.values()
+        assert (dest.host, dest.port, dest.username) == ("127.0.0.1", service.port, "rental")
+        # rented GPU rigs dial the proxy's GPU port; its own measurement recovers
+        await wait_until(
+            lambda: (
+                ctl.measured_hs is not None
+                and ctl.measured_hs >= 0.85 * RIGS * RIG_HS
+                and order.delivered_hs > 0
+            ),
+            10,
+            what="delivered back at target",
+        )
+        gpu = service.gpu["main"].view
+        assert gpu is not None and any(r["worker"].startswith("rental") for r in gpu.rigs())
+        back = EthRigFleet(
+            "127.0.0.1", service.port, RIGS // 3, share_interval=INTERVAL, worker_prefix="back"
+        )
+        await back.start()  # the rigs return
+        await wait_until(lambda: order.state == "CANCELLED", 12, what="the order cancelled")
+        assert market.create_calls == 1
+        assert pool.wrong_extranonce() == 0 and pool.accepted > 0
+    finally:
+        for fleet in (stay, doomed, back):
+            if fleet is not None:
+                await fleet.stop()
+        await service.stop()
+        await market.stop()
+        await pool.stop()
+    assert stay.total("disconnects") == 0
