@@ -67,13 +67,20 @@ def power_config(nut: SimNut, tmp_path, **over: Any) -> Any:
 RIGS = [RigFigure(1, ("farm.a1",), "10.0.0.1:1", 100.0), RigFigure(2, ("farm.b1",), "10.0.0.2:1", 100.0)]
 
 
-async def test_monitor_events_and_unknown(nut, tmp_path):
+async def monitor_on(nut: SimNut, tmp_path) -> tuple[PowerMonitor, list[dict[str, Any]]]:
+    """A running monitor of UPS "a" (on the sim's ups1, feeding farm.a*) once it has read it,
+    and the events it emits."""
     events: list[dict[str, Any]] = []
     mon = PowerMonitor(power_config(nut, tmp_path), lambda: RIGS,
                        events=lambda kind, reason, **f: events.append({"kind": kind, "reason": reason, **f}))
     await mon.start()
+    await wait_for(lambda: mon.ups["a"].reading.power is Power.ONLINE)
+    return mon, events
+
+
+async def test_monitor_events_and_unknown(nut, tmp_path):
+    mon, events = await monitor_on(nut, tmp_path)
     try:
-        await wait_for(lambda: mon.ups["a"].reading.power is Power.ONLINE)
         nut.set("ups1", status="OB DISCHRG", runtime=20)
         await wait_for(lambda: mon.input().cover_hs == 100.0)
         decisions = [e for e in events if e["kind"] == "power_decision"]
@@ -150,12 +157,8 @@ async def test_reload_changes_the_upses(nut, tmp_path):
     second = SimNut()
     second.set("ups9", status="OB", runtime=5)
     await second.start()
-    events: list[dict[str, Any]] = []
-    mon = PowerMonitor(power_config(nut, tmp_path), lambda: RIGS,
-                       events=lambda kind, reason, **f: events.append({"kind": kind, "reason": reason, **f}))
-    await mon.start()
+    mon, events = await monitor_on(nut, tmp_path)
     try:
-        await wait_for(lambda: mon.ups["a"].reading.power is Power.ONLINE)
         kept = mon.ups["a"].reading
         new = load_dict({
             "pools": [{"name": "p", "url": "stratum+tcp://127.0.0.1:1", "user": "u"}],
