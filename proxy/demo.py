@@ -276,7 +276,7 @@ async def run_demo(args: argparse.Namespace) -> int:
     # a real pool's vardiff: it raises the difficulty of the proxy's one connection for the
     # whole farm's hashrate; the proxy keeps each rig near a share every rig_share_interval_s
     primary = SimPool(SimPoolConfig(name="primary", difficulty=PRIMARY_DIFFICULTY, job_interval=10.0,
-                                    vardiff=True, vardiff_target_interval_s=0.5,
+                                    vardiff=True, vardiff_target_interval_s=0.2,
                                     vardiff_retarget_shares=40, vardiff_min=PRIMARY_DIFFICULTY))
     backup = SimPool(SimPoolConfig(name="backup", difficulty=2**-21, job_interval=10.0))
     await primary.start()

@@ -21,7 +21,7 @@ RUNTIME_S = 12.0  # on battery: the order comes after 2 s of watching (12 - 2 ma
 MARGIN_S = 2.0
 LEAD_S = 8.0  # order lead: rent when the runtime left, less the margin, is this or less
 DOWN_S = 3.0  # the rigs stay dark this long before the mains return
-MAX_S = 35.0  # the act gives up (and says so) after this long
+MAX_S = 45.0  # the act gives up (and says so) after this long (it takes 20-30 s)
 
 
 def power_config(nut: SimNut, workers: str) -> dict[str, Any]:
@@ -70,7 +70,10 @@ class PowerAct:
         on_battery = t - self.started_at
         if self.ordered_at is None and ctl.order is not None:
             self.ordered_at = t
-        if ctl.order is not None and ctl.order.delivered_hs > 0 and ctl.delivered_hs is not None:
+        # the dip the act is about: from the order delivering until the mains return (after
+        # that the rigs are back and the normal recovery path winds the order down)
+        if (self.back_at is None and ctl.order is not None and ctl.order.delivered_hs > 0
+                and ctl.delivered_hs is not None):
             self.lowest = min(self.lowest or ctl.delivered_hs, ctl.delivered_hs)
         if self.dark_at is None:
             left = max(0.0, RUNTIME_S - on_battery)
@@ -89,6 +92,8 @@ class PowerAct:
             change = rigs.count
         if self.back_at is not None and ctl.order is None and self.ordered_at is not None:
             self.cancelled = True
+            self.say(f"the power act is over: the order was cancelled {t - self.back_at:.0f} s after "
+                     "the mains returned")
         if on_battery > MAX_S and not self.done:
             self.gave_up = True
             self.say("the power act ran out of time (see the log)")
@@ -103,8 +108,8 @@ class PowerAct:
         if self.lowest is None:
             dip = "no delivered figure while the order ran"
         else:
-            dip = (f"delivered hashrate never below {format_hashrate(self.lowest)} while the order ran "
-                   f"(the trigger: {format_hashrate(self.floor)})"
+            dip = (f"delivered hashrate never below {format_hashrate(self.lowest)} from the order "
+                   f"delivering to the mains' return (the trigger: {format_hashrate(self.floor)})"
                    + ("" if self.lowest >= self.floor else ", so it DIPPED"))
         return f"power act: {ahead}; {dip}; order {'cancelled' if self.cancelled else 'NOT cancelled'}"
 
