@@ -86,6 +86,11 @@ async def test_gpu_port_in_the_dashboard_fails_over_live(dash, tmp_path):
     await expect(page.locator('#history-chart rect[data-pool="etc-a"]').first).to_be_attached()
     await expect(page.locator('#history-chart rect[data-pool="primary"]')).to_have_count(0)
     await dash.screenshot(page, "dashboard-gpu-1440-full", full_page=True)
+    narrow = await dash.open(390, 844, rigs=RIGS + GPU_RIGS)
+    await expect(narrow.locator('#listeners-body tr[data-listener="gpu"]')).to_be_visible()
+    overflow = await narrow.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+    assert overflow <= 0, f"the page scrolls sideways by {overflow}px at 390px"
+    await dash.screenshot(narrow, "dashboard-gpu-390-full", full_page=True)
     await page.evaluate("window.__samePage = 'yes'")
 
     # the GPU primary dies: the page shows it down and the GPU rigs on etc-b, the ASICs stay

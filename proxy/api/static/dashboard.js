@@ -433,6 +433,7 @@
     renderHeader();
     renderPools();
     renderListeners();
+    renderRigsTitle();
     renderEvents();
     renderPoolFilter();
     renderHistoryLegend();
@@ -526,7 +527,8 @@
     setText("stat-rigs", fmtCount(rigs));
     const idle = num(st.rigs_connected) && num(st.rigs_working) ? st.rigs_connected - st.rigs_working : 0;
     const working = `${fmtCount(st.rigs_working)} working${idle > 0 ? ` · ${fmtCount(idle)} waiting for work` : ""}`;
-    setText("stat-rigs-sub", multiPort() ? `${hasSv1 ? `SV1 ${fmtCount(st.rigs_connected)} (${working}) · ` : ""}GPU ${fmtCount(gpuRigs)}` : working);
+    const waiting = idle > 0 ? ` · ${fmtCount(idle)} SV1 waiting for work` : "";
+    setText("stat-rigs-sub", multiPort() ? `${hasSv1 ? `SV1 ${fmtCount(st.rigs_connected)} · ` : ""}GPU ${fmtCount(gpuRigs)}${waiting}` : working);
     setCardClass("card-rigs", idle > 0 ? "warn" : rigs > 0 ? "good" : "");
 
     // each rig port's active group (the SV1 one from the status API, the GPU ones from theirs)
@@ -536,6 +538,7 @@
     const active = ports.flatMap((x) => x.active);
     const stalled = ports.filter((x) => !x.active.length);
     setText("stat-active", ports.map((x) => x.active.join(", ") || "none").join(" · ") || "none");
+    $("stat-active").classList.toggle("multi", ports.length > 1);  // may wrap on a phone
     $("stat-active").title = ports.length > 1 ? ports.map((x) => `${x.name}: ${x.active.join(", ") || "none"}`).join("; ") : "";
     const sw = lastSwitch();
     if (stalled.length) {
@@ -577,7 +580,7 @@
       const active = Array.isArray(l.active_pools) ? l.active_pools : [];
       return el("tr", { "data-listener": l.name },
         el("td", { class: "sticky" }, el("span", { class: "pool-name" }, l.name),
-          el("span", { class: "sub" }, l.name === "main" ? "[proxy] listen" : "[[listeners]]")),
+          el("span", { class: "sub nowrap" }, l.name === "main" ? "[proxy] listen" : "[[listeners]]")),
         el("td", {}, protocolName(l.protocol), gpu ? el("span", { class: "sub mono" }, `/api/v1/listeners/${l.name}/rigs`) : null),
         el("td", { class: "num mono" }, num(l.port) ? String(l.port) : "—"),
         el("td", { class: "num", "data-col": "rigs" }, fmtCount(l.rigs)),
@@ -1094,6 +1097,15 @@
     select.value = want.includes(S.rig.pool) ? S.rig.pool : "";
   }
 
+  // this table lists the SV1 port's rigs; a GPU port's are at /api/v1/listeners/{name}/rigs
+  function renderRigsTitle() {
+    const data = S.rigs;
+    if (!data || data.error) return;
+    const total = num(data.total) ? data.total : (Array.isArray(data.rigs) ? data.rigs.length : 0);
+    const where = multiPort() ? ` to ${sv1Name()} (Stratum V1); GPU rigs: see Rig ports` : "";
+    setText("rigs-total", S.rig.q || S.rig.pool ? `${fmtCount(total)} matching` : `${fmtCount(total)} connected${where}`);
+  }
+
   function renderRigs() {
     const body = $("rigs-body");
     const data = S.rigs;
@@ -1111,9 +1123,7 @@
     const rigs = Array.isArray(data.rigs) ? data.rigs : [];
     const total = num(data.total) ? data.total : rigs.length;
     const filtered = S.rig.q || S.rig.pool;
-    // this table lists the SV1 port's rigs; a GPU port's are at /api/v1/listeners/{name}/rigs
-    const where = multiPort() ? ` to ${sv1Name()} (Stratum V1); GPU rigs: see Rig ports` : "";
-    setText("rigs-total", filtered ? `${fmtCount(total)} matching` : `${fmtCount(total)} connected${where}`);
+    renderRigsTitle();
     setText("rig-range", total ? `${fmtCount(data.offset + 1)}–${fmtCount(data.offset + rigs.length)} of ${fmtCount(total)}` : "");
     $("rig-prev").disabled = data.offset <= 0;
     $("rig-next").disabled = data.offset + rigs.length >= total;
