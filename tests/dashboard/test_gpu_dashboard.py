@@ -138,3 +138,34 @@ async def test_gpu_port_in_the_dashboard_fails_over_live(dash, tmp_path):
     assert by_pool == {"primary": "main", "backup": "main", "etc-a": "gpu", "etc-b": "gpu"}
     for name in ("etc-a", "etc-b"):
         assert sum(r["accepted"] for r in rows if r["pool"] == name) > 0, name
+
+
+async def test_a_gpu_only_proxy_reads_as_one(dash):
+    """[proxy] listen speaks EthereumStratum: the header, chart and ports are the GPU port's."""
+    gpu = {name: EthSimPool(name, job_interval=1.0) for name in ("etc-a", "etc-b")}
+    for pool in gpu.values():
+        await pool.start()
+    dash.api.pools.update(gpu)
+    data = {"proxy": {"listen": "127.0.0.1:0", "protocol": "ethstratum", "instance": "gpu-proxy"},
+            "api": {"listen": "127.0.0.1:0", "token": TOKEN},
+            "pools": [{"name": name, "url": f"stratum+tcp://127.0.0.1:{pool.port}", "user": "farm",
+                       "priority": i} for i, (name, pool) in enumerate(gpu.items())]}
+    svc = ProxyService(load_dict(data, str(dash.api.config_path)))
+    svc.config.proxy.history_sample_s = 0.25
+    await svc.start()
+    dash.api.svc = svc
+    fleet = EthRigFleet("127.0.0.1", svc.port, GPU_RIGS, share_interval=0.1)
+    dash.api.fleets.append(fleet)
+    await fleet.start()
+    page = await dash.open(1440, 900, rigs=GPU_RIGS)
+    await expect(page.locator("#stat-active")).to_have_text("etc-a")
+    await expect(page.locator("#stat-rigs-sub")).to_have_text(f"GPU {GPU_RIGS}")
+    await expect(page.locator("#stat-hashrate")).not_to_have_text("0 H/s")
+    port = page.locator('#listeners-body tr[data-listener="main"]')
+    await expect(port).to_contain_text("EthereumStratum/1.0.0")
+    await expect(page.locator('#pools-body tr[data-pool="etc-a"] .port-label')).to_have_text(
+        "main · EthereumStratum/1.0.0")
+    await expect(page.locator("#rigs-card")).to_be_hidden()  # no SV1 port: no SV1 rigs table
+    await expect(page.locator("#history-listener")).to_be_hidden()  # one port: nothing to pick
+    await expect(page.locator('#history-chart rect[data-pool="etc-a"]').first).to_be_attached()
+    await dash.screenshot(page, "dashboard-gpu-only-1440x900")

@@ -450,7 +450,7 @@
   // what the farm's hashrate earns (status API: the active pool's job), next to the rental price
   function farmHashprice() {
     const hp = S.status && S.status.hashprice;
-    if (!hp || typeof hp !== "object") return "";
+    if (!hp || typeof hp !== "object" || (multiPort() && !sv1Pools().length)) return "";  // Ethash: none
     return hp.btc_per_ph_day != null ? `hashprice ${fmtHashprice(hp.btc_per_ph_day)}`
       : `hashprice unknown${hp.reason ? ` (${hp.reason})` : ""}`;
   }
@@ -1099,6 +1099,8 @@
 
   // this table lists the SV1 port's rigs; a GPU port's are at /api/v1/listeners/{name}/rigs
   function renderRigsTitle() {
+    // a proxy with GPU ports only has no SV1 rigs to list: the Rig ports card counts its rigs
+    $("rigs-card").hidden = multiPort() && !S.listeners.some((l) => l && l.protocol === "sv1");
     const data = S.rigs;
     if (!data || data.error) return;
     const total = num(data.total) ? data.total : (Array.isArray(data.rigs) ? data.rigs.length : 0);
