@@ -1,4 +1,4 @@
-"""``python -m proxy.sim pool|rigs``: run a simulated pool or rig fleet from a shell.
+"""``python -m proxy.sim pool|rigs|ethpool|ethrigs``: run a simulated pool or rig fleet from a shell.
 
 Handy for poking a proxy by hand or for the demo: each prints one status line per second.
 """
@@ -19,7 +19,8 @@ from .rigs import RigFleet
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m proxy.sim",
-                                     description="simulated Stratum V1 pools and rigs")
+                                     description="simulated pools and rigs: Stratum V1 (ASICs) and "
+                                                 "EthereumStratum/1.0.0 (GPU rigs)")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -56,6 +57,24 @@ def _parser() -> argparse.ArgumentParser:
     rigs.add_argument("--profile", default="default", choices=sorted(PROFILES),
                       help="the firmware the rigs speak as: "
                            + "; ".join(f"{p.name}: {p.summary}" for p in PROFILES.values()))
+    ethpool = sub.add_parser("ethpool", help="run an EthereumStratum/1.0.0 pool until SIGINT/SIGTERM")
+    ethpool.add_argument("--name", default="ethsim")
+    ethpool.add_argument("--port", type=int, default=3411, help="on 127.0.0.1")
+    ethpool.add_argument("--extranonce-size", type=int, default=2,
+                         help="bytes of extranonce the pool gives each connection")
+    ethpool.add_argument("--job-interval", type=float, default=2.0)
+    ethpool.add_argument("--difficulty", type=float, default=1.0)
+
+    ethrigs = sub.add_parser("ethrigs",
+                             help="run a GPU rig fleet (EthereumStratum/1.0.0) for --duration seconds")
+    ethrigs.add_argument("--host", default="127.0.0.1")
+    ethrigs.add_argument("--port", type=int, default=4444)
+    ethrigs.add_argument("--count", type=int, default=10)
+    ethrigs.add_argument("--share-interval", type=float, default=1.0)
+    ethrigs.add_argument("--duration", type=float, default=60.0)
+    ethrigs.add_argument("--worker-prefix", default="gpu")
+    ethrigs.add_argument("--refusers", type=int, default=0,
+                         help="how many of the rigs refuse mining.set_extranonce (moved by client.reconnect)")
     return parser
 
 
@@ -114,6 +133,56 @@ async def _run_rigs(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _run_ethpool(args: argparse.Namespace) -> int:
+    from .ethpool import EthSimPool
+
+    pool = EthSimPool(args.name, extranonce_size=args.extranonce_size, job_interval=args.job_interval,
+                      difficulty=args.difficulty)
+    pool.port = args.port
+    stop = _stop_event()
+    await pool.start()
+    print(f"EthereumStratum pool {args.name} listening on 127.0.0.1:{pool.port}", flush=True)
+    try:
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(1.0):
+                    await stop.wait()
+            print(f"{args.name}: connections={len(pool.conns)} accepted={pool.accepted} "
+                  f"rejected={dict(pool.rejected)}", flush=True)
+    finally:
+        await pool.stop()
+    return 0
+
+
+async def _run_ethrigs(args: argparse.Namespace) -> int:
+    from .ethrigs import EthRigFleet
+
+    fleet = EthRigFleet(args.host, args.port, args.count, share_interval=args.share_interval,
+                        refusers=args.refusers, worker_prefix=args.worker_prefix)
+    stop = _stop_event()
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + args.duration
+    await fleet.start()
+    try:
+        while not stop.is_set() and loop.time() < deadline:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(min(1.0, max(deadline - loop.time(), 0.01))):
+                    await stop.wait()
+            print(f"gpu rigs: accepted={fleet.total('accepted')} rejected={fleet.rejected} "
+                  f"pending={fleet.pending} set_extranonce={fleet.total('extranonce_changes')} "
+                  f"reconnects={fleet.total('reconnects')} disconnects={fleet.total('disconnects')} "
+                  f"connect_failures={fleet.total('connect_failures')}",
+                  flush=True)
+    finally:
+        await fleet.stop()
+    print(f"done: accepted={fleet.total('accepted')} rejected={fleet.rejected} "
+          f"disconnects={fleet.total('disconnects')} unanswered={fleet.pending}", flush=True)
+    return 0
+
+
+RUNNERS = {"pool": _run_pool, "rigs": _run_rigs, "ethpool": _run_ethpool, "ethrigs": _run_ethrigs}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
@@ -122,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
         import uvloop
 
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
-    runner = _run_pool if args.command == "pool" else _run_rigs
+    runner = RUNNERS[args.command]
     try:
         return asyncio.run(runner(args))
     except KeyboardInterrupt:
