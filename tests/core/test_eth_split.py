@@ -94,3 +94,40 @@ def test_a_cold_gpu_standby_is_dialled_only_when_needed():
     core.tick(clock.advance(1.0))
     assert core.pools["backup"].connections  # holding the rig: kept
     assert not rig.closed and not rig.notifications("client.reconnect")
+
+
+def test_getwork_rigs_are_time_sliced_by_pushing_the_other_pools_work():
+    from proxy.core.ethproxy_core import EthProxyCore
+    from tests.core import test_ethproxy_core as getwork
+
+    cfg = load_dict({"proxy": {"protocol": "ethproxy", "split_slice_s": 10.0}, "pools": [
+        {"name": "a", "url": "stratum+tcp://127.0.0.1:1", "user": "0xacct", "weight": 70.0},
+        {"name": "b", "url": "stratum+tcp://127.0.0.1:2", "user": "0xacct", "weight": 30.0}]})
+    io, clock = FakeIO(), Clock()
+    core = EthProxyCore(cfg, io, clock.now)
+    links = [getwork.up(core, io, clock, 0, "aa" * 32), getwork.up(core, io, clock, 1, "bb" * 32)]  # type: ignore[arg-type]
+    rigs = []
+    for i in range(2):
+        rig = FakeRig(core, clock)  # type: ignore[arg-type]
+        rig.request("eth_submitLogin", [f"0xwallet.rig{i}", "x"])
+        rigs.append(rig)
+    answered: set[tuple[int, int]] = set()
+    nonce = 0
+    for _step in range(600):  # a share per rig every 2 s for 20 minutes
+        clock.advance(2.0)
+        for rig in rigs:
+            nonce += 1
+            header = [m for m in rig.received if m.get("id") == 0][-1]["result"][0]  # its latest work
+            rig.request("eth_submitWork", [f"0x{nonce:016x}", header, "0x" + "cc" * 32])
+        for i, link in enumerate(links):
+            for req in link.requests("eth_submitWork"):
+                if (i, req["id"]) not in answered:
+                    answered.add((i, req["id"]))
+                    link.feed({"id": req["id"], "jsonrpc": "2.0", "result": True})
+            link.conn.job_at = clock.now  # the scripted pools stay fresh
+        core.tick(clock.now)
+    a, b = core.pools["a"].split_work, core.pools["b"].split_work
+    assert abs(a / (a + b) - 0.70) <= 0.02, a / (a + b)
+    assert core.totals["split_moves"] > 0 and core.totals["set_extranonce"] == 0
+    assert all(not r.closed and not r.notifications("client.reconnect") for r in rigs)
+    assert sum(sum(r.session.rejected.values()) for r in rigs) == 0
