@@ -46,7 +46,7 @@ async def get_listeners(request: web.Request) -> web.Response:
         if name == sv1 and view is not None:  # the SV1 port
             out.append({"name": name, "protocol": "sv1", "port": port, "rigs": view.rig_count(),
                         "active_pools": view.active_pools(), "counters": view.totals(),
-                        "pools": [p["name"] for p in view.pools(now)]})
+                        "pools": view.pool_names()})
     for g in gpu.values():  # each GPU core (both halves of an "eth" port share its port)
         if g.view is not None:
             summary = g.view.summary(now)

@@ -220,6 +220,7 @@
 
   // --- rig ports: the SV1 one and each GPU one (EthereumStratum, getwork), each with its pools
 
+  // the API says "sv1", "EthereumStratum/1.0.0" or "ethproxy" (the getwork dialect)
   const PROTOCOLS = { sv1: "Stratum V1", ethstratum: "EthereumStratum/1.0.0", ethproxy: "getwork (eth-proxy)" };
   const protocolName = (p) => PROTOCOLS[p] || String(p || "?");
   // GPU pools say their listener (pools API); the others are the SV1 port's
@@ -630,7 +631,7 @@
     const name = listenerOf(p);
     const info = listenerInfo(name);
     const protocol = isGpu(p) ? p.protocol : "sv1";
-    return el("span", { class: `port-label port-${protocol}`, "data-listener": name,
+    return el("span", { class: `port-label ${isGpu(p) ? "port-gpu" : "port-sv1"}`, "data-listener": name,
       title: `rig port ${name}${info && info.port ? ` (:${info.port})` : ""}: ${protocolName(protocol)}` },
     `${name} · ${protocolName(protocol)}`);
   }
