@@ -16,6 +16,7 @@ from proxy.sim.ethrigs import EthRigFleet
 from proxy.store.history import HistoryStore
 from tests.api.conftest import POOL_PASSWORD
 from tests.dashboard.conftest import RIGS, TOKEN
+from tests.dashboard.test_readable import MISALIGNED_NUMBERS, NUMBER_FIRST
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -85,6 +86,7 @@ async def test_gpu_port_in_the_dashboard_fails_over_live(dash, tmp_path):
     await page.locator("#history-listener").select_option("gpu")
     await expect(page.locator('#history-chart rect[data-pool="etc-a"]').first).to_be_attached()
     await expect(page.locator('#history-chart rect[data-pool="primary"]')).to_have_count(0)
+    assert await page.evaluate(MISALIGNED_NUMBERS, NUMBER_FIRST) == []  # the rig ports' too
     await dash.screenshot(page, "dashboard-gpu-1440-full", full_page=True)
     narrow = await dash.open(390, 844, rigs=RIGS + GPU_RIGS)
     await expect(narrow.locator('#listeners-body tr[data-listener="gpu"]')).to_be_visible()
