@@ -33,8 +33,9 @@ class ProxySection(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     protocol: Literal["sv1", "ethstratum", "ethproxy", "eth"] = "sv1"
     # this process's name in /api/v1/status, /metrics labels and the farm control plane
     instance: str = "proxy"
-    # several instances on one machine share proxy.listen (SO_REUSEPORT, one per core): the
-    # kernel spreads the rigs, and a rig whose instance dies reconnects to a live one
+    # several instances on one machine share proxy.listen and every [[listeners]] port
+    # (SO_REUSEPORT, one per core): the kernel spreads the rigs, and a rig whose instance
+    # dies reconnects to a live one
     reuse_port: bool = False
     # behind a load balancer: the rig's real address from its PROXY protocol header ("v1",
     # "v2"), believed only from these CIDRs (required when on); anything else is closed

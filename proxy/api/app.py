@@ -27,7 +27,7 @@ from ..core.view import CoreView, UnknownPool, UnknownSortKey
 from ..store.history import HistoryRecorder, HistoryStore
 from .auth import AuthError, check_write
 from .dashboard import INDEX_HEADERS, INDEX_HTML
-from .listeners import add_listener_routes, gpu_pool, gpu_views
+from .listeners import add_listener_routes, gpu_pool, gpu_views, sv1_listener
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .metrics import render_metrics
 from .power import add_power_routes
@@ -389,7 +389,8 @@ def create_app(service: Any, *, history_interval: float | None = None) -> web.Ap
             log.warning("history recorder not started: the proxy core is not running")
             return
         store = HistoryStore(service.config.proxy.history_db)
-        recorder = HistoryRecorder(service.view, service.events, service.now, store, interval_s=interval)
+        recorder = HistoryRecorder(service.view, service.events, service.now, store, interval_s=interval,
+                                   gpu=gpu_views(service), listener=sv1_listener(service))
         await recorder.start()
         app[RECORDER] = recorder
         log.info("history: %s%s, sampled every %gs", store.backend,

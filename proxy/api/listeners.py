@@ -25,6 +25,13 @@ def gpu_pool(service: Any, name: str) -> tuple[Any, EthView] | None:
     return None
 
 
+def sv1_listener(service: Any) -> str:
+    """The name of the SV1 rig port ("main" unless [proxy] speaks a GPU protocol; "" if none)."""
+    from ..listeners import resolve
+
+    return next((x.name for x in resolve(service.config) if x.protocol == "sv1"), "")
+
+
 async def get_listeners(request: web.Request) -> web.Response:
     """Every rig port: the SV1 one (if any) and each GPU listener."""
     from .app import SERVICE, json_response  # app imports this module: imported late
@@ -34,11 +41,12 @@ async def get_listeners(request: web.Request) -> web.Response:
     out: list[dict[str, Any]] = []
     view = svc.view
     gpu = getattr(svc, "gpu", {})
+    sv1 = sv1_listener(svc)
     for name, port in getattr(svc, "ports", {}).items():
-        if name not in gpu and view is not None:  # the SV1 port
+        if name == sv1 and view is not None:  # the SV1 port
             out.append({"name": name, "protocol": "sv1", "port": port, "rigs": view.rig_count(),
-                        "active_pools": view.active_pools(),
-                        "pools": [p["name"] for p in view.pools(now)]})
+                        "active_pools": view.active_pools(), "counters": view.totals(),
+                        "pools": view.pool_names()})
     for g in gpu.values():  # each GPU core (both halves of an "eth" port share its port)
         if g.view is not None:
             summary = g.view.summary(now)

@@ -29,6 +29,7 @@ from .corebase import CoreBase
 from .eth_jobs import EthJob, EthJobBook, check_share
 from .eth_pools import EthUpstreams
 from .eth_rig import RECENT_CONNS, EthRigSession, EthRigState
+from .eth_split import steer
 from .eth_upstream import EthPoolConnection
 from .events import EventLog, PoolSwitched
 from .pool import PoolState
@@ -75,7 +76,7 @@ class EthCore(CoreBase):
         self.totals: Counter[str] = Counter({k: 0 for k in (
             "submits", "accepted", "rejected", "forwarded", "rigs_connected_total",
             "rigs_disconnected", "bad_lines", "pool_switches", "rate_limited", "set_extranonce",
-            "client_reconnect", "rigs_refused", "rigs_timed_out", "lost")})
+            "client_reconnect", "rigs_refused", "rigs_timed_out", "lost", "split_moves")})
         self._policy = RigPolicy(s.max_requests_per_s, s.allowed_workers, s.max_line_bytes)
         self._next_rig_id = 1
         self._next_prefix = 0
@@ -83,6 +84,7 @@ class EthCore(CoreBase):
         self._active_names: tuple[str, ...] = ()
         self.deadline = now + IDLE_TICK_S
         self.hold_check_at: float | None = None
+        self.next_split_at = now + s.split_slice_s  # the weighted split's next slice (eth_split)
         self.timers = self  # SilenceWatch asks ``core.timers.due``
         self.upstreams = EthUpstreams(self)
         self.silence = SilenceWatch(self)  # type: ignore[arg-type]  # duck-typed on the core
@@ -165,6 +167,10 @@ class EthCore(CoreBase):
         self.waiting.pop(rig.rig_id, None)
         self.prefix_load[rig.prefix] -= 1
         self.detach(rig)
+
+    def moves_in_place(self, rig: EthRigSession) -> bool:
+        """Can the rig change pools without reconnecting (mining.set_extranonce)?"""
+        return rig.extranonce_subscribed
 
     def connections_wanted(self) -> int:
         """Connections each enabled pool keeps, so that any one of them can take every rig
@@ -345,8 +351,13 @@ class EthCore(CoreBase):
         if self.hold_check_at is not None and now >= self.hold_check_at:
             self.hold_check_at = None
             self.reroute(now, "failback: hold-down over")
+        if len(self._active_names) > 1 and now >= self.next_split_at:
+            self.next_split_at = now + self.settings.split_slice_s
+            steer(self, now)
         self.upstreams.maintain(now)
         times = [now + IDLE_TICK_S]
+        if len(self._active_names) > 1:
+            times.append(self.next_split_at)
         for deadline in (self.silence.next_deadline(), self.hold_check_at, self.upstreams.next_dial(),
                          stale_at):
             if deadline is not None:

@@ -15,6 +15,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from ..stratum import errors, messages
+from .eth_rig import HASHES_PER_DIFFICULTY
+from .eth_split import idle, wanted
 from .eth_upstream import EthJobArrived, EthPending, EthPoolConnection
 from .events import RigsExtranonceChanged
 from .health import PoolHealth
@@ -51,18 +53,23 @@ class EthUpstreams:
 
     def maintain(self, now: float) -> None:
         """Every enabled pool keeps as many live connections as the farm needs (warm
-        backups, see ``EthCore.connections_wanted``), redialled after backoff."""
-        wanted = self.core.connections_wanted()
+        backups, see ``EthCore.connections_wanted``), redialled after backoff; a cold
+        standby only while it is needed (``eth_split.wanted``), its idle connections closed."""
+        count = self.core.connections_wanted()
         for pool in self.core.pools.values():
-            if pool.enabled and now >= pool.next_dial_at:
-                for _ in range(wanted - len(pool.connections)):
+            if not wanted(self.core, pool):
+                for conn in [c for c in pool.connections.values() if idle(c)]:
+                    self._lost(conn, "closed: cold standby not needed", now)
+                    self.core.io.close_pool(conn)
+            elif pool.enabled and now >= pool.next_dial_at:
+                for _ in range(count - len(pool.connections)):
                     self.dial(pool, now)
 
     def next_dial(self) -> float | None:
         """When the next redial is due."""
-        wanted = self.core.connections_wanted()
+        count = self.core.connections_wanted()
         times = [p.next_dial_at for p in self.core.pools.values()
-                 if p.enabled and len(p.connections) < wanted]
+                 if p.enabled and len(p.connections) < count and wanted(self.core, p)]
         return min(times) if times else None
 
     def connected(self, conn: EthPoolConnection, send: Callable[[bytes], None], now: float) -> None:
@@ -99,7 +106,7 @@ class EthUpstreams:
             counters.accepted_difficulty += pending.difficulty
             pool.split_work += pending.difficulty  # delivered since the active group formed
             rig.accepted += 1
-            rig.hashrate.add(pending.difficulty, now)
+            rig.hashrate.add(pending.difficulty * HASHES_PER_DIFFICULTY, now)  # H/s, as SV1 rigs
             core.totals["accepted"] += 1
             if not rig.closed:
                 rig.send(messages.true_response(pending.rig_msg_id))
@@ -212,6 +219,7 @@ class EthUpstreams:
         if pool.health.state is not PoolHealth.DOWN:
             core.set_health(pool, PoolHealth.DOWN, reason, now)
         core.reroute(now, f"{pool.name}: {reason}", force=True)
+        self.maintain(now)  # a cold standby that is needed now is dialled at once
 
     def close(self, conn: EthPoolConnection, reason: str, now: float) -> None:
         """Close one connection on purpose; its rigs are rerouted."""

@@ -41,6 +41,11 @@ log = logging.getLogger("proxy.core.eth")
 RECENT_CONNS = 3  # connections a rig may still submit old jobs to after it moved
 
 
+# NiceHash's EthereumStratum difficulty 1 is about 2^32 hashes per share (as SV1's): the rigs'
+# meters count hashes, so the weighted split (``Router.steer``) reads them as SV1 ones
+HASHES_PER_DIFFICULTY = 2.0**32
+
+
 class EthRigState(Enum):
     """A GPU rig's lifecycle, forward only."""
 

@@ -9,9 +9,6 @@ from .hashprice import HashpriceMeter
 from .stats import LATENCY_BUCKETS
 from .view import pool_standing, share_figures
 
-# NiceHash's EthereumStratum difficulty 1 is about 2^32 hashes per share
-HASHES_PER_DIFFICULTY = 2.0**32
-
 if TYPE_CHECKING:
     from .eth_core import EthCore
     from .pool import PoolState
@@ -81,7 +78,7 @@ class EthView:
             "protocol": self._core.PROTOCOL,
             "narrow": "",
             "rigs": pool.rig_count(),
-            "hashrate": sum(r.hashrate.rate(now) for r in pool.rigs()) * HASHES_PER_DIFFICULTY,
+            "hashrate": sum(r.hashrate.rate(now) for r in pool.rigs()),  # H/s (eth_rig meters hashes)
             "connections": pool.connection_count(),
             "connections_ready": len(ready),
             "extranonce": first.extranonce.hex() if first else None,  # type: ignore[attr-defined]

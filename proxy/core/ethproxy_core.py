@@ -28,6 +28,10 @@ class EthProxyCore(EthCore):
     def _prefix(self) -> bytes:
         return b""  # getwork rigs choose their whole nonce
 
+    def moves_in_place(self, rig: EthRigSession) -> bool:
+        """A getwork rig always does: a move is the other pool's work, pushed."""
+        return True
+
     def connections_wanted(self) -> int:
         """One connection per pool carries every rig (no prefixes to run out of)."""
         return 1

@@ -101,8 +101,10 @@ async def open_port(listener: Listener, settings: Any, core: Any) -> tuple[async
     policy = (None if settings.proxy_protocol == "off" else
               ProxyProtocolPolicy(int(settings.proxy_protocol[1]), settings.trusted_proxies))
     host, port = parse_address(listener.listen, listener.where.replace("protocol", "listen"))
+    # reuse_port: several instances share the port (SO_REUSEPORT), as the SV1 one
     server = await loop.create_server(lambda: RigProtocol(core, loop, policy),  # type: ignore[arg-type]
-                                      host, port, backlog=4096, reuse_address=True)
+                                      host, port, backlog=4096, reuse_address=True,
+                                      reuse_port=settings.reuse_port or None)
     return server, server.sockets[0].getsockname()[1]
 
 

@@ -47,6 +47,7 @@ class EthSimRig:
         self.abandoned = 0  # shares unanswered when the rig itself left on client.reconnect
         self.unexpected: list[str] = []  # protocol surprises (a set_extranonce we never asked for)
         self.job_arrivals: list[tuple[float, bytes]] = []  # (monotonic, header) of each job
+        self.local_address = ""  # this rig's end of its current connection
         self.submitting = True
         self._counter = 0
         self._next_id = 10
@@ -84,6 +85,8 @@ class EthSimRig:
                 await asyncio.sleep(0.2)
                 continue
             self._writer = writer
+            host, port = writer.get_extra_info("sockname")[:2]
+            self.local_address = f"{host}:{port}"  # what the proxy should report as its peer
             self.extranonce = None
             self.job = None
             self.abandoned += len(self.pending)  # only after client.reconnect: see _run's end

@@ -18,22 +18,26 @@ import math
 import sqlite3
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 from ..core.events import EventLog
 from ..core.view import CoreView
+from .remembered import remembered_extranonce2_sizes as remembered_extranonce2_sizes  # its old home
 
 log = logging.getLogger("proxy.store")
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 ADDED = ("accepted", "rejected", "timeouts", "lost", "accepted_difficulty")
 # what the pool's jobs say the hashrate earns (view "hashprice" key -> column), per minute
 HASHPRICE_COLUMNS = {"btc_per_ph_day": "hashprice", "network_difficulty": "network_difficulty",
                      "block_value_btc": "block_value_btc"}
-LATEST = ("hashrate", "rigs", "latency_p50_ms", "latency_p99_ms", "state", *HASHPRICE_COLUMNS.values())
+# "listener": the rig port whose pool it is (GPU pools beside the SV1 ones; NULL in rows of
+# schema 2 and older, which only had SV1 pools)
+LATEST = ("hashrate", "rigs", "latency_p50_ms", "latency_p99_ms", "state", *HASHPRICE_COLUMNS.values(),
+          "listener")
 COLUMNS = ("minute", "pool", *ADDED, *LATEST)
 KEEP_IF_NULL = ("latency_p50_ms", "latency_p99_ms", *HASHPRICE_COLUMNS.values())
 
@@ -61,17 +65,20 @@ CREATE TABLE IF NOT EXISTS pool_minutes (
     hashprice REAL,
     network_difficulty REAL,
     block_value_btc REAL,
+    listener TEXT,
     PRIMARY KEY (minute, pool)
 ) WITHOUT ROWID;
 """
 
 
 def _migrate(db: sqlite3.Connection) -> None:
-    """Schema 1 had no hashprice columns: add them (older rows keep NULL there)."""
+    """Schema 1 had no hashprice columns, 2 no listener: add them (older rows keep NULL there)."""
     have = {row[1] for row in db.execute("PRAGMA table_info(pool_minutes)")}
     for column in HASHPRICE_COLUMNS.values():
         if column not in have:
             db.execute(f"ALTER TABLE pool_minutes ADD COLUMN {column} REAL")
+    if "listener" not in have:
+        db.execute("ALTER TABLE pool_minutes ADD COLUMN listener TEXT")
 
 
 def _upsert_sql() -> str:
@@ -89,31 +96,6 @@ _UPSERT = _upsert_sql()
 def lost_without_timeouts(view: dict[str, Any]) -> int:
     """Shares never delivered, from a pool view (the core counts timeouts separately)."""
     return int(view["lost_total"])
-
-
-def remembered_extranonce2_sizes(path: str) -> dict[str, int]:
-    """Each pool's last known extranonce2_size, from the ``pool_extranonce`` events of earlier
-    runs: the layout a restart picks must fit a pool that happens to be down.  Missing or
-    unreadable history: nothing remembered (the proxy waits for the pools instead)."""
-    if not path or path == ":memory:" or not Path(path).exists():
-        return {}
-    sizes: dict[str, int] = {}
-    try:
-        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-        try:
-            rows = db.execute("SELECT data FROM events WHERE kind = 'pool_extranonce' ORDER BY id").fetchall()
-        finally:
-            db.close()
-    except sqlite3.Error as exc:
-        log.warning("cannot read remembered pool extranonce sizes from %s: %s", path, exc)
-        return {}
-    for (data,) in rows:
-        try:
-            event = json.loads(data)
-            sizes[str(event["pool"])] = int(event["extranonce2_size"])
-        except (ValueError, KeyError, TypeError):
-            continue
-    return sizes
 
 
 class HistoryStore:
@@ -240,13 +222,20 @@ class HistoryStore:
 
 
 class HistoryRecorder:
-    """Samples the core into a HistoryStore on a schedule; all disk work on one thread."""
+    """Samples the core into a HistoryStore on a schedule; all disk work on one thread.
+
+    ``gpu`` are the GPU listeners' views (``EthView``): their pools are sampled beside the
+    SV1 core's, each row naming its listener (``listener`` names the SV1 one), so the chart
+    can stack one listener's pools: an Ethash and a SHA-256 hashrate do not add up."""
 
     def __init__(self, view: CoreView, events: EventLog, now: Callable[[], float], store: HistoryStore, *,
-                 interval_s: float = 60.0, flush_s: float = 1.0, batch_events: int = 500) -> None:
+                 interval_s: float = 60.0, flush_s: float = 1.0, batch_events: int = 500,
+                 gpu: Sequence[Any] = (), listener: str = "main") -> None:
         if not interval_s > 0:
             raise ValueError("history sample interval must be > 0")
         self.view = view
+        self.gpu = list(gpu)
+        self.listener = listener
         self.event_log = events
         self.now = now
         self.store = store
@@ -351,7 +340,8 @@ class HistoryRecorder:
         self._last_sample_wall = wall
         rows = []
         seen = set()
-        for view in self.view.pools(now):
+        views = self.view.pools(now) + [p for g in self.gpu for p in g.pools(now)]
+        for view in views:
             name = view["name"]
             seen.add(name)
             current = (view["accepted"], view["rejected_total"], view["timeouts"],
@@ -369,6 +359,7 @@ class HistoryRecorder:
                 "latency_p50_ms": latency["p50"], "latency_p99_ms": latency["p99"],
                 "state": view["state"],
                 **{column: view["hashprice"][key] for key, column in HASHPRICE_COLUMNS.items()},
+                "listener": view.get("listener", self.listener),
             })
         for name in [n for n in self._prev if n not in seen]:
             del self._prev[name]

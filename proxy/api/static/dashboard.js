@@ -22,6 +22,8 @@
   const S = {
     status: null,
     pools: [],
+    listeners: [],           // rig ports (GET /api/v1/listeners): the SV1 one and each GPU one
+    historyListener: "",     // the rig port whose pools the chart stacks ("" = the first)
     rentals: null,
     history: null,
     historyError: "",
@@ -216,6 +218,20 @@
     return S.colors.get(name);
   }
 
+  // --- rig ports: the SV1 one and each GPU one (EthereumStratum, getwork), each with its pools
+
+  // the API says "sv1", "EthereumStratum/1.0.0" or "ethproxy" (the getwork dialect)
+  const PROTOCOLS = { sv1: "Stratum V1", ethstratum: "EthereumStratum/1.0.0", ethproxy: "getwork (eth-proxy)" };
+  const protocolName = (p) => PROTOCOLS[p] || String(p || "?");
+  // GPU pools say their listener (pools API); the others are the SV1 port's
+  const isGpu = (p) => typeof p.listener === "string" && p.protocol !== "sv1";
+  const sv1Pools = () => S.pools.filter((p) => !isGpu(p));
+  const gpuListeners = () => S.listeners.filter((l) => l && l.protocol !== "sv1");
+  const multiPort = () => gpuListeners().length > 0 || S.pools.some(isGpu);
+  const sv1Name = () => (S.listeners.find((l) => l && l.protocol === "sv1") || { name: "main" }).name;
+  const listenerOf = (p) => (isGpu(p) ? p.listener : sv1Name());
+  const listenerInfo = (name) => S.listeners.find((l) => l && l.name === name);
+
   // ------------------------------------------------------------------ HTTP
 
   class Unreachable extends Error {}
@@ -277,9 +293,10 @@
         if (err instanceof Unreachable) throw err;
         return { error: err.message, status: err.status };
       });
-      const [status, pools, events, rentals, , power] = await Promise.all([
+      const [status, pools, events, rentals, listeners, , power] = await Promise.all([
         get("/api/v1/status"), get("/api/v1/pools"), get("/api/v1/events?limit=200"),
-        soft(get("/api/v1/rentals")), loadRigs(), soft(get("/api/v1/power")),
+        soft(get("/api/v1/rentals")), soft(get("/api/v1/listeners")), loadRigs(),
+        soft(get("/api/v1/power")),
       ]);
       S.power = power;
       S.skew = num(status.wall_time) ? status.wall_time - Date.now() / 1000 : 0;
@@ -288,6 +305,7 @@
       S.status = status;
       S.pools = Array.isArray(pools.pools) ? pools.pools : [];
       S.rentals = rentals;
+      S.listeners = Array.isArray(listeners.listeners) ? listeners.listeners : [];
       addEvents(events.events);
       sampleLatency();
       reachable();
@@ -418,6 +436,8 @@
     renderHeader();
     renderPower();
     renderPools();
+    renderListeners();
+    renderRigsTitle();
     renderEvents();
     renderPoolFilter();
     renderHistoryLegend();
@@ -434,7 +454,7 @@
   // what the farm's hashrate earns (status API: the active pool's job), next to the rental price
   function farmHashprice() {
     const hp = S.status && S.status.hashprice;
-    if (!hp || typeof hp !== "object") return "";
+    if (!hp || typeof hp !== "object" || (multiPort() && !sv1Pools().length)) return "";  // Ethash: none
     return hp.btc_per_ph_day != null ? `hashprice ${fmtHashprice(hp.btc_per_ph_day)}`
       : `hashprice unknown${hp.reason ? ` (${hp.reason})` : ""}`;
   }
@@ -530,34 +550,56 @@
     setText("instance", `${st.instance || ""} · v${st.version || "?"} · up ${fmtDuration(st.uptime_s)}`
       + (st.writes_enabled === false ? " · read-only API (no api.token)" : ""));
 
+    // SHA-256 and Ethash hashrates do not add up: the card shows the SV1 port's (or, with no
+    // SV1 pool, the GPU ports'), and the GPU ports' figure beside it
+    const hasSv1 = sv1Pools().length > 0;
+    const gpuHs = S.pools.filter(isGpu).reduce((a, p) => a + (num(p.hashrate) ? p.hashrate : 0), 0);
+    const farmHs = hasSv1 || !multiPort() ? st.hashrate : gpuHs;
+    const gpuNote = hasSv1 && multiPort() ? `GPU ${fmtHs(gpuHs)}` : "";
     const target = rentalTarget(S.rentals);
-    setText("stat-hashrate", fmtHs(st.hashrate));
+    setText("stat-hashrate", fmtHs(farmHs));
     if (target != null) {
-      const ratio = num(st.hashrate) ? st.hashrate / target : 0;
-      setText("stat-target", `target ${fmtHs(target)} · ${fmtPct(ratio)} of target`);
+      const ratio = num(farmHs) ? farmHs / target : 0;
+      setText("stat-target", [`target ${fmtHs(target)} · ${fmtPct(ratio)} of target`, gpuNote].filter(Boolean).join(" · "));
       setCardClass("card-hashrate", ratio >= 0.95 ? "good" : ratio >= 0.8 ? "warn" : "bad");
     } else {
-      setText("stat-target", "no target");
+      setText("stat-target", gpuNote || "no target");
       setCardClass("card-hashrate", "");
     }
 
-    setText("stat-rigs", fmtCount(st.rigs_connected));
+    const gpuRigs = gpuListeners().reduce((a, l) => a + (num(l.rigs) ? l.rigs : 0), 0);
+    const rigs = (num(st.rigs_connected) ? st.rigs_connected : 0) + gpuRigs;
+    setText("stat-rigs", fmtCount(rigs));
     const idle = num(st.rigs_connected) && num(st.rigs_working) ? st.rigs_connected - st.rigs_working : 0;
-    setText("stat-rigs-sub", `${fmtCount(st.rigs_working)} working${idle > 0 ? ` · ${fmtCount(idle)} waiting for work` : ""}`);
-    setCardClass("card-rigs", idle > 0 ? "warn" : st.rigs_connected > 0 ? "good" : "");
+    const working = `${fmtCount(st.rigs_working)} working${idle > 0 ? ` · ${fmtCount(idle)} waiting for work` : ""}`;
+    const waiting = idle > 0 ? ` · ${fmtCount(idle)} SV1 waiting for work` : "";
+    setText("stat-rigs-sub", multiPort() ? `${hasSv1 ? `SV1 ${fmtCount(st.rigs_connected)} · ` : ""}GPU ${fmtCount(gpuRigs)}${waiting}` : working);
+    setCardClass("card-rigs", idle > 0 ? "warn" : rigs > 0 ? "good" : "");
 
-    const active = Array.isArray(st.active_pools) ? st.active_pools : [];
-    setText("stat-active", active.length ? active.join(", ") : "none");
+    // each rig port's active group (the SV1 one from the status API, the GPU ones from theirs)
+    const ports = [];
+    if (hasSv1 || !multiPort()) ports.push({ name: sv1Name(), active: Array.isArray(st.active_pools) ? st.active_pools : [] });
+    for (const l of gpuListeners()) ports.push({ name: l.name, active: Array.isArray(l.active_pools) ? l.active_pools : [] });
+    const active = ports.flatMap((x) => x.active);
+    const stalled = ports.filter((x) => !x.active.length);
+    setText("stat-active", ports.map((x) => x.active.join(", ") || "none").join(" · ") || "none");
+    $("stat-active").classList.toggle("multi", ports.length > 1);  // may wrap on a phone
+    $("stat-active").title = ports.length > 1 ? ports.map((x) => `${x.name}: ${x.active.join(", ") || "none"}`).join("; ") : "";
     const sw = lastSwitch();
-    if (!active.length) {
-      setText("stat-active-sub", "no usable pool: rigs keep their last job");
+    if (stalled.length) {
+      const who = ports.length > 1 ? ` on ${stalled.map((x) => x.name).join(", ")}` : "";
+      setText("stat-active-sub", `no usable pool${who}: rigs keep their last job`);
       setCardClass("card-active", "bad");
     } else {
-      const preferred = S.pools.filter((p) => p.enabled !== false);
-      const best = preferred.length ? Math.min(...preferred.map((p) => p.priority)) : null;
-      const onBackup = S.pools.some((p) => active.includes(p.name) && best != null && p.priority > best);
-      setText("stat-active-sub", `${onBackup ? "on a backup · " : ""}${sw ? `switched ${fmtAgo(sw.time)}` : "since start"}`);
-      setCardClass("card-active", onBackup ? "warn" : "good");
+      // a port is on a backup when its active pool is not of its best enabled priority
+      const onBackup = ports.filter((x) => {
+        const mine = S.pools.filter((p) => listenerOf(p) === x.name && p.enabled !== false);
+        const best = mine.length ? Math.min(...mine.map((p) => p.priority)) : null;
+        return mine.some((p) => x.active.includes(p.name) && best != null && p.priority > best);
+      });
+      const backup = onBackup.length ? `on a backup${ports.length > 1 ? ` (${onBackup.map((x) => x.name).join(", ")})` : ""} · ` : "";
+      setText("stat-active-sub", `${backup}${sw ? `switched ${fmtAgo(sw.time)}` : "since start"}`);
+      setCardClass("card-active", onBackup.length ? "warn" : "good");
     }
 
     const rental = rentalView(S.rentals);
@@ -567,7 +609,33 @@
 
     const down = S.pools.filter((p) => p.state === "down" && p.enabled !== false).length;
     setText("pools-note", `${S.pools.length} configured${down ? ` · ${down} down` : ""}`);
-    document.title = `${active.length ? "" : "⚠ "}${active.join(", ") || "no pool"} · ${fmtHs(st.hashrate)} · stratum-proxy`;
+    document.title = `${stalled.length ? "⚠ " : ""}${active.join(", ") || "no pool"} · ${fmtHs(farmHs)} · stratum-proxy`;
+  }
+
+  // --- rig ports: the SV1 port and each GPU port, with its rigs, active pool and moves
+
+  function renderListeners() {
+    const card = $("listeners-card");
+    card.hidden = !multiPort();
+    if (card.hidden) return;
+    const body = $("listeners-body");
+    body.replaceChildren(...S.listeners.filter((l) => l && typeof l === "object").map((l) => {
+      const c = l.counters || {};
+      const gpu = l.protocol !== "sv1";
+      const active = Array.isArray(l.active_pools) ? l.active_pools : [];
+      return el("tr", { "data-listener": l.name },
+        el("td", { class: "sticky" }, el("span", { class: "pool-name" }, l.name),
+          el("span", { class: "sub nowrap" }, l.name === "main" ? "[proxy] listen" : "[[listeners]]")),
+        el("td", {}, protocolName(l.protocol), gpu ? el("span", { class: "sub mono" }, `/api/v1/listeners/${l.name}/rigs`) : null),
+        el("td", { class: "num mono" }, num(l.port) ? String(l.port) : "—"),
+        el("td", { class: "num", "data-col": "rigs" }, fmtCount(l.rigs)),
+        el("td", { "data-col": "active" }, active.length ? active.join(", ")
+          : el("span", { class: "warn-text" }, "none: rigs keep their last job")),
+        el("td", { class: "num" }, fmtCount(c.pool_switches)),
+        el("td", { class: "num", "data-col": "moves" }, gpu ? `${fmtCount(c.set_extranonce)} / ${fmtCount(c.client_reconnect)}` : "—"),
+        el("td", { class: "num" }, fmtCount(c.accepted)),
+        el("td", { class: "num" }, fmtCount(c.rejected)));
+    }));
   }
 
   // --- pools table: one persistent row per pool, so buttons survive the 2 s refresh
@@ -602,6 +670,16 @@
       .map((k) => (k instanceof Node ? k : document.createTextNode(String(k)))));
   }
 
+  // which rig port serves the pool, and what its rigs speak (shown once there is more than one port)
+  function portLabel(p) {
+    const name = listenerOf(p);
+    const info = listenerInfo(name);
+    const protocol = isGpu(p) ? p.protocol : "sv1";
+    return el("span", { class: `port-label ${isGpu(p) ? "port-gpu" : "port-sv1"}`, "data-listener": name,
+      title: `rig port ${name}${info && info.port ? ` (:${info.port})` : ""}: ${protocolName(protocol)}` },
+    `${name} · ${protocolName(protocol)}`);
+  }
+
   function updatePoolRow(row, p) {
     const c = row.cells;
     row.tr.classList.toggle("active", !!p.active);
@@ -609,7 +687,8 @@
       el("span", { class: "pool-name" }, p.name),
       p.active ? el("span", { class: "chip chip-active" }, "active") : null,
       p.standby === "cold" ? el("span", { class: "chip", title: "cold standby: connected only when needed" }, "cold") : null,
-      el("span", { class: "pool-url", title: p.url || "" }, p.url || ""));
+      el("span", { class: "pool-url", title: p.url || "" }, p.url || ""),
+      multiPort() ? portLabel(p) : null);
 
     const state = STATES.includes(p.state) ? p.state : "unknown";
     // a healthy pool's reason ("connected, subscribed, ...") is in the tooltip, not the table
@@ -889,9 +968,43 @@
     return (norm <= 1 ? 1 : norm <= 2 ? 2 : norm <= 2.5 ? 2.5 : norm <= 5 ? 5 : 10) * mag;
   }
 
+  // the chart stacks the pools of one rig port: SHA-256 and Ethash hashrates do not add up.
+  // A row names its port (rows stored before GPU ports existed have none: the SV1 port's)
+  const rowListener = (r) => r.listener || sv1Name();
+
+  function chartPorts(rows) {
+    const names = [];
+    const add = (n) => { if (n && !names.includes(n)) names.push(n); };
+    if (sv1Pools().length) add(sv1Name());
+    for (const l of gpuListeners()) add(l.name);
+    for (const r of rows) add(rowListener(r));
+    return names;
+  }
+
+  function chartPort(rows) {
+    const ports = chartPorts(rows);
+    return ports.includes(S.historyListener) ? S.historyListener : ports[0] || "";
+  }
+
+  function renderPortSelect(rows) {
+    const select = $("history-listener");
+    const ports = chartPorts(rows);
+    select.hidden = ports.length < 2;
+    const label = (n) => {
+      const info = listenerInfo(n);
+      return info ? `${n} · ${protocolName(info.protocol)}` : n;
+    };
+    const have = [...select.options].map((o) => `${o.value}|${o.textContent}`);
+    if (ports.map((n) => `${n}|${label(n)}`).join("\u0000") !== have.join("\u0000")) {
+      select.replaceChildren(...ports.map((n) => el("option", { value: n }, label(n))));
+    }
+    select.value = chartPort(rows);
+  }
+
   function historyPools(rows) {
-    const names = S.pools.map((p) => p.name);
-    for (const r of rows) if (!names.includes(r.pool)) names.push(r.pool);
+    const port = chartPort(rows);
+    const names = S.pools.filter((p) => listenerOf(p) === port).map((p) => p.name);
+    for (const r of rows) if (rowListener(r) === port && !names.includes(r.pool)) names.push(r.pool);
     return names;
   }
 
@@ -906,7 +1019,10 @@
     const minutes = S.historyMinutes;
     const now = serverNow();
     const start = now - minutes * 60;
-    const rows = (Array.isArray(h.rows) ? h.rows : []).filter((r) => num(r.minute) && r.minute + 60 > start && num(r.hashrate));
+    const all = Array.isArray(h.rows) ? h.rows : [];
+    renderPortSelect(all);
+    const port = chartPort(all);
+    const rows = all.filter((r) => num(r.minute) && r.minute + 60 > start && num(r.hashrate) && rowListener(r) === port);
     if (!rows.length) {
       box.replaceChildren(el("p", { class: "empty" }, `No samples in this range yet: the proxy records one per `
         + `${fmtAge(h.interval_s)} (proxy.history_sample_s)${h.backend === "memory" ? ", in memory only (proxy.history_db is empty)" : ""}.`));
@@ -917,7 +1033,7 @@
     const first = Math.floor(start / bucket) * bucket;
     const last = Math.floor(now / bucket) * bucket;
     const n = Math.max(1, Math.round((last - first) / bucket) + 1);
-    const names = historyPools(rows);
+    const names = historyPools(all);
     // average of the per-minute gauges of each pool within a bucket
     const sums = new Map();
     for (const r of rows) {
@@ -943,7 +1059,8 @@
       columns.push({ b, parts, total });
       maxY = Math.max(maxY, total);
     }
-    const target = S.chartTarget;
+    // the rental target is the SV1 port's (or, with no SV1 pool, the GPU port's)
+    const target = port === sv1Name() || !sv1Pools().length ? S.chartTarget : null;
     if (target != null) maxY = Math.max(maxY, target);
     if (maxY <= 0) maxY = 1;
     const step = niceStep(maxY * 1.05, 4);
@@ -958,7 +1075,8 @@
     const gap = colW > 4 ? Math.min(2, colW * 0.2) : 0;
     const y = (v) => m.t + ph - (v / top) * ph;
     const root = svg("svg", { width: W, height: H, viewBox: `0 0 ${W} ${H}`, role: "img",
-      "aria-label": `Hashrate by pool, last ${fmtAge(minutes * 60)}`,
+      "aria-label": `Hashrate by pool${multiPort() ? ` of ${port}` : ""}, last ${fmtAge(minutes * 60)}`,
+      "data-listener": port,
       "data-columns": columns.filter((c) => c.parts.length).length,
       "data-first": columns.find((c) => c.parts.length)?.b ?? "" });
     const grid = svg("g", { class: "grid" });
@@ -1002,7 +1120,7 @@
 
   function renderHistoryLegend() {
     const rows = S.history && Array.isArray(S.history.rows) ? S.history.rows : [];
-    const names = historyPools(rows);
+    const names = historyPools(rows);  // the pools of the port the chart shows
     const now = new Map(S.pools.map((p) => [p.name, p.hashrate]));
     const legend = $("history-legend");
     const parts = names.map((name) => el("span", {},
@@ -1017,11 +1135,22 @@
 
   function renderPoolFilter() {
     const select = $("rig-pool");
-    const want = ["", ...S.pools.map((p) => p.name)];
+    const want = ["", ...sv1Pools().map((p) => p.name)];  // the rigs table lists the SV1 port's rigs
     const have = [...select.options].map((o) => o.value);
     if (want.join("\u0000") === have.join("\u0000")) return;
     select.replaceChildren(...want.map((v) => el("option", { value: v }, v || "All pools")));
     select.value = want.includes(S.rig.pool) ? S.rig.pool : "";
+  }
+
+  // this table lists the SV1 port's rigs; a GPU port's are at /api/v1/listeners/{name}/rigs
+  function renderRigsTitle() {
+    // a proxy with GPU ports only has no SV1 rigs to list: the Rig ports card counts its rigs
+    $("rigs-card").hidden = multiPort() && !S.listeners.some((l) => l && l.protocol === "sv1");
+    const data = S.rigs;
+    if (!data || data.error) return;
+    const total = num(data.total) ? data.total : (Array.isArray(data.rigs) ? data.rigs.length : 0);
+    const where = multiPort() ? ` to ${sv1Name()} (Stratum V1); GPU rigs: see Rig ports` : "";
+    setText("rigs-total", S.rig.q || S.rig.pool ? `${fmtCount(total)} matching` : `${fmtCount(total)} connected${where}`);
   }
 
   function renderRigs() {
@@ -1041,7 +1170,7 @@
     const rigs = Array.isArray(data.rigs) ? data.rigs : [];
     const total = num(data.total) ? data.total : rigs.length;
     const filtered = S.rig.q || S.rig.pool;
-    setText("rigs-total", filtered ? `${fmtCount(total)} matching` : `${fmtCount(total)} connected`);
+    renderRigsTitle();
     setText("rig-range", total ? `${fmtCount(data.offset + 1)}–${fmtCount(data.offset + rigs.length)} of ${fmtCount(total)}` : "");
     $("rig-prev").disabled = data.offset <= 0;
     $("rig-next").disabled = data.offset + rigs.length >= total;
@@ -1229,6 +1358,7 @@
     $("edit-form").addEventListener("submit", applyEdit);
     $("edit-cancel").addEventListener("click", () => { editing = null; $("edit-dialog").close(); });
     $("event-filter").addEventListener("change", (ev) => { S.eventFilter = ev.target.value; renderEvents(); });
+    $("history-listener").addEventListener("change", (ev) => { S.historyListener = ev.target.value; renderHistory(); });
 
     for (const btn of document.querySelectorAll("#range button")) {
       btn.addEventListener("click", () => {
