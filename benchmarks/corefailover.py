@@ -185,7 +185,9 @@ class Farm:
         t2 = _perf()
         calls = self.serve_dials()
         batches = 0
-        while self.core.mover.pending:  # the core moves a batch of rigs per run of its timers
+        # the core moves a batch of rigs (and closes a batch of the failed pool's other
+        # connections) per run of its timers
+        while self.core.mover.pending or self.core.upstreams.doomed:
             t3 = _perf()
             self.core.tick(self.now)
             calls.append(_perf() - t3)

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from .upstream import PoolConnection
     from .vardiff import Vardiff
 
-MOVE_BATCH = 1000  # rigs moved per run of the core (about 10 ms)
+MOVE_BATCH = 500  # rigs moved per run of the core (about 5 ms at 10,000 rigs)
 SET_EXTRANONCE = "set_extranonce"
 RECONNECT = "client.reconnect"
 
