@@ -136,9 +136,9 @@ class PoolConnection:
         self.replaced_by: PoolConnection | None = None
         self.exclusive = False  # one rig only (prefix size 0, or a pool too narrow for the fold)
         self.close_reason = ""
-        # its pool failed: it is closed by a later batch (``Upstreams.close_doomed``) and the
-        # glue's report of its end changes nothing
-        self.doomed = False
+        # its pool failed (the reason, "" until then): it is closed by a later batch
+        # (``Upstreams.close_doomed``) and the glue's report of its end changes nothing
+        self.doomed = ""
         self.passthrough = False  # too narrow for the fold: the rig uses the pool's extranonce1
         self.last_keepalive = 0.0
         self.retargets = 0  # set_difficulty after the first: the pool's vardiff at work
