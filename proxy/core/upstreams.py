@@ -132,13 +132,13 @@ class Upstreams:
         pool = conn.pool
         if type(event) is ev.JobReceived:
             core.jobs.add(conn, event.notify, now)
+            if conn.state is ConnState.READY:
+                fan_out_job(conn)  # first: the rigs wait on nothing else (the coinbase parse)
             n = event.notify
             pool.hashprice.job(n.coinb1, n.coinb2, len(conn.extranonce1) + conn.extranonce2_size,
                                n.nbits, now)
             if pool.health.state is PoolHealth.SUSPECT:
                 core.silence.heard(pool, JOBS, "a new job arrived", now)
-            if conn.state is ConnState.READY:
-                fan_out_job(conn)
         elif type(event) is ev.BecameReady:
             self._ready(conn, now)
         elif type(event) is ev.DifficultySet:
