@@ -126,7 +126,8 @@ class Farm:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.sharepath", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.sharepath",
+                                     description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--rigs", type=int, default=200)
     parser.add_argument("--shares", type=int, default=50_000, help="shares per run")
     parser.add_argument("--runs", type=int, default=5)
