@@ -70,9 +70,12 @@ class PoolProtocol(asyncio.Protocol):
         return False
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if self.registry.get(self.conn.conn_id) is self:
-            del self.registry[self.conn.conn_id]
-        self.core.pool_closed(self.conn, describe_error(exc), monotonic())
+        conn = self.conn
+        if self.registry.get(conn.conn_id) is self:
+            del self.registry[conn.conn_id]
+        if not conn.alive or getattr(conn, "doomed", ""):  # (the GPU core's have no doomed)
+            return  # the core has accounted for it (its pool failed: 9,900 of these at once)
+        self.core.pool_closed(conn, describe_error(exc), monotonic())
 
 
 class Dialer:
