@@ -8,8 +8,10 @@ Here N rigs and two pools are driven through the core's entry points without soc
 (``extranonce_prefix_size = 0``), then every primary connection is reset:
 
 - ``fail_ms``: the call reporting the first lost primary connection. It fails the pool,
-  closes its N-1 other connections, moves every rig to the backup and dials N connections
-  there: the call that stalled the loop for 1.6 s at 3,200 rigs before the core split;
+  plans every rig's move to the backup, closes the first 256 of its N-1 other connections
+  and makes the first 500 moves (dialing for them); the rest are made a batch per run of
+  the core's timers. It is the call that stalled the loop for 1.6 s at 3,200 rigs before
+  the core split;
 - ``closes_ms``: the N-1 other reports of a lost primary connection, summed (the glue
   delivers them in one pass of the loop after it aborted those transports);
 - ``backup_call_max_ms`` / ``backup_calls_ms``: the backup's new connections, each one
@@ -24,7 +26,8 @@ Each size runs in a fresh spawned process; the garbage collector runs as in the 
 (``proxy.net.service.tune_gc``: raised thresholds, start-up objects frozen), after one full
 collection just before the reset, so a collection in the measured calls is one the
 failover's own allocations triggered.  The core moves a plan's rigs a batch per run of its
-timers (``MOVE_BATCH``); each run is timed as a call (``move_batches`` of them).
+timers (``MOVE_BATCH``) and closes the failed pool's other connections a batch per run
+(``CLOSE_BATCH``); each run is timed as a call (``move_batches`` of them).
 
 ``dial_burst``: the glue's side of the same moment. The core's failover call asks the glue
 (``proxy.net.client.Dialer``) for N dials at once; here the real Dialer, on uvloop, dials N
@@ -185,7 +188,9 @@ class Farm:
         t2 = _perf()
         calls = self.serve_dials()
         batches = 0
-        while self.core.mover.pending:  # the core moves a batch of rigs per run of its timers
+        # the core moves a batch of rigs (and closes a batch of the failed pool's other
+        # connections) per run of its timers
+        while self.core.mover.pending or self.core.upstreams.doomed:
             t3 = _perf()
             self.core.tick(self.now)
             calls.append(_perf() - t3)

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from .upstream import PoolConnection
     from .vardiff import Vardiff
 
-MOVE_BATCH = 1000  # rigs moved per run of the core (about 10 ms)
+MOVE_BATCH = 500  # rigs moved per run of the core (about 5 ms at 10,000 rigs)
 SET_EXTRANONCE = "set_extranonce"
 RECONNECT = "client.reconnect"
 
@@ -127,18 +127,22 @@ class Mover:
     """Moves rigs between connections for one core, counting the layout changes it needed
     (the switch event reports them)."""
 
-    __slots__ = ("core", "layout_moves", "pending", "_later_moves")
+    __slots__ = ("core", "layout_moves", "pending", "_plan", "_later_moves")
 
     def __init__(self, core: ProxyCore) -> None:
         self.core = core
         self.layout_moves: Counter[str] = Counter()
-        self.pending: deque[tuple[int, PoolState]] = deque()  # a plan's moves not made yet
+        # the rig ids of a plan's moves not made yet (ids, not (id, pool) pairs: a plan of
+        # 10,000 pairs is 10,000 new objects for the garbage collector in the failing call)
+        self.pending: deque[int] = deque()
+        self._plan: dict[int, PoolState] = {}
         self._later_moves: Counter[str] = Counter()  # layout changes of the later batches
 
     def carry_out(self, plan: dict[int, PoolState], now: float) -> None:
         """Make a plan's moves (it replaces any unfinished one): MOVE_BATCH now, the rest a
         batch per run of the core, so moving 10,000 rigs never holds the loop for all."""
-        self.pending = deque(plan.items())
+        self._plan = plan
+        self.pending = deque(plan)
         self._later_moves.clear()
         self.continue_moves(now, first=True)
 
@@ -149,7 +153,8 @@ class Mover:
         if not first:
             self.layout_moves.clear()
         for _ in range(min(MOVE_BATCH, len(pending))):
-            rig_id, pool = pending.popleft()
+            rig_id = pending.popleft()
+            pool = self._plan[rig_id]
             rig = core.rigs.get(rig_id)
             if rig is not None and rig.placeable and pool.name in core.active_pools():
                 self.place(rig, pool, now)
@@ -158,6 +163,7 @@ class Mover:
         if pending:
             core.timers.due(now)
             return
+        self._plan = {}
         if self._later_moves:
             # the switch event counted the first batch's; these are the rest
             core.publish(RigsExtranonceChanged(pool=",".join(core.active_pools()),

@@ -10,6 +10,7 @@ the same bytes for every rig on that upstream connection, so it is encoded once.
 from __future__ import annotations
 
 import hashlib
+import struct
 from collections import deque
 from typing import TYPE_CHECKING
 
@@ -20,6 +21,10 @@ if TYPE_CHECKING:
     from .layout import Layout
     from .upstream import PoolConnection
 
+_sha256 = hashlib.sha256
+_pack_u32 = struct.Struct("<I").pack
+_pack_tail = struct.Struct("<III").pack  # ntime, nbits, nonce: the header's last 12 bytes
+
 JOBS_KEPT = 8  # per connection: a rig may still submit to the last few jobs
 DEAD_JOB_GRACE_S = 30.0  # a closed connection's jobs stay known this long (shares: lost, not stale)
 
@@ -29,7 +34,7 @@ class Job:
 
     __slots__ = (
         "job_id", "upstream_job_id", "conn", "notify", "coinb1_down", "coinb1_state",
-        "coinb2", "branch", "prevhash_header", "version", "nbits", "ntime", "padding",
+        "coinb2", "branch", "prevhash_header", "version", "nbits", "ntime", "padding", "padding_hex",
         "difficulty", "target", "rig_extranonce1", "extranonce2_size", "version_mask", "line",
         "_line_clean", "_line_keepalive", "stale", "seen", "created",
     )
@@ -42,6 +47,7 @@ class Job:
         self.conn = conn
         self.notify = notify
         self.padding = padding
+        self.padding_hex = padding.hex()  # the head of every forwarded share's extranonce2
         # None: the fold (rigs use their own prefix); bytes: pass-through on a pool too narrow
         # for the fold, where the one rig on the connection uses the pool's extranonce1 itself
         self.rig_extranonce1 = rig_extranonce1
@@ -89,14 +95,16 @@ class Job:
 
     def header_hash(self, prefix: bytes, extranonce2: bytes, ntime: int, nonce: int,
                     version: int) -> bytes:
-        """The block header hash of a share, from the coinb1' midstate: the share check's one hash."""
+        """The block header hash of a share, from the coinb1' midstate: the share check's one hash
+        (``work.build_header``'s layout, packed in two calls: this runs for every share)."""
+        sha256 = _sha256
         h = self.coinb1_state.copy()
         h.update(prefix + extranonce2 + self.coinb2)
-        root = hashlib.sha256(h.digest()).digest()
+        root = sha256(h.digest()).digest()
         for branch_hash in self.branch:
-            root = hashlib.sha256(hashlib.sha256(root + branch_hash).digest()).digest()
-        header = work.build_header(version, self.prevhash_header, root, ntime, self.nbits, nonce)
-        return hashlib.sha256(hashlib.sha256(header).digest()).digest()
+            root = sha256(sha256(root + branch_hash).digest()).digest()
+        header = _pack_u32(version) + self.prevhash_header + root + _pack_tail(ntime, self.nbits, nonce)
+        return sha256(sha256(header).digest()).digest()
 
 
 class JobBook:

@@ -60,10 +60,15 @@ class Layout:
         return self.prefix_size is not None
 
     def learn(self, pool: str, e2_size: int) -> bool:
-        """A pool told its size; True when it is new or changed (worth remembering)."""
-        changed = self.seen.get(pool) != e2_size and self.remembered.get(pool) != e2_size
+        """A pool told its size; True when it is new or changed (worth remembering).  Every
+        connection of a pool tells it: with one connection per rig that is 10,000 times in a
+        failover, and only a size not known yet (this run, or else from before the restart)
+        is news."""
+        before = self.seen.get(pool)
         self.seen[pool] = e2_size
-        return changed or pool not in self.remembered
+        if before is not None:
+            return before != e2_size
+        return self.remembered.get(pool) != e2_size
 
     def complete(self, pools: Iterable[str]) -> bool:
         """Every one of these (enabled) pools has told its size in this run."""

@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
+from .upstream import ConnState
+
 if TYPE_CHECKING:
     from .pool import PoolState
     from .rig import RigSession
@@ -63,27 +65,31 @@ class Router:
         """rig_id -> pool for every rig that must move (rigs already well placed stay)."""
         if not group:
             return {}
-        quotas = self.quotas(group, len(rigs))
-        by_name = {p.name: p for p in group}
-        filled = dict.fromkeys(quotas, 0)
+        by_name = self.quotas(group, len(rigs))
+        # keyed by the pool objects themselves: this loop runs over every rig in a failover
+        # (10,000), and each ``pool.name`` is a property call
+        quotas = {p: by_name[p.name] for p in group}
+        filled = dict.fromkeys(group, 0)
+        closed = ConnState.CLOSED
         movers: list[RigSession] = []
         for rig in rigs:
             pool = rig.pool
-            if (pool is not None and pool.name in by_name and rig.conn is not None
-                    and rig.conn.alive and filled[pool.name] < quotas[pool.name]):
-                filled[pool.name] += 1
+            conn = rig.conn
+            if (conn is not None and pool in filled and conn.state is not closed
+                    and filled[pool] < quotas[pool]):
+                filled[pool] += 1
             else:
                 movers.append(rig)
         moves: dict[int, PoolState] = {}
-        targets = [p for p in group]
+        targets = list(group)
         idx = 0
         for rig in movers:
-            while idx < len(targets) and filled[targets[idx].name] >= quotas[targets[idx].name]:
+            while idx < len(targets) and filled[targets[idx]] >= quotas[targets[idx]]:
                 idx += 1
             if idx >= len(targets):
                 break
             pool = targets[idx]
-            filled[pool.name] += 1
+            filled[pool] += 1
             moves[rig.rig_id] = pool
         return moves
 

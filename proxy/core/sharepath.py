@@ -65,17 +65,18 @@ class ShareDesk:
             if sub.worker not in rig.workers:
                 raise StratumError(errors.UNAUTHORIZED)
             job = self.jobs.get(sub.job_id)
-            if job is None or not rig.may_submit_to(job.conn):
+            if job is None:
                 raise StratumError(errors.JOB_NOT_FOUND)
             conn = job.conn
+            if conn is not rig.conn and conn not in rig.recent_conns:  # rig.may_submit_to, inline
+                raise StratumError(errors.JOB_NOT_FOUND)
             vardiff = self.vardiff
-            rig_target = easiest = None
-            if rig.difficulty is not None:
-                # the rig's own difficulty, and the one before it while firmware catches up
-                rig_target = easiest = target_for(rig.difficulty)
-                state = rig.vardiff
-                if state.previous is not None and now - state.changed_at < vardiff.grace_s:
-                    easiest = max(rig_target, target_for(state.previous))
+            # the rig's own difficulty, and the one before it while firmware catches up
+            state = rig.vardiff
+            rig_target = easiest = state.target
+            if (rig_target is not None and state.previous_target is not None
+                    and now - state.changed_at < vardiff.grace_s):
+                easiest = max(rig_target, state.previous_target)
             verdict = check_share(job, rig, sub, self.settings.ntime_window_s,
                                   target_for(conn.difficulty), easiest)
             key = verdict.value & LOW64
@@ -117,12 +118,12 @@ class ShareDesk:
         # rejected[reason], timeouts or lost[reason] (or is still in flight).
         counters.forwarded += 1
         self.totals["forwarded"] += 1
-        if conn.state is not ConnState.READY:
+        if conn.state is not ConnState.READY or conn.doomed:  # doomed: its pool failed
             counters.lost[LOST_UNSENT] += 1
             return
         params = msg.params
         assert params is not None
-        pool_e2 = (job.padding.hex() + rig.prefix.hex() + params[2] if job.rig_extranonce1 is None
+        pool_e2 = (job.padding_hex + rig.prefix.hex() + params[2] if job.rig_extranonce1 is None
                    else params[2])
         out = [self._upstream_user(conn, rig), job.upstream_job_id, pool_e2, params[3], params[4]]
         if rolled and conn.version_mask is not None:

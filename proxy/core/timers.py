@@ -65,6 +65,8 @@ class Timers:
         s = core.settings
         if not core.layout.decided and now >= core.layout.deadline:
             core.upstreams.choose_layout(now, waited=True)
+        if core.upstreams.doomed:
+            core.upstreams.close_doomed(now)
         if core.mover.pending:
             core.mover.continue_moves(now)
         core.silence.check(now)
@@ -119,7 +121,7 @@ class Timers:
         core = self.core
         s = core.settings
         times = [self.last_keepalive + KEEPALIVE_SCAN_S]
-        if core.mover.pending:
+        if core.mover.pending or core.upstreams.doomed:
             times.append(now)
         if not core.layout.decided:
             times.append(core.layout.deadline)

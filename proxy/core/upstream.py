@@ -104,7 +104,7 @@ class PoolConnection:
         "pending", "shares_in_flight", "next_id", "last_rx", "last_job_at", "subscribed",
         "authorized", "authorized_workers", "connected_at", "retiring", "replaces",
         "replaced_by", "exclusive", "close_reason", "passthrough", "last_keepalive", "watch",
-        "retargets", "_difficulty_seen",
+        "retargets", "_difficulty_seen", "doomed",
     )
 
     def __init__(self, conn_id: int, pool: PoolState, host: str, port: int, max_line: int) -> None:
@@ -136,6 +136,9 @@ class PoolConnection:
         self.replaced_by: PoolConnection | None = None
         self.exclusive = False  # one rig only (prefix size 0, or a pool too narrow for the fold)
         self.close_reason = ""
+        # its pool failed (the reason, "" until then): it is closed by a later batch
+        # (``Upstreams.close_doomed``) and the glue's report of its end changes nothing
+        self.doomed = ""
         self.passthrough = False  # too narrow for the fold: the rig uses the pool's extranonce1
         self.last_keepalive = 0.0
         self.retargets = 0  # set_difficulty after the first: the pool's vardiff at work

@@ -11,6 +11,7 @@ all of them together.
 from __future__ import annotations
 
 import logging
+from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -37,15 +38,21 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("proxy.core")
 
+CLOSE_BATCH = 256  # a failed pool's other connections closed per run of the core
+
 
 class Upstreams:
     """Pool connections for one core: opened, fed, closed."""
 
-    __slots__ = ("core", "_next_conn_id")
+    __slots__ = ("core", "_next_conn_id", "doomed")
 
     def __init__(self, core: ProxyCore) -> None:
         self.core = core
         self._next_conn_id = 1
+        # a failed pool's other connections, closed CLOSE_BATCH per run of the core: with one
+        # connection per rig they are 10,000, and closing all in the failing call held the
+        # event loop ~30 ms
+        self.doomed: deque[PoolConnection] = deque()  # each with its reason in ``conn.doomed``
 
     # ------------------------------------------------------------------ opening
 
@@ -86,15 +93,16 @@ class Upstreams:
 
     def connected(self, conn: PoolConnection, send: Callable[[bytes], None], now: float) -> None:
         """TCP is up: send the pool handshake, unless the connection was closed meanwhile."""
-        if conn.state is ConnState.CLOSED:
+        if conn.state is ConnState.CLOSED or conn.doomed:
             return
         conn.connected(send, conn.pool.config.password, now)
 
     # ------------------------------------------------------------------ bytes in
 
     def data(self, conn: PoolConnection, data: bytes, now: float) -> None:
-        """Act on each event in the pool's bytes; a protocol failure or a bug fails the pool."""
-        if conn.state is ConnState.CLOSED:
+        """Act on each event in the pool's bytes; a protocol failure or a bug fails the pool.
+        A doomed connection's bytes are ignored, as a closed one's (its pool failed)."""
+        if conn.state is ConnState.CLOSED or conn.doomed:
             return
         try:
             conn.receive(data, now, self)
@@ -124,13 +132,13 @@ class Upstreams:
         pool = conn.pool
         if type(event) is ev.JobReceived:
             core.jobs.add(conn, event.notify, now)
+            if conn.state is ConnState.READY:
+                fan_out_job(conn)  # first: the rigs wait on nothing else (the coinbase parse)
             n = event.notify
             pool.hashprice.job(n.coinb1, n.coinb2, len(conn.extranonce1) + conn.extranonce2_size,
                                n.nbits, now)
             if pool.health.state is PoolHealth.SUSPECT:
                 core.silence.heard(pool, JOBS, "a new job arrived", now)
-            if conn.state is ConnState.READY:
-                fan_out_job(conn)
         elif type(event) is ev.BecameReady:
             self._ready(conn, now)
         elif type(event) is ev.DifficultySet:
@@ -240,8 +248,8 @@ class Upstreams:
 
     def closed(self, conn: PoolConnection, reason: str, now: float) -> None:
         """The transport closed or the dial failed (the glue's report)."""
-        if conn.state is ConnState.CLOSED:
-            return
+        if conn.state is ConnState.CLOSED or conn.doomed:
+            return  # a doomed one is accounted by its batch, with its pool's failure
         if conn.retiring:
             if self._lost(conn, reason, now, failure=False):
                 self.core.reroute(now, f"{conn.pool.name}: {reason}", force=True)
@@ -263,13 +271,31 @@ class Upstreams:
         pool.backoff = min(max(pool.backoff * 2, settings.reconnect_min_s), settings.reconnect_max_s)
         pool.next_dial_at = now + pool.backoff
         core.timers.due(pool.next_dial_at)
-        for other in list(pool.connections.values()):
-            if other.alive and other.replaces is None:
-                self._lost(other, f"pool failed: {reason}", now, failure=False)
-                core.io.close_pool(other)
+        doomed = self.doomed
+        why = f"pool failed: {reason}"  # one string and no object per connection: 10,000
+        # allocations here ran a garbage collection inside this call
+        for other in pool.connections.values():
+            if other.alive and other.replaces is None and not other.doomed:
+                other.doomed = why
+                doomed.append(other)
+        self.close_doomed(now)
         if pool.health.state is not PoolHealth.DOWN:
             core.set_health(pool, PoolHealth.DOWN, reason, now)
         core.reroute(now, f"{pool.name}: {reason}", force=True)
+
+    def close_doomed(self, now: float) -> None:
+        """Close the next CLOSE_BATCH connections of failed pools (a run of the core takes the
+        rest: ``Timers.run``); the rigs they carried are in the reroute plan already, or
+        rerouted when it is done."""
+        doomed = self.doomed
+        core = self.core
+        for _ in range(min(CLOSE_BATCH, len(doomed))):
+            conn = doomed.popleft()
+            if conn.alive:
+                self._lost(conn, conn.doomed, now, failure=False)
+                core.io.close_pool(conn)
+        if doomed:
+            core.timers.due(now)
 
     def close(self, conn: PoolConnection, reason: str, now: float) -> None:
         """Close one connection on purpose (idle, replaced, removed); rigs it carried are
@@ -302,6 +328,6 @@ class Upstreams:
     def retire_idle(self, conn: PoolConnection, now: float, even_if_last: bool = False) -> None:
         """A connection with no rig left goes, if the pool keeps another one (or, for a
         rig's own connection, ``even_if_last``: the warm one is redialled by ``maintain``)."""
-        if conn.alive and not conn.rigs and not conn.pending and (
+        if conn.alive and not conn.doomed and not conn.rigs and not conn.pending and (
                 even_if_last or self.core.placement.spare(conn)):
             self.close(conn, "idle", now)

@@ -76,10 +76,15 @@ def target_for(difficulty: float) -> int:
 class RigDifficulty:
     """One rig's difficulty state (held by its session)."""
 
-    __slots__ = ("previous", "changed_at", "since", "shares", "minimum", "settled", "judged")
+    __slots__ = ("previous", "changed_at", "since", "shares", "minimum", "settled", "judged",
+                 "target", "previous_target")
 
     def __init__(self, now: float) -> None:
         self.previous: float | None = None  # before the last change, accepted for a grace
+        # the targets of the rig's difficulty and of the previous one, kept with them: the
+        # share check reads them for every share
+        self.target: int | None = None
+        self.previous_target: int | None = None
         self.changed_at = now
         self.since = now  # start of the current measuring window
         self.shares = 0  # shares at the current difficulty in that window
@@ -194,6 +199,8 @@ class Vardiff:
                 del self._in_use[rig.difficulty]
             state.settled = False
         state.previous = rig.difficulty
+        state.previous_target = state.target
+        state.target = target_for(difficulty)
         state.changed_at = state.since = now
         state.shares = 0
         rig.difficulty = difficulty

@@ -29,6 +29,12 @@ class LineFramer:
         """
         if self._buffer:
             data = self._buffer + data
+        elif data[-1:] == b"\n" and data.find(b"\n") == len(data) - 1:
+            # the usual case, one whole line (a submit, a pool's answer): no split, no copy loop
+            self._buffer = b""
+            if len(data) > self.max_line + 1:
+                raise LineTooLong(f"line longer than {self.max_line} bytes")
+            return [data[:-1]] if data.strip() else []
         if b"\n" not in data:
             if len(data) > self.max_line:
                 self._buffer = b""

@@ -127,6 +127,24 @@ class Submit(msgspec.Struct):
 
 
 def parse_submit(params: list[Any] | None) -> Submit:
+    """The submit's params checked and converted; the usual well-formed submit takes the first
+    branch (no call per field: this runs for every share), anything else the checks below,
+    which name the bad field."""
+    if params and (len(params) == 5 or len(params) == 6):
+        worker, job_id, e2, ntime, nonce = params[0], params[1], params[2], params[3], params[4]
+        bits = params[5] if len(params) == 6 else "00000000"
+        if (type(worker) is str and type(job_id) is str and type(e2) is str and type(ntime) is str
+                and type(nonce) is str and type(bits) is str
+                and len(ntime) == 8 and len(nonce) == 8 and len(bits) == 8):
+            try:
+                return Submit(worker, job_id, bytes.fromhex(e2), int(ntime, 16), int(nonce, 16),
+                              int(bits, 16) if len(params) == 6 else None)
+            except ValueError:
+                pass  # bad hex: the checks below say which field
+    return _parse_submit_checked(params)
+
+
+def _parse_submit_checked(params: list[Any] | None) -> Submit:
     if not params or len(params) not in (5, 6):
         raise StratumError(errors.OTHER, "mining.submit takes 5 or 6 params")
     worker, job_id = params[0], params[1]

@@ -262,3 +262,20 @@ def test_two_instances_sharing_the_rig_port(tmp_path):
     assert all(s["pool_received"] == s["sent"] for s in tput["steps"] if s["sustained"])
     assert tput["max_sustained_rate"] > 0
     assert not (tmp_path / "connections.json").exists()  # a 1-instance result is never overwritten
+
+
+def test_sharepath_driver(tmp_path):
+    """``python -m benchmarks.sharepath``: every share of every run answered true and
+    forwarded (the driver raises otherwise), and the JSON says what it timed."""
+    out = tmp_path / "sharepath.json"
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.sharepath", "--rigs", "20",
+                           "--shares", "400", "--runs", "2", "--out", str(out)],
+                          cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    data = json.loads(out.read_text())
+    assert data["rigs"] == 20 and len(data["runs"]) == 2
+    for run in data["runs"]:
+        assert run["shares"] == 400
+        assert run["submit_us"] > 0 and run["answer_us"] > 0
+        assert run["total_us"] == pytest.approx(run["submit_us"] + run["answer_us"], abs=0.02)
+    assert data["total_us"]["min"] <= data["total_us"]["median"] <= data["total_us"]["max"]
