@@ -40,7 +40,10 @@ async def farm_factory(upsd, tmp_path):
 async def run_window(farm: PowerFarm, start: float, until: float, restart: bool = False) -> None:
     """The order before the window, delivering when it opens, the rigs off during it, back
     after it, the order cancelled after it."""
-    await wait_until(lambda: farm.orders(), start - time.time() + 1, what="the order ahead of the window")
+    # the market holds the order as soon as it takes the call; the controller's event follows
+    # the answer: wait for both
+    await wait_until(lambda: farm.orders() and farm.events("rental_order_placed"), start - time.time() + 1,
+                     what="the order ahead of the window")
     placed_at = time.time()
     assert placed_at < start
     assert_at_risk_order(farm)

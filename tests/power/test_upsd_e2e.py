@@ -68,7 +68,8 @@ def assert_one_power_order(farm: PowerFarm) -> None:
 async def test_short_runtime_orders_before_the_rigs_die(farm, upsd, restart):
     assert not farm.orders()
     upsd.set(upsd.ups, "OB DISCHRG", 70, 8)  # 8 s - 2 s margin: within the 10 s order lead
-    await wait_until(lambda: farm.orders(), 5, what="the order")
+    # the market holds the order once it takes the call; the controller's event follows the answer
+    await wait_until(lambda: farm.orders() and farm.events("rental_order_placed"), 5, what="the order")
     assert farm.rigs_on_ups_connected() == AT_RISK  # before the rigs die
     assert_one_power_order(farm)
     (placed,) = farm.events("rental_order_placed")
