@@ -137,7 +137,7 @@ class Api(ProxyReads):
     async def start(self, token: str = TOKEN, history_db: str = "", history_interval: float = 0.1,
                     instance: str = "test-proxy", rental: dict[str, Any] | None = None,
                     pool_extra: dict[str, dict[str, Any]] | None = None,
-                    **proxy: Any) -> ProxyService:
+                    power: dict[str, Any] | None = None, **proxy: Any) -> ProxyService:
         """The proxy on every sim pool (``pool_extra[name]`` overrides fields of its entry)."""
         pool_extra = pool_extra or {}
         self.data = {
@@ -149,6 +149,8 @@ class Api(ProxyReads):
         }
         if rental is not None:
             self.data["rental"] = rental
+        if power is not None:
+            self.data["power"] = power
         self.config_path.write_text(to_toml(self.data))
         cfg = load_dict(self.data, str(self.config_path))
         svc = ProxyService(cfg)

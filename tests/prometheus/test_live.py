@@ -30,6 +30,7 @@ from proxy.farm.config import load_farm_dict
 from proxy.farm.service import FarmService
 from proxy.sim._wait import wait_until
 from proxy.sim.market import SimMarket, SimMarketConfig
+from proxy.sim.nut import SimNut
 from tests.api.conftest import SIM_MARKET_ENV, TOKEN, Api, sim_rental
 from tests.prometheus.conftest import (
     GRAFANA_BOARD,
@@ -83,6 +84,7 @@ class Stack:
         self.api = Api(tmp)
         self.market: SimMarket | None = None
         self.farm: FarmService | None = None
+        self.nut = SimNut()  # one UPS on mains feeding every rig: the power families have samples
 
     async def start(self) -> None:
         self.market = SimMarket(SimMarketConfig(market_price=Decimal("0.000000000002"),
@@ -90,9 +92,13 @@ class Stack:
         await self.market.start()
         await self.api.pool("primary")
         await self.api.pool("backup")
+        self.nut.set("rack-a", "OL", 100, 1200)
+        await self.nut.start()
+        power = {"ups": [{"name": "rack-a", "nut": self.nut.target("rack-a"), "addresses": ["127.0.0.0/8"],
+                          "poll_s": 0.5}]}
         # a target the rigs always meet: the rental gauges are exported, no order is placed
         svc = await self.api.start(instance=INSTANCE, rental=sim_rental(
-            self.market.url, str(self.tmp / "ledger.sqlite3"), target_hashrate="1 H/s"))
+            self.market.url, str(self.tmp / "ledger.sqlite3"), target_hashrate="1 H/s"), power=power)
         assert svc.rental is not None
         await self.api.fleet(RIGS, share_interval=0.1)
         self.farm = FarmService(load_farm_dict({
@@ -115,6 +121,7 @@ class Stack:
             with contextlib.suppress(Exception):
                 await self.farm.stop()
         await self.api.close()
+        await self.nut.stop()
         if self.market is not None:
             await self.market.stop()
 
@@ -197,6 +204,9 @@ async def test_board_and_alerts_query_only_what_the_proxy_exports(stack):
         assert selector, query
         assert await prom.query(substitute(selector.group(1))), query
 
+    # the UPS the stack's proxy reads over NUT reaches Prometheus as on mains
+    online = await prom.query('stratum_proxy_ups_status{status="online"} == 1')
+    assert [r["metric"]["ups"] for r in online] == ["rack-a"], online
     for rule in alert_rules():
         names = set(METRIC.findall(rule["expr"]))
         assert names <= exported, (rule["alert"], names - exported)
