@@ -11,6 +11,7 @@ import contextlib
 import logging
 import signal
 import sys
+from collections.abc import Callable
 
 from .firmware import PROFILES
 from .pool import SimPool, SimPoolConfig
@@ -87,6 +88,19 @@ def _stop_event() -> asyncio.Event:
     return stop
 
 
+async def _report_until(stop: asyncio.Event, status: Callable[[], str],
+                        duration: float | None = None) -> None:
+    """Print ``status()`` once a second until SIGINT/SIGTERM (or ``duration`` seconds)."""
+    loop = asyncio.get_running_loop()
+    deadline = None if duration is None else loop.time() + duration
+    while not stop.is_set() and (deadline is None or loop.time() < deadline):
+        left = 1.0 if deadline is None else min(1.0, max(deadline - loop.time(), 0.01))
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(left):
+                await stop.wait()
+        print(status(), flush=True)
+
+
 async def _run_pool(args: argparse.Namespace) -> int:
     pool = SimPool(SimPoolConfig(
         name=args.name, host=args.host, port=args.port,
@@ -99,11 +113,7 @@ async def _run_pool(args: argparse.Namespace) -> int:
     await pool.start()
     print(f"pool {args.name} listening on {args.host}:{pool.port}", flush=True)
     try:
-        while not stop.is_set():
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(1.0):
-                    await stop.wait()
-            print(pool.status(), flush=True)
+        await _report_until(stop, pool.status)
     finally:
         await pool.stop()
     return 0
@@ -116,15 +126,9 @@ async def _run_rigs(args: argparse.Namespace) -> int:
                      extranonce_subscribe=args.extranonce_subscribe,
                      pipeline=not args.no_pipeline, seed=args.seed, profile=args.profile)
     stop = _stop_event()
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + args.duration
     await fleet.start()
     try:
-        while not stop.is_set() and loop.time() < deadline:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(min(1.0, max(deadline - loop.time(), 0.01))):
-                    await stop.wait()
-            print(fleet.status(), flush=True)
+        await _report_until(stop, fleet.status, args.duration)
     finally:
         await fleet.stop()
     print(f"done: submitted={fleet.submitted} accepted={fleet.accepted} "
@@ -143,12 +147,8 @@ async def _run_ethpool(args: argparse.Namespace) -> int:
     await pool.start()
     print(f"EthereumStratum pool {args.name} listening on 127.0.0.1:{pool.port}", flush=True)
     try:
-        while not stop.is_set():
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(1.0):
-                    await stop.wait()
-            print(f"{args.name}: connections={len(pool.conns)} accepted={pool.accepted} "
-                  f"rejected={dict(pool.rejected)}", flush=True)
+        await _report_until(stop, lambda: f"{args.name}: connections={len(pool.conns)} "
+                                          f"accepted={pool.accepted} rejected={dict(pool.rejected)}")
     finally:
         await pool.stop()
     return 0
@@ -160,19 +160,13 @@ async def _run_ethrigs(args: argparse.Namespace) -> int:
     fleet = EthRigFleet(args.host, args.port, args.count, share_interval=args.share_interval,
                         refusers=args.refusers, worker_prefix=args.worker_prefix)
     stop = _stop_event()
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + args.duration
     await fleet.start()
     try:
-        while not stop.is_set() and loop.time() < deadline:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(min(1.0, max(deadline - loop.time(), 0.01))):
-                    await stop.wait()
-            print(f"gpu rigs: accepted={fleet.total('accepted')} rejected={fleet.rejected} "
-                  f"pending={fleet.pending} set_extranonce={fleet.total('extranonce_changes')} "
-                  f"reconnects={fleet.total('reconnects')} disconnects={fleet.total('disconnects')} "
-                  f"connect_failures={fleet.total('connect_failures')}",
-                  flush=True)
+        await _report_until(stop, lambda: (
+            f"gpu rigs: accepted={fleet.total('accepted')} rejected={fleet.rejected} "
+            f"pending={fleet.pending} set_extranonce={fleet.total('extranonce_changes')} "
+            f"reconnects={fleet.total('reconnects')} disconnects={fleet.total('disconnects')} "
+            f"connect_failures={fleet.total('connect_failures')}"), args.duration)
     finally:
         await fleet.stop()
     print(f"done: accepted={fleet.total('accepted')} rejected={fleet.rejected} "
