@@ -18,7 +18,7 @@ from ..core.events import EventLog
 from ..listeners import Listener, for_listener, split_dialects
 from .client import Dialer
 from .proxyproto import ProxyProtocolPolicy
-from .server import RigProtocol
+from .server import RigProtocol, wait_closed
 from .ticker import Ticker
 
 log = logging.getLogger("proxy.service")
@@ -88,11 +88,7 @@ class EthListenerService:
             core.shutdown(time.monotonic())
         if self.dialer is not None:
             await self.dialer.aclose()
-        if self.server is not None:
-            try:
-                await asyncio.wait_for(self.server.wait_closed(), 2.0)
-            except TimeoutError:
-                pass
+        await wait_closed(self.server)
 
 
 async def open_port(listener: Listener, settings: Any, core: Any) -> tuple[asyncio.Server, int]:

@@ -131,3 +131,14 @@ class RigProtocol(asyncio.Protocol):
     def _close(self) -> None:
         if self.transport is not None:
             self.transport.close()
+
+
+async def wait_closed(server: asyncio.Server | None, timeout_s: float = 2.0) -> None:
+    """After ``server.close()``: wait for its connections to go, but never hang a shutdown on
+    a rig that does not let go (the process is stopping anyway)."""
+    if server is None:
+        return
+    try:
+        await asyncio.wait_for(server.wait_closed(), timeout_s)
+    except TimeoutError:
+        pass

@@ -18,7 +18,7 @@ from ..listeners import for_listener, resolve, split_dialects
 from .client import Dialer
 from .eth_service import EthListenerService, start_dual
 from .proxyproto import ProxyProtocolPolicy
-from .server import RigProtocol
+from .server import RigProtocol, wait_closed
 from .ticker import Ticker
 
 log = logging.getLogger("proxy.service")
@@ -209,11 +209,7 @@ class ProxyService:
             await self.api_runner.cleanup()
         if self.dialer is not None:
             await self.dialer.aclose()
-        if self.server is not None:
-            try:
-                await asyncio.wait_for(self.server.wait_closed(), 2.0)
-            except TimeoutError:
-                pass
+        await wait_closed(self.server)
         self._stopped.set()
 
     async def _drain_in_flight(self, drain_s: float) -> None:
