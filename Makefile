@@ -28,16 +28,17 @@ test: $(STAMP) system-deps
 	$(PY) -m pytest -q $(TEST_ARGS)
 
 # Install what is missing. If that fails the suite still runs and the tests that need a
-# package fail saying which one (they never skip). The tests run their own Prometheus on
-# 127.0.0.1; the service the Debian package enables (all interfaces, :9090) is stopped and
-# disabled when this target installed the package (an operator's own Prometheus is left alone).
+# package fail saying which one (they never skip). The tests run their own Prometheus, etcd
+# and upsd on loopback; the services the Debian packages enable (Prometheus on all interfaces,
+# etcd, upsd, upsmon) are stopped and disabled when this target installed the package
+# (.ci/quiet-services; an operator's own, installed before, are left alone).
 system-deps:
 	@missing=$$(for p in $(SYSTEM_DEPS); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
 	if [ -n "$$missing" ]; then echo "installing Debian packages for the tests:" $$missing; \
 	  { $(SUDO) apt-get update -q && \
 	    $(SUDO) apt-get install -y --no-install-recommends $$missing; } || \
 	  echo "WARNING: could not install $$missing; the tests that need them will fail"; \
-	  case " $$missing " in *" prometheus "*) $(SUDO) sh .ci/quiet-prometheus;; esac; fi
+	  $(SUDO) sh .ci/quiet-services $$missing; fi
 
 # the README's picture of the dashboard during a failover, as the dashboard test takes it
 screenshot: $(STAMP) system-deps
