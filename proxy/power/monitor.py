@@ -184,7 +184,8 @@ class PowerMonitor:
             if reading.power is Power.UNKNOWN:
                 text = f"UPS {name} unknown: {reading.reason}"
             else:
-                text = (f"UPS {name} {reading.power.value} ({reading.status}), charge "
+                state = POWER_WORDS.get(reading.power, reading.power.value)
+                text = (f"UPS {name} {state} ({reading.status}), charge "
                         f"{_num(reading.charge, '%')}, runtime {_num(reading.runtime_s, 's')}")
             self._emit("power_ups", text, ups=name, power=reading.power.value, status=reading.status,
                        charge=reading.charge, runtime_s=reading.runtime_s)
@@ -325,6 +326,9 @@ class PowerMonitor:
 
     def _emit(self, kind: str, reason: str, **fields: Any) -> None:
         emit_safely(self.events, log, kind, reason, **fields)
+
+
+POWER_WORDS = {Power.ONLINE: "on mains", Power.BATTERY: "on battery"}  # the events' words
 
 
 def _num(value: float | None, unit: str) -> str:

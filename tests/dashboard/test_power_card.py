@@ -4,12 +4,16 @@ real PowerMonitor serves, routed into the page)."""
 
 from __future__ import annotations
 
+import time
+
 from playwright.async_api import expect
 
 from proxy.config import load_dict
+from proxy.core.events import EventLog
 from proxy.power.monitor import PowerMonitor
 from proxy.power.nutproto import Power, UpsReading
 from proxy.power.plan import RigFigure, UpsState
+from proxy.sim.nut import SimNut
 from tests.dashboard.conftest import RIGS, start_farm
 
 NOW = 1_900_000_000.0
@@ -64,3 +68,44 @@ async def test_power_card(dash):
     await expect(items.nth(2)).to_contain_text("1 rigs · 7.00 TH/s")
     await expect(page.locator("#power-note")).to_contain_text("at risk 10.0 TH/s")
     await expect(page.locator("#power-note")).to_contain_text("order 10.0 TH/s, delivering 9.00 TH/s")
+
+
+async def test_power_events_in_words(dash):
+    """What a real PowerMonitor emits when it reads a UPS on battery from the NUT simulator,
+    served as the events API serves it: the timeline says it in words, under the Power filter."""
+    nut = SimNut()
+    nut.set("rack-a", "OB DISCHRG", 64, 200)
+    await nut.start()
+    try:
+        cfg = load_dict({
+            "pools": [{"name": "p", "url": "stratum+tcp://127.0.0.1:1", "user": "u"}],
+            "power": {"order_lead_s": 300, "curtailments_file": "",
+                      "ups": [{"name": "rack-a", "nut": nut.target("rack-a"), "workers": ["a.*"]}]},
+        })
+        log = EventLog()
+        rigs = [RigFigure(1, ("a.1",), "10.0.0.1:1", 5e12), RigFigure(2, ("a.2",), "10.0.0.2:1", 5e12)]
+        mon = PowerMonitor(cfg.power, lambda: rigs,
+                           events=lambda kind, reason, **f: log.emit(kind, time.time(), reason=reason, **f))
+        await mon.poll("rack-a")  # on battery, 200 s - 60 s margin within the 300 s lead: order
+    finally:
+        await nut.stop()
+    assert [e["kind"] for e in log.recent()] == ["power_ups", "power_decision"]
+
+    await start_farm(dash.api)
+    page = await dash.open(rigs=RIGS)
+
+    async def events(route):
+        await route.fulfill(json={"events": log.recent()})
+
+    await page.route("**/api/v1/events*", events)
+    await page.locator("#event-filter").select_option("power")
+    ups = page.locator("#events li[data-kind=power_ups]")
+    await expect(ups.locator(".ev-text")).to_have_text(
+        "UPS rack-a on battery (OB DISCHRG), charge 64%, runtime 200s")
+    await expect(ups).to_have_class("event ev-warn")
+    decision = page.locator("#events li[data-kind=power_decision]")
+    await expect(decision.locator(".ev-text")).to_have_text(
+        "UPS rack-a: renting the at-risk hashrate now · 2 rigs, 10.0 TH/s at risk")
+    await expect(decision.locator(".ev-reason")).to_contain_text("UPS rack-a on battery")
+    await expect(page.locator("#events li")).to_have_count(2)  # the filter keeps only power events
+    assert dash.errors == []

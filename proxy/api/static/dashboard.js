@@ -809,6 +809,7 @@
       "pool_reconnect_requested", "rigs_extranonce_changed"].includes(k),
     operator: (k) => ["pool_changed", "pool_drain", "pool_undrain", "config_reloaded"].includes(k),
     rental: (k) => typeof k === "string" && (k.startsWith("rental") || k.startsWith("order")),
+    power: (k) => typeof k === "string" && k.startsWith("power_"),
   };
 
   const list = (v) => (Array.isArray(v) ? v.join(", ") : v == null ? "" : String(v));
@@ -859,12 +860,34 @@
     }
   }
 
+  // power_decision decisions (proxy/power/plan.py) in words, with how the event is coloured
+  const POWER_DECISIONS = {
+    ok: ["on mains, nothing at risk", "ev-good"], watch: ["on battery, runtime left: watching", "ev-warn"],
+    order: ["renting the at-risk hashrate now", "ev-warn"], unknown: ["state unknown: nothing decided from it", "ev-warn"],
+    scheduled: ["scheduled", ""], ordering: ["renting ahead of the window", "ev-warn"],
+    open: ["window open: rigs off", "ev-warn"], over: ["window over", "ev-good"],
+  };
+  const POWER_STATES = { online: "ev-good", battery: "ev-warn", critical: "ev-bad", unknown: "ev-warn" };
+
+  function describePower(e, k) {
+    const power = (text, cls = "", reason = "") => ({ tag: "power", cls, text, reason });
+    if (k === "power_ups") return power(String(e.reason || `UPS ${e.ups}`), POWER_STATES[e.power] || "");
+    if (k === "power_decision") {
+      const [words, cls] = POWER_DECISIONS[e.decision] || [String(e.decision || "decision"), ""];
+      const what = e.ups != null ? `UPS ${e.ups}` : `Curtailment ${e.curtailment || "?"}`;
+      const figures = num(e.rig_count) ? ` · ${fmtCount(e.rig_count)} rigs, ${fmtHs(toNum(e.at_risk_hs))} at risk` : "";
+      return power(`${what}: ${words}${figures}`, cls, String(e.reason || ""));
+    }
+    return power(String(e.reason || k.replace(/_/g, " ")), k === "power_error" ? "ev-bad" : "");
+  }
+
   function describe(e) {
     const k = String(e.kind || "event");
     if (EVENT_GROUPS.rental(k)) {
       const d = describeRental(e, k);
       if (d) return d;
     }
+    if (EVENT_GROUPS.power(k)) return describePower(e, k);
     switch (k) {
       case "pool_switch": {
         const reason = String(e.reason || "");
