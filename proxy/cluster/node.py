@@ -5,7 +5,8 @@ Every ``beat_s`` (a third of the lease TTL, at most ``publish_s``) the node:
 1. renews its lease (one lease per instance: its registration and, when it leads, the
    leader key hang on it), or grants a new one when etcd says it expired;
 2. publishes its summary under ``/<farm>/members/<instance>`` (on the lease: a dead
-   instance disappears by itself after the TTL);
+   instance disappears by itself after the TTL), with its power plan's figures when it has
+   ``[power]`` (``proxy.cluster.power``);
 3. reads every member's summary (the farm-wide view, and the backfill's delivered hashrate);
 4. campaigns for ``/<farm>/leader`` (a transaction: create it on our lease if nobody holds
    it), and starts or stops the rental controller as it wins or loses.
@@ -34,6 +35,7 @@ from typing import Any
 
 from ..config import ClusterSection
 from .etcd import EtcdError, b64, client_for, compare_create, put_op
+from .power import ClusterPower, member_power
 from .rental import ClusterHashrate, start_leader_rental
 from .settings import PoolSettings
 
@@ -64,6 +66,7 @@ class ClusterNode:
         rental = service.config.rental
         self.hashrate = (ClusterHashrate(self, rental.window_s, min(config.publish_s, rental.window_s / 4))
                          if rental is not None else None)
+        self.power = ClusterPower(self)  # the members' power figures (the leader plans with them)
         self.beats = 0
         self.started = time.time()
         self._task: asyncio.Task[None] | None = None
@@ -166,6 +169,7 @@ class ClusterNode:
         self.members = members
         if self.hashrate is not None:
             self.hashrate.sample()
+        self.power.sample()
         view = await self.etcd.get(self.key("rental"))
         self.rental_view = json.loads(view.value) if view is not None else None
 
@@ -274,7 +278,20 @@ class ClusterNode:
                 "pools": [{k: p.get(k) for k in (
                     "name", "url", "state", "reason", "priority", "weight", "enabled", "draining", "active",
                     "rigs", "hashrate", "accepted", "accepted_difficulty", "rejected_total", "lost_total")}
-                    for p in pools]}
+                    for p in pools],
+                **self._power_summary()}
+
+    def _power_summary(self) -> dict[str, Any]:
+        """This instance's power plan for the leader (``proxy.cluster.power``); none without
+        ``[power]``, and none (the leader then counts it unknown) when the plan fails."""
+        monitor = getattr(self.service, "power", None)
+        if monitor is None:
+            return {}
+        try:
+            return {"power": member_power(monitor, self.config.publish_s)}
+        except Exception as exc:  # the power figures are advisory: never stop the beat
+            log.exception("publishing the power plan failed")
+            return {"power": {"error": f"cannot plan: {exc}", "publish_s": self.config.publish_s}}
 
     def view(self) -> dict[str, Any]:
         """``GET /api/v1/cluster``: this instance's standing and the farm's members."""
