@@ -89,7 +89,7 @@ async def get_farm_pools(request: web.Request) -> web.Response:
 
 async def get_farm_power(request: web.Request) -> web.Response:
     node = _node(request)
-    _, view = node.power.compute()
+    _, view = node.power.settled(*node.power.compute())
     return _json({**view, "leader": node.leader, "served_by": node.name})
 
 

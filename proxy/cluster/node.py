@@ -7,7 +7,8 @@ Every ``beat_s`` (a third of the lease TTL, at most ``publish_s``) the node:
 2. publishes its summary under ``/<farm>/members/<instance>`` (on the lease: a dead
    instance disappears by itself after the TTL), with its power plan's figures when it has
    ``[power]`` (``proxy.cluster.power``);
-3. reads every member's summary (the farm-wide view, and the backfill's delivered hashrate);
+3. reads every member's summary (the farm-wide view, and the backfill's delivered hashrate)
+   and, with ``[power]``, the farm's curtailments (``proxy.cluster.curtail``);
 4. campaigns for ``/<farm>/leader`` (a transaction: create it on our lease if nobody holds
    it), and starts or stops the rental controller as it wins or loses.
 
@@ -34,6 +35,7 @@ import time
 from typing import Any
 
 from ..config import ClusterSection
+from .curtail import FarmCurtailments
 from .etcd import EtcdError, b64, client_for, compare_create, put_op
 from .power import ClusterPower, member_power
 from .rental import ClusterHashrate, start_leader_rental
@@ -67,6 +69,7 @@ class ClusterNode:
         self.hashrate = (ClusterHashrate(self, rental.window_s, min(config.publish_s, rental.window_s / 4))
                          if rental is not None else None)
         self.power = ClusterPower(self)  # the members' power figures (the leader plans with them)
+        self.curtailments = FarmCurtailments(self)  # the farm's curtailments, applied here
         self.beats = 0
         self.started = time.time()
         self._task: asyncio.Task[None] | None = None
@@ -136,6 +139,8 @@ class ClusterNode:
                                 lease=self.lease)
             await self._read_members()
             await self.settings.load()
+            if getattr(self.service, "power", None) is not None:
+                await self.curtailments.load()
             await self._campaign()
         except EtcdError as exc:
             if "lease not found" in str(exc):  # it expired between two calls: register again

@@ -15,7 +15,9 @@ only its own rigs: its power monitor knows the at-risk hashrate of *its* rigs.  
 * ``ClusterPower``: samples the members on every beat (by this instance's monotonic clock, so
   no two machines' clocks are compared) and is what the leader's ``BackfillController`` gets
   as ``power=``: the same policy path as a single instance, so the order comes before the
-  rigs go dark and the normal recovery rules cancel it.
+  rigs go dark and the normal recovery rules cancel it.  While the instances disagree on a
+  UPS's power state (they poll it at different moments) nothing is rented for a settling
+  time, so the order covers every instance's part at once.
 """
 
 from __future__ import annotations
@@ -91,8 +93,13 @@ def farm_power(members: dict[str, dict[str, Any]], ages: dict[str, float],
                 elif d.get("hold"):
                     holding.append(f"{key} on {name} ({d.get('decision')})")
     reason = _reason(covering, holding, unknown, cover)
+    # a UPS the fresh members see in different power states (unknown included: one instance
+    # has read it on battery, another could not read it yet)
+    disagree = {r["name"]: states for r in rows.values() if r["kind"] == "ups" and len(states := {
+        str(d.get("power")) for d in r["instances"].values()}) > 1}
     view = {"rent_now_hs": cover, "holding_order": hold, "reason": reason or None,
             "unknown_instances": unknown,
+            "disagreeing_ups": {n: sorted(v) for n, v in sorted(disagree.items())},
             "instances": {n: {"rent_now_hs": members[n].get("rent_now_hs"), "hold": members[n].get("hold"),
                               "order_lead_s": members[n].get("order_lead_s"), "age_s": ages.get(n),
                               "unknown": n in unknown} for n in sorted(members)},
@@ -127,6 +134,7 @@ class ClusterPower:
         self.clock = clock
         self.seen: dict[str, tuple[Any, float]] = {}  # member -> (its summary time, when it changed)
         self._said: tuple[bool, bool, tuple[str, ...]] | None = None
+        self._disagree_since: float | None = None
 
     def sample(self) -> None:
         """After each read of the members: note whose summary changed."""
@@ -145,6 +153,30 @@ class ClusterPower:
             elif old[0] != stamp:
                 self.seen[name] = (stamp, now)
 
+    def settled(self, result: PowerInput, view: dict[str, Any]) -> tuple[PowerInput, dict[str, Any]]:
+        """The instances poll one UPS at different moments and publish a beat apart: while
+        they disagree on its power state (one on battery, another still on mains), nothing is
+        rented for a settling time (their next figures), so the order is for the whole farm's
+        part, not for the first instance to notice.  A disagreement that lasts longer (two
+        upsd answering differently) is planned with as it stands."""
+        disagree = view["disagreeing_ups"]
+        if not disagree:
+            self._disagree_since = None
+            return result, view
+        now = self.clock()
+        if self._disagree_since is None:
+            self._disagree_since = now
+        settle_s = STALE_BEATS * max([float(m["power"].get("publish_s") or 0)
+                                      for m in self.node.members.values()
+                                      if isinstance(m.get("power"), dict)] or [0.0]) + self.node.beat_s
+        waited = now - self._disagree_since
+        if waited >= settle_s or result.cover_hs <= 0:
+            return result, view
+        names = ", ".join(f"UPS {n} ({'/'.join(v)})" for n, v in list(disagree.items())[:MAX_NAMED])
+        why = (f"the instances disagree on {names}: waiting {settle_s - waited:.1f}s more for their "
+               f"figures before renting {format_hashrate(result.cover_hs)}")
+        return PowerInput(0.0, result.hold, why), {**view, "rent_now_hs": 0.0, "reason": why}
+
     def compute(self) -> tuple[PowerInput, dict[str, Any]]:
         now = self.clock()
         members = {n: m["power"] for n, m in self.node.members.items() if isinstance(m.get("power"), dict)}
@@ -152,7 +184,7 @@ class ClusterPower:
         return farm_power(members, ages, self.node.beat_s)
 
     def input(self) -> PowerInput:
-        result, view = self.compute()
+        result, view = self.settled(*self.compute())
         said = (result.cover_hs > 0, result.hold, tuple(view["unknown_instances"]))
         if said != self._said and (self._said is not None or any(said[:2]) or said[2]):
             self._emit(result, view)  # on each change (and at first only when not quiet)

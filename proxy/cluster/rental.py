@@ -8,7 +8,8 @@
   a full window the farm's hashrate is unknown and nothing is ordered.
 * ``start_leader_rental``: on winning the election, load the ledger from etcd and start the
   controller with ``EtcdLedger`` and ``FencedProvider`` (see ``proxy.cluster.ledger``); its
-  reconcile adopts the order (and the pending intents) the previous leader left.  Its ``power`` is the node's ``ClusterPower`` (``proxy.cluster.power``): the members'
+  reconcile adopts the order (and the pending intents) the previous leader left.
+  Its ``power`` is the node's ``ClusterPower`` (``proxy.cluster.power``): the members'
   published power plans summed, so a UPS feeding rigs on several instances is rented for
   whole, before the rigs go dark.
 """

@@ -1,7 +1,7 @@
 """A UPS whose rigs are spread over two instances of an etcd farm: each instance publishes the
 at-risk hashrate of its own rigs, the leader rents the sum once, before the rigs go dark, and
 cancels it once mains are back and the rigs deliver; while the UPS's data is unknown nothing
-is rented."""
+is rented.  A curtailment added through one instance's API reaches every instance (etcd)."""
 
 from __future__ import annotations
 
@@ -35,8 +35,45 @@ def control_periods(ctl, n: int):
     return wait_until(counted, 10, what=f"{n} control periods", poll=0.01)
 
 
+async def api(svc, method: str, path: str, body=None) -> tuple[int, dict]:
+    async with aiohttp.ClientSession() as http, http.request(
+            method, f"http://127.0.0.1:{svc.api_port}{path}", json=body,
+            headers={"Authorization": f"Bearer {TOKEN}"}) as resp:
+        return resp.status, await resp.json()
+
+
+async def curtailment_reaches_the_farm(taker, other, leader) -> None:
+    start = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 3600))
+    until = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 7200))
+    window = {"name": "tariff", "workers": ["stay*"], "from": start, "until": until, "reason": "peak"}
+    status, body = await api(taker, "POST", "/api/v1/power/curtailments", {**window, "until": "soon"})
+    assert status == 400 and "until" in body["error"], body
+    status, body = await api(taker, "POST", "/api/v1/power/curtailments", window)
+    assert status == 201 and body["source"] == "farm", body
+    cid = body["id"]
+
+    def applied(svc) -> bool:
+        c = svc.power.curtailments.get(cid)
+        return c is not None and c.source == "farm"
+
+    await wait_until(lambda: applied(other), 5, what="the curtailment applied on the other instance")
+
+    def farm_row() -> dict:
+        _, view = leader.cluster.power.compute()
+        return next((r for r in view["curtailments"] if r["name"] == "tariff"), {})
+
+    await wait_until(lambda: farm_row().get("rig_count") == 2 * STAY and sorted(farm_row()["instances"]) == [
+        "proxy-1", "proxy-2"], 5, what="each instance's stopped rigs in the farm's view")
+    assert {d["decision"] for d in farm_row()["instances"].values()} == {"scheduled"}
+    status, _ = await api(other, "DELETE", f"/api/v1/power/curtailments/{cid}")
+    assert status == 200
+    await wait_until(lambda: not applied(taker) and not applied(other), 5, what="removed everywhere")
+    status, _ = await api(other, "DELETE", f"/api/v1/power/curtailments/{cid}")
+    assert status == 404
+
+
 async def test_ups_across_two_instances_one_order_for_the_sum(cluster, etcd):
-    pool = await cluster.pool("primary", difficulty=DIFF)
+    await cluster.pool("primary", difficulty=DIFF)
     market = SimMarket(SimMarketConfig(market_price=Decimal("0.000000000002"), activation_delay_s=0.2,
                                        rig_difficulty=DIFF, rig_share_interval=INTERVAL,
                                        min_amount=Decimal("0.0001"), min_limit=Decimal("100"), tick_s=0.05))
@@ -76,6 +113,9 @@ async def test_ups_across_two_instances_one_order_for_the_sum(cluster, etcd):
         await wait_until(lambda: sorted(farm_ups().get("instances", {})) == ["proxy-1", "proxy-2"]
                          and farm_ups()["rig_count"] == 2 * RACK, 5, what="both instances' racks published")
 
+        # a curtailment added through one instance's API is in etcd: every instance applies it
+        await curtailment_reaches_the_farm(two, one, leader)
+
         # on battery, but the UPS's data is unknown to both instances: nothing is rented
         nut.mode = "stale"
         nut.set("ups", status="OB DISCHRG", charge=20, runtime=RUNTIME)
@@ -105,11 +145,11 @@ async def test_ups_across_two_instances_one_order_for_the_sum(cluster, etcd):
         assert farm_events and farm_events[-1]["instances"] == ["proxy-1", "proxy-2"] \
             and farm_events[-1]["ups"] == ["ups"]
 
-        async with aiohttp.ClientSession() as http, http.get(
-                f"http://127.0.0.1:{other.api_port}/api/v1/farm/power",
-                headers={"Authorization": f"Bearer {TOKEN}"}) as resp:
-            assert resp.status == 200
-            view = await resp.json()
+        # every instance serves the farm's view (from the summaries it read last beat)
+        await wait_until(lambda: other.cluster.power.settled(*other.cluster.power.compute())[0].cover_hs
+                         > 0.7 * at_risk, 5, what="the farm's power view on the other instance")
+        status, view = await api(other, "GET", "/api/v1/farm/power")
+        assert status == 200
         assert view["holding_order"] is True and view["rent_now_hs"] > 0.7 * at_risk
         assert view["ups"][0]["name"] == "ups" and view["unknown_instances"] == []
 
@@ -123,9 +163,9 @@ async def test_ups_across_two_instances_one_order_for_the_sum(cluster, etcd):
         nut.set("ups", status="OL CHRG", charge=30, runtime=600)
         for i, svc in enumerate(both):
             await cluster.start_fleet(RACK, port=svc.port, share_interval=INTERVAL, worker_prefix=f"rack{i}")
-        await wait_until(lambda: [e for e in leader.events.recent(200) if e["kind"] == "rental_order_cancelled"],
-                         15, what="the order cancelled")
-        (cancelled,) = [e for e in leader.events.recent(200) if e["kind"] == "rental_order_cancelled"]
+        await wait_until(lambda: leader.events.recent(kind="rental_order_cancelled"), 15,
+                         what="the order cancelled")
+        (cancelled,) = leader.events.recent(kind="rental_order_cancelled")
         assert cancelled["code"] == "recovered"
         assert market.create_calls == 1
     finally:
