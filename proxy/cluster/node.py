@@ -288,7 +288,7 @@ class ClusterNode:
 
     def _power_summary(self) -> dict[str, Any]:
         """This instance's power plan for the leader (``proxy.cluster.power``); none without
-        ``[power]``, and none (the leader then counts it unknown) when the plan fails."""
+        ``[power]``, and an ``error`` (the leader then counts it unknown) when the plan fails."""
         monitor = getattr(self.service, "power", None)
         if monitor is None:
             return {}

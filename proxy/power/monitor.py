@@ -84,6 +84,7 @@ class PowerMonitor:
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._running = False
         self.last_plan: PowerPlan | None = None
+        self._bad_farm: set[str] = set()  # unreadable farm curtailments already reported
         self._configure(section)
 
     def _configure(self, section: PowerSection) -> None:
@@ -253,8 +254,10 @@ class PowerMonitor:
             try:
                 c = msgspec.convert({k: v for k, v in raw.items() if k != "id"}, CurtailConfig)
                 items[cid] = _curtailment(c, cid, "farm", "")
-            except Exception as exc:  # a damaged entry is skipped and named, the rest apply
-                log.error("power: farm curtailment %s unreadable: %s", cid, exc)
+            except Exception as exc:  # a damaged entry is skipped and named (once), the rest apply
+                if cid not in self._bad_farm:
+                    self._bad_farm.add(cid)
+                    self._emit("power_error", f"farm curtailment {cid} in etcd unreadable, skipped: {exc}")
         old = {k for k, v in self.curtailments.items() if v.source == "farm"}
         if old == set(items) and all(self.curtailments[k] == v for k, v in items.items()):
             return

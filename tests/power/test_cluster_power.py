@@ -123,3 +123,22 @@ def test_instances_disagreeing_on_a_ups_settle_before_renting():
     now[0] += STALE_BEATS * PUBLISH + PUBLISH
     beat(published(2000.0, True), mains)
     assert power.input().cover_hs == 2000.0
+
+
+def test_farm_curtailments_from_etcd_replace_the_farm_ones_and_name_a_bad_entry():
+    config = load_dict({"pools": [{"name": "p", "url": "stratum+tcp://127.0.0.1:1", "user": "u"}],
+                        "power": {"ups": []}})
+    events: list[tuple[str, str]] = []
+    monitor = PowerMonitor(config.power, lambda: [], wall=lambda: 1000.0,
+                           events=lambda kind, reason, **f: events.append((kind, reason)))
+    good = {"name": "peak", "workers": ["rack.*"], "from": "2030-01-01T00:00:00Z",
+            "until": "2030-01-01T01:00:00Z", "reason": "tariff"}
+    monitor.set_farm_curtailments({"c1": good, "c2": {**good, "until": "soon"}})
+    assert [c.source for c in monitor.curtailments.values()] == ["farm"] and "c1" in monitor.curtailments
+    errors = [r for k, r in events if k == "power_error"]
+    assert len(errors) == 1 and "c2" in errors[0]
+    monitor.set_farm_curtailments({"c1": good, "c2": {**good, "until": "soon"}})  # each beat: named once
+    assert len([k for k, _ in events if k == "power_error"]) == 1
+    monitor.set_farm_curtailments({})
+    assert monitor.curtailments == {}
+    assert [k for k, _ in events].count("power_curtailment") == 2  # applied, removed
