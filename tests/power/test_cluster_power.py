@@ -142,3 +142,14 @@ def test_farm_curtailments_from_etcd_replace_the_farm_ones_and_name_a_bad_entry(
     monitor.set_farm_curtailments({})
     assert monitor.curtailments == {}
     assert [k for k, _ in events].count("power_curtailment") == 2  # applied, removed
+
+
+def test_check_config_says_what_power_does_in_a_farm():
+    from proxy.cli import describe
+
+    base = {"pools": [{"name": "p", "url": "stratum+tcp://127.0.0.1:1", "user": "u"}],
+            "power": {"ups": [{"name": "ups-a", "nut": "ups@127.0.0.1:3493", "workers": ["rack.*"]}]}}
+    assert "power in the farm" not in describe(load_dict(base))
+    text = describe(load_dict({**base, "proxy": {"instance": "m1-proxy-1"},
+                               "cluster": {"etcd": ["http://127.0.0.1:2379"], "farm": "f"}}))
+    assert "power in the farm: this instance's plan is published" in text
