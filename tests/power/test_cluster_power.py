@@ -153,3 +153,29 @@ def test_check_config_says_what_power_does_in_a_farm():
     text = describe(load_dict({**base, "proxy": {"instance": "m1-proxy-1"},
                                "cluster": {"etcd": ["http://127.0.0.1:2379"], "farm": "f"}}))
     assert "power in the farm: this instance's plan is published" in text
+
+
+async def test_a_farm_curtailment_etcd_refuses_changes_nothing():
+    import pytest
+
+    from proxy.cluster.curtail import FarmCurtailments
+    from proxy.cluster.etcd import EtcdError, EtcdUnavailable
+    from proxy.power.monitor import CurtailmentError
+
+    class DownEtcd:
+        async def put(self, key: str, value: str, lease: int = 0) -> int:
+            raise EtcdUnavailable("no etcd endpoint answered: refused")
+
+    config = load_dict({"pools": [{"name": "p", "url": "stratum+tcp://127.0.0.1:1", "user": "u"}],
+                        "power": {"ups": []}})
+    monitor = PowerMonitor(config.power, lambda: [], wall=lambda: 1000.0)
+    node = SimpleNamespace(service=SimpleNamespace(power=monitor), etcd=DownEtcd(),
+                           key=lambda *parts: "/f/" + "/".join(parts))
+    farm = FarmCurtailments(node)
+    window = {"name": "peak", "workers": ["rack.*"], "from": "2030-01-01T00:00:00Z",
+              "until": "2030-01-01T01:00:00Z"}
+    with pytest.raises(CurtailmentError, match="^until"):
+        await farm.add({**window, "until": "1999-01-01T00:00:00Z"})
+    with pytest.raises(EtcdError, match="no etcd endpoint answered"):
+        await farm.add(window)
+    assert monitor.curtailments == {}
