@@ -92,6 +92,10 @@ def describe(config: Config) -> str:
         from .power.config import describe_power
 
         lines.extend(describe_power(config.power, config.rental is not None))
+        if config.cluster is not None:
+            lines.append("  power in the farm: this instance's plan is published in its etcd summary and the "
+                         "elected leader rents for the members' sum; API curtailments are kept in etcd and "
+                         "applied by every instance")
     lines.append("pools (lower priority number is preferred):")
     for pool in sorted(config.pools, key=lambda x: x.priority):
         flags = [] if pool.enabled else ["disabled"]

@@ -5,6 +5,10 @@
 * ``GET /api/v1/farm/status``, ``/api/v1/farm/pools``: the members' published summaries,
   summed with the rules of ``proxy.farm.view`` (the worst state of a pool with the instance it
   comes from, each instance's own state).
+* ``GET /api/v1/farm/power``: the members' published power figures summed as the leader's
+  backfill controller plans with them (``proxy.cluster.power``): rent-now, hold, per UPS and
+  curtailment the at-risk hashrate with each instance's part, the instances whose figures
+  are unknown (stale).
 * ``GET /api/v1/farm/rigs``, ``/api/v1/farm/events``: read from every registered member's
   API and merged (each row with its ``instance``).
 * ``GET /api/v1/rentals`` on an instance that does not lead: the leader's view, read from etcd.
@@ -83,6 +87,12 @@ async def get_farm_pools(request: web.Request) -> web.Response:
     return _json({"pools": farm_pools(instances_of(_node(request)))})
 
 
+async def get_farm_power(request: web.Request) -> web.Response:
+    node = _node(request)
+    _, view = node.power.settled(*node.power.compute())
+    return _json({**view, "leader": node.leader, "served_by": node.name})
+
+
 async def _from_members(node: Any, path: str, params: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     async def one(name: str, api: str) -> tuple[str, dict[str, Any]] | None:
         try:
@@ -137,6 +147,7 @@ def add_cluster_routes(router: web.UrlDispatcher) -> None:
     router.add_get("/api/v1/cluster", get_cluster)
     router.add_get("/api/v1/farm/status", get_farm_status)
     router.add_get("/api/v1/farm/pools", get_farm_pools)
+    router.add_get("/api/v1/farm/power", get_farm_power)
     router.add_get("/api/v1/farm/rigs", get_farm_rigs)
     router.add_get("/api/v1/farm/events", get_farm_events)
 

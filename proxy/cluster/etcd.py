@@ -161,6 +161,11 @@ class EtcdClient:
         data = await self.call("kv/put", put_op(key, value, lease)["request_put"])
         return int(data.get("header", {}).get("revision", 0))
 
+    async def delete(self, key: str) -> int:
+        """Delete ``key``; returns how many keys went (0 or 1)."""
+        data = await self.call("kv/deleterange", {"key": b64(key)})
+        return int(data.get("deleted", 0))
+
     async def txn(self, compare: list[dict[str, Any]], success: list[dict[str, Any]],
                   failure: list[dict[str, Any]] | None = None) -> tuple[bool, int, list[dict[str, Any]]]:
         """(succeeded, revision, responses): ``success`` ran if every compare held."""

@@ -5,8 +5,10 @@ Every ``beat_s`` (a third of the lease TTL, at most ``publish_s``) the node:
 1. renews its lease (one lease per instance: its registration and, when it leads, the
    leader key hang on it), or grants a new one when etcd says it expired;
 2. publishes its summary under ``/<farm>/members/<instance>`` (on the lease: a dead
-   instance disappears by itself after the TTL);
-3. reads every member's summary (the farm-wide view, and the backfill's delivered hashrate);
+   instance disappears by itself after the TTL), with its power plan's figures when it has
+   ``[power]`` (``proxy.cluster.power``);
+3. reads every member's summary (the farm-wide view, and the backfill's delivered hashrate)
+   and, with ``[power]``, the farm's curtailments (``proxy.cluster.curtail``);
 4. campaigns for ``/<farm>/leader`` (a transaction: create it on our lease if nobody holds
    it), and starts or stops the rental controller as it wins or loses.
 
@@ -33,7 +35,9 @@ import time
 from typing import Any
 
 from ..config import ClusterSection
+from .curtail import FarmCurtailments
 from .etcd import EtcdError, b64, client_for, compare_create, put_op
+from .power import ClusterPower, member_power
 from .rental import ClusterHashrate, start_leader_rental
 from .settings import PoolSettings
 
@@ -64,6 +68,8 @@ class ClusterNode:
         rental = service.config.rental
         self.hashrate = (ClusterHashrate(self, rental.window_s, min(config.publish_s, rental.window_s / 4))
                          if rental is not None else None)
+        self.power = ClusterPower(self)  # the members' power figures (the leader plans with them)
+        self.curtailments = FarmCurtailments(self)  # the farm's curtailments, applied here
         self.beats = 0
         self.started = time.time()
         self._task: asyncio.Task[None] | None = None
@@ -133,6 +139,8 @@ class ClusterNode:
                                 lease=self.lease)
             await self._read_members()
             await self.settings.load()
+            if getattr(self.service, "power", None) is not None:
+                await self.curtailments.load()
             await self._campaign()
         except EtcdError as exc:
             if "lease not found" in str(exc):  # it expired between two calls: register again
@@ -166,6 +174,7 @@ class ClusterNode:
         self.members = members
         if self.hashrate is not None:
             self.hashrate.sample()
+        self.power.sample()
         view = await self.etcd.get(self.key("rental"))
         self.rental_view = json.loads(view.value) if view is not None else None
 
@@ -274,7 +283,20 @@ class ClusterNode:
                 "pools": [{k: p.get(k) for k in (
                     "name", "url", "state", "reason", "priority", "weight", "enabled", "draining", "active",
                     "rigs", "hashrate", "accepted", "accepted_difficulty", "rejected_total", "lost_total")}
-                    for p in pools]}
+                    for p in pools],
+                **self._power_summary()}
+
+    def _power_summary(self) -> dict[str, Any]:
+        """This instance's power plan for the leader (``proxy.cluster.power``); none without
+        ``[power]``, and an ``error`` (the leader then counts it unknown) when the plan fails."""
+        monitor = getattr(self.service, "power", None)
+        if monitor is None:
+            return {}
+        try:
+            return {"power": member_power(monitor, self.config.publish_s)}
+        except Exception as exc:  # the power figures are advisory: never stop the beat
+            log.exception("publishing the power plan failed")
+            return {"power": {"error": f"cannot plan: {exc}", "publish_s": self.config.publish_s}}
 
     def view(self) -> dict[str, Any]:
         """``GET /api/v1/cluster``: this instance's standing and the farm's members."""

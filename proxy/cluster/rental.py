@@ -9,6 +9,9 @@
 * ``start_leader_rental``: on winning the election, load the ledger from etcd and start the
   controller with ``EtcdLedger`` and ``FencedProvider`` (see ``proxy.cluster.ledger``); its
   reconcile adopts the order (and the pending intents) the previous leader left.
+  Its ``power`` is the node's ``ClusterPower`` (``proxy.cluster.power``): the members'
+  published power plans summed, so a UPS feeding rigs on several instances is rented for
+  whole, before the rigs go dark.
 """
 
 from __future__ import annotations
@@ -80,7 +83,7 @@ async def start_leader_rental(node: Any, provider: Any = None) -> BackfillContro
 
     controller = BackfillController(rental, fenced, node.hashrate, "", destination, events=sink,
                                     rented_in_source=via_proxy, hashprice=lambda: members_hashprice(node),
-                                    ledger=ledger)
+                                    ledger=ledger, power=node.power)
     await controller.start()
     log.info("cluster rental: leading; ledger of %d rows loaded from etcd, backfill to %s %s:%d",
              rows, destination.name, destination.host, destination.port)

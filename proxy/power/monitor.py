@@ -57,7 +57,7 @@ def _curtailment(c: CurtailConfig, cid: str, source: str, where: str) -> Curtail
                        c.rent, source, tuple(c.workers), tuple(c.addresses))
 
 
-def _stored(c: Curtailment) -> dict[str, Any]:
+def stored_curtailment(c: Curtailment) -> dict[str, Any]:
     def iso(t: float) -> str:
         return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
 
@@ -84,6 +84,7 @@ class PowerMonitor:
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._running = False
         self.last_plan: PowerPlan | None = None
+        self._bad_farm: set[str] = set()  # unreadable farm curtailments already reported
         self._configure(section)
 
     def _configure(self, section: PowerSection) -> None:
@@ -231,22 +232,52 @@ class PowerMonitor:
 
     # --- curtailments through the API -------------------------------------------------------
 
-    def add_curtailment(self, body: Any) -> dict[str, Any]:
-        """Validate and add one; ``CurtailmentError`` names the bad field."""
+    def check_curtailment(self, body: Any, source: str = "api") -> Curtailment:
+        """Validate one (not added); ``CurtailmentError`` names the bad field."""
         from ..config import ConfigError, convert
 
         if not isinstance(body, dict):
             raise CurtailmentError("body: expected a JSON object")
         try:
             c = convert(body, CurtailConfig)
-            item = _curtailment(c, uuid.uuid4().hex[:12], "api", "")
+            item = _curtailment(c, uuid.uuid4().hex[:12], source, "")
         except ConfigError as exc:
             raise CurtailmentError(str(exc).lstrip(".")) from None
         if item.until <= self.wall():
             raise CurtailmentError("until: already past")
+        return item
+
+    def set_farm_curtailments(self, stored: dict[str, dict[str, Any]]) -> None:
+        """The farm's curtailments as read from etcd (``proxy.cluster.curtail``): id -> the
+        stored form; they replace the previous farm ones, the others stay."""
+        items: dict[str, Curtailment] = {}
+        for cid, raw in stored.items():
+            try:
+                c = msgspec.convert({k: v for k, v in raw.items() if k != "id"}, CurtailConfig)
+                items[cid] = _curtailment(c, cid, "farm", "")
+            except Exception as exc:  # a damaged entry is skipped and named (once), the rest apply
+                if cid not in self._bad_farm:
+                    self._bad_farm.add(cid)
+                    self._emit("power_error", f"farm curtailment {cid} in etcd unreadable, skipped: {exc}")
+        old = {k for k, v in self.curtailments.items() if v.source == "farm"}
+        if old == set(items) and all(self.curtailments[k] == v for k, v in items.items()):
+            return
+        for cid in old - set(items):
+            self._emit("power_curtailment", f"farm curtailment {self.curtailments[cid].name or cid} removed",
+                       id=cid, action="remove", source="farm")
+            del self.curtailments[cid]
+        for cid in set(items) - old:
+            self._emit("power_curtailment", f"farm curtailment {items[cid].name or cid} applied "
+                       f"({items[cid].reason or 'no reason given'})", id=cid, action="add", source="farm")
+        self.curtailments.update(items)
+        self.refresh()
+
+    def add_curtailment(self, body: Any) -> dict[str, Any]:
+        """Validate and add one; ``CurtailmentError`` names the bad field."""
+        item = self.check_curtailment(body)
         self.curtailments[item.id] = item
         self._save_api_curtailments()
-        fields = {k: v for k, v in _stored(item).items() if k not in ("id", "reason")}
+        fields = {k: v for k, v in stored_curtailment(item).items() if k not in ("id", "reason")}
         self._emit("power_curtailment", f"curtailment {item.name or item.id} added "
                    f"({item.reason or 'no reason given'})", id=item.id, action="add", **fields)
         self.refresh()
@@ -281,7 +312,7 @@ class PowerMonitor:
         if not path:
             return
         now = self.wall()
-        keep = [_stored(c) for c in self.curtailments.values()
+        keep = [stored_curtailment(c) for c in self.curtailments.values()
                 if c.source == "api" and c.until > now - KEEP_OVER_S]
         tmp = Path(f"{path}.tmp")
         try:
@@ -293,7 +324,7 @@ class PowerMonitor:
     # --- views ------------------------------------------------------------------------------
 
     def curtailment_view(self, c: Curtailment) -> dict[str, Any]:
-        out = {**_stored(c), "source": c.source}
+        out = {**stored_curtailment(c), "source": c.source}
         if self.last_plan is not None:
             for d in self.last_plan.decisions:
                 if d.kind == "curtailment" and d.figures.get("id") == c.id:
