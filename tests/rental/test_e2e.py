@@ -18,6 +18,7 @@ from proxy.sim import wait_until
 from proxy.sim.market import SimMarket, SimMarketConfig
 from proxy.sim.pool import SimPool, SimPoolConfig
 from proxy.sim.rigs import RigFleet
+from tests.rental.flow import rigs_die_and_are_backfilled
 
 DIFF = 2**-22
 INTERVAL = 0.25
@@ -84,28 +85,7 @@ async def test_rig_failure_is_backfilled_through_the_proxy(tmp_path, monkeypatch
         assert ctl is not None and ctl.rented_in_source
         await stay.start()
         await doomed.start()
-        await wait_until(
-            lambda: ctl.delivered_hs is not None and ctl.delivered_hs > 0.9 * RIGS * RIG_HS,
-            8,
-            what="the farm at target",
-        )
-        assert not market.orders
-        await doomed.stop()  # a third of the rigs die
-        await wait_until(lambda: market.orders, 8, what="the backfill order")
-        (order,) = market.orders.values()
-        assert 0.2 * RIGS * RIG_HS <= float(order.limit) <= 0.5 * RIGS * RIG_HS
-        (dest,) = market.pools.values()
-        assert (dest.host, dest.port, dest.username) == ("127.0.0.1", service.port, "rental")
-        # rented rigs dial the proxy; its own measurement recovers towards the target
-        await wait_until(
-            lambda: (
-                ctl.measured_hs is not None
-                and ctl.measured_hs >= 0.85 * RIGS * RIG_HS
-                and order.delivered_hs > 0
-            ),
-            10,
-            what="delivered back at target",
-        )
+        order = await rigs_die_and_are_backfilled(ctl, market, doomed, RIGS * RIG_HS, service.port)
         async with aiohttp.ClientSession() as http:
             view = await (await http.get(f"{api}/api/v1/rentals")).json()
             assert view["enabled"] and view["provider"] == "nicehash" and view["state"] == "renting"

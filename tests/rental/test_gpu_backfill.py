@@ -13,6 +13,7 @@ from proxy.sim.ethpool import EthSimPool
 from proxy.sim.ethrigs import EthRigFleet
 from proxy.sim.market import SimMarket, SimMarketConfig
 from tests.api.conftest import SIM_MARKET_ENV, sim_rental
+from tests.rental.flow import rigs_die_and_are_backfilled
 
 DIFF = 2**-22
 INTERVAL = 0.25
@@ -73,28 +74,7 @@ async def test_gpu_rig_failure_is_backfilled_from_the_daggerhashimoto_market(tmp
         assert ctl is not None and ctl.rented_in_source
         await stay.start()
         await doomed.start()
-        await wait_until(
-            lambda: ctl.delivered_hs is not None and ctl.delivered_hs > 0.9 * RIGS * RIG_HS,
-            8,
-            what="the GPU farm at target",
-        )
-        assert not market.orders
-        await doomed.stop()  # a third of the GPU rigs die
-        await wait_until(lambda: market.orders, 8, what="the backfill order")
-        (order,) = market.orders.values()
-        assert 0.2 * RIGS * RIG_HS <= float(order.limit) <= 0.5 * RIGS * RIG_HS
-        (dest,) = market.pools.values()
-        assert (dest.host, dest.port, dest.username) == ("127.0.0.1", service.port, "rental")
-        # rented GPU rigs dial the proxy's GPU port; its own measurement recovers
-        await wait_until(
-            lambda: (
-                ctl.measured_hs is not None
-                and ctl.measured_hs >= 0.85 * RIGS * RIG_HS
-                and order.delivered_hs > 0
-            ),
-            10,
-            what="delivered back at target",
-        )
+        order = await rigs_die_and_are_backfilled(ctl, market, doomed, RIGS * RIG_HS, service.port)
         gpu = service.gpu["main"].view
         assert gpu is not None and any(r["worker"].startswith("rental") for r in gpu.rigs())
         back = EthRigFleet(
