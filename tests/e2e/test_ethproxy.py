@@ -27,15 +27,20 @@ def _entry(name: str, pool: EthSimPool, priority: int, protocol: str) -> dict:
     }
 
 
+async def _start_pools(getwork: dict, stratum: dict) -> list[dict]:
+    """Start a primary and a backup of each dialect; their [[pools]] entries."""
+    for pool in (*getwork.values(), *stratum.values()):
+        await pool.start()
+    pools = [_entry(n, p, i, "ethproxy") for i, (n, p) in enumerate(getwork.items())]
+    return pools + [_entry(n, p, i, "ethstratum") for i, (n, p) in enumerate(stratum.items())]
+
+
 async def test_getwork_rigs_fail_over_and_back_beside_an_ethereumstratum_listener():
     getwork = {n: EthProxySimPool(n, job_interval=1.0) for n in ("gw-primary", "gw-backup")}
     stratum = {n: EthSimPool(n, job_interval=1.0) for n in ("es-primary", "es-backup")}
     svc = gw_fleet = es_fleet = None
     try:
-        for pool in (*getwork.values(), *stratum.values()):
-            await pool.start()
-        pools = [_entry(n, p, i, "ethproxy") for i, (n, p) in enumerate(getwork.items())]
-        pools += [_entry(n, p, i, "ethstratum") for i, (n, p) in enumerate(stratum.items())]
+        pools = await _start_pools(getwork, stratum)
         cfg = load_dict(
             {
                 "proxy": {"listen": "127.0.0.1:0", "protocol": "ethproxy", "failback_hold_s": 1.0},
@@ -107,10 +112,7 @@ async def test_one_port_serves_both_dialects_each_failing_over_among_its_own_poo
     stratum = {n: EthSimPool(n, job_interval=1.0) for n in ("es-primary", "es-backup")}
     svc = gw_fleet = es_fleet = None
     try:
-        for pool in (*getwork.values(), *stratum.values()):
-            await pool.start()
-        pools = [_entry(n, p, i, "ethproxy") for i, (n, p) in enumerate(getwork.items())]
-        pools += [_entry(n, p, i, "ethstratum") for i, (n, p) in enumerate(stratum.items())]
+        pools = await _start_pools(getwork, stratum)
         cfg = load_dict(
             {
                 "proxy": {"listen": "127.0.0.1:0", "failback_hold_s": 60.0},

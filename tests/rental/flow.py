@@ -4,9 +4,20 @@ port, the rented rigs bring the proxy's own measurement back."""
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any
 
 from proxy.sim import wait_until
+from proxy.sim.market import SimMarket, SimMarketConfig
+
+
+def backfill_market(rig_difficulty: float, rig_share_interval: float, **extra: Any) -> SimMarket:
+    """The marketplace of both stories: a price the policy accepts, orders active in 0.2 s,
+    rented rigs mining at the farm's own difficulty and pace (``extra``: e.g. the algorithm)."""
+    return SimMarket(SimMarketConfig(
+        market_price=Decimal("0.000000000002"), activation_delay_s=0.2, rig_difficulty=rig_difficulty,
+        rig_share_interval=rig_share_interval, min_amount=Decimal("0.0001"), min_limit=Decimal("100"),
+        tick_s=0.05, **extra))
 
 
 async def rigs_die_and_are_backfilled(ctl: Any, market: Any, doomed: Any, farm_hs: float,

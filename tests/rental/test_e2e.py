@@ -15,10 +15,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from proxy.config import load_dict
 from proxy.net.service import ProxyService
 from proxy.sim import wait_until
-from proxy.sim.market import SimMarket, SimMarketConfig
 from proxy.sim.pool import SimPool, SimPoolConfig
 from proxy.sim.rigs import RigFleet
-from tests.rental.flow import rigs_die_and_are_backfilled
+from tests.rental.flow import backfill_market, rigs_die_and_are_backfilled
 
 DIFF = 2**-22
 INTERVAL = 0.25
@@ -31,17 +30,7 @@ async def test_rig_failure_is_backfilled_through_the_proxy(tmp_path, monkeypatch
     monkeypatch.setenv("SIMMARKET_SECRET", "sim-secret")
     monkeypatch.setenv("SIMMARKET_ORG", "sim-org")
     pool = SimPool(SimPoolConfig(name="primary", difficulty=DIFF, job_interval=30.0))
-    market = SimMarket(
-        SimMarketConfig(
-            market_price=Decimal("0.000000000002"),
-            activation_delay_s=0.2,
-            rig_difficulty=DIFF,
-            rig_share_interval=INTERVAL,
-            min_amount=Decimal("0.0001"),
-            min_limit=Decimal("100"),
-            tick_s=0.05,
-        )
-    )
+    market = backfill_market(DIFF, INTERVAL)
     await pool.start()
     await market.start()
     cfg = load_dict(

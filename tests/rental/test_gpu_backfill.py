@@ -4,16 +4,13 @@ GPU port, the deficit measured on the GPU listener."""
 
 from __future__ import annotations
 
-from decimal import Decimal
-
 from proxy.config import load_dict
 from proxy.net.service import ProxyService
 from proxy.sim import wait_until
 from proxy.sim.ethpool import EthSimPool
 from proxy.sim.ethrigs import EthRigFleet
-from proxy.sim.market import SimMarket, SimMarketConfig
 from tests.api.conftest import SIM_MARKET_ENV, sim_rental
-from tests.rental.flow import rigs_die_and_are_backfilled
+from tests.rental.flow import backfill_market, rigs_die_and_are_backfilled
 
 DIFF = 2**-22
 INTERVAL = 0.25
@@ -25,18 +22,7 @@ async def test_gpu_rig_failure_is_backfilled_from_the_daggerhashimoto_market(tmp
     for name, value in SIM_MARKET_ENV.items():
         monkeypatch.setenv(name, value)
     pool = EthSimPool("etc-pool", difficulty=DIFF, job_interval=1.0)
-    market = SimMarket(
-        SimMarketConfig(
-            algorithm="DAGGERHASHIMOTO",
-            market_price=Decimal("0.000000000002"),
-            activation_delay_s=0.2,
-            rig_difficulty=DIFF,
-            rig_share_interval=INTERVAL,
-            min_amount=Decimal("0.0001"),
-            min_limit=Decimal("100"),
-            tick_s=0.05,
-        )
-    )
+    market = backfill_market(DIFF, INTERVAL, algorithm="DAGGERHASHIMOTO")
     await pool.start()
     await market.start()
     cfg = load_dict(
