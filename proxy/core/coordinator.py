@@ -26,7 +26,8 @@ from .jobs import JobBook
 from .layout import Layout
 from .placement import Placement
 from .pool import PoolState
-from .rig import RigPolicy, RigSession, RigState
+from .rig import RigPolicy, RigSession
+from .rig_base import RigState
 from .rig_requests import (
     AuthorizeRequest,
     BadLine,

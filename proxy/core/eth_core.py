@@ -28,12 +28,13 @@ from ..stratum.errors import StratumError
 from .corebase import CoreBase
 from .eth_jobs import EthJob, EthJobBook, check_share
 from .eth_pools import EthUpstreams
-from .eth_rig import RECENT_CONNS, EthRigSession, EthRigState
+from .eth_rig import EthRigSession
 from .eth_split import steer
 from .eth_upstream import EthPoolConnection
 from .events import EventLog, PoolSwitched
 from .pool import PoolState
 from .rig import RigPolicy
+from .rig_base import RECENT_CONNS, RigState
 from .rig_requests import (
     AuthorizeRequest,
     BadLine,
@@ -161,7 +162,7 @@ class EthCore(CoreBase):
         """The rig's transport is gone: release what it held."""
         if rig.closed:
             return
-        rig.to(EthRigState.CLOSED)
+        rig.to(RigState.CLOSED)
         self.totals["rigs_disconnected"] += 1
         self.rigs.pop(rig.rig_id, None)
         self.waiting.pop(rig.rig_id, None)
@@ -180,7 +181,7 @@ class EthCore(CoreBase):
     def start_mining(self, rig: EthRigSession) -> None:
         """Once subscribed and authorized: the rig's first job."""
         conn = rig.conn
-        if rig.state is EthRigState.ACTIVE and rig.last_job is None and conn is not None \
+        if rig.state is RigState.ACTIVE and rig.last_job is None and conn is not None \
                 and conn.current_job is not None:
             rig.send_job(conn.current_job, True)
 
@@ -243,7 +244,7 @@ class EthCore(CoreBase):
         rig.pool = conn.pool
         if rig.extranonce is None:
             rig.answer_subscribe(extranonce)
-        if rig.state is EthRigState.ACTIVE and conn.current_job is not None:
+        if rig.state is RigState.ACTIVE and conn.current_job is not None:
             rig.send_job(conn.current_job, True)
 
     def connection_ready(self, conn: EthPoolConnection, now: float) -> None:
@@ -304,7 +305,7 @@ class EthCore(CoreBase):
             rig.reply_error(msg.id, errors.OTHER, "internal error")
 
     def _submit(self, rig: EthRigSession, msg: messages.Message, now: float) -> None:
-        if rig.state is not EthRigState.ACTIVE:
+        if rig.state is not RigState.ACTIVE:
             raise StratumError(errors.UNAUTHORIZED, "subscribe and authorize first")
         share = ethstratum.parse_submit(msg.params)
         job = self.jobs.get(share.job_id)
@@ -369,7 +370,7 @@ class EthCore(CoreBase):
         """Close rigs that neither subscribed nor authorized within ``auth_timeout_s`` (a rig
         whose subscribe waits for a pool is not overdue)."""
         limit = self.settings.auth_timeout_s
-        for rig in [r for r in self.rigs.values() if r.state is EthRigState.HANDSHAKE
+        for rig in [r for r in self.rigs.values() if r.state is RigState.HANDSHAKE
                     and now - r.connected_at > limit and not (r.workers and r.subscribe_held is not None)]:
             self.totals["rigs_timed_out"] += 1
             self.close_rig(rig, f"not subscribed and authorized within {limit:g}s", now)

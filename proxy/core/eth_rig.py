@@ -15,7 +15,6 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from collections.abc import Callable
-from enum import Enum
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .. import __version__
@@ -24,7 +23,7 @@ from ..stratum.errors import StratumError
 from ..stratum.framing import LineFramer
 from ..stratum.messages import Message
 from .rig import RigPolicy
-from .rig_base import RATE_BURST, RigBase
+from .rig_base import RATE_BURST, RigBase, RigState
 from .rig_requests import (
     RigRequest,
     SubscribeRequest,
@@ -38,29 +37,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("proxy.core.eth")
 
-RECENT_CONNS = 3  # connections a rig may still submit old jobs to after it moved
-
-
 # NiceHash's EthereumStratum difficulty 1 is about 2^32 hashes per share (as SV1's): the rigs'
 # meters count hashes, so the weighted split (``Router.steer``) reads them as SV1 ones
 HASHES_PER_DIFFICULTY = 2.0**32
-
-
-class EthRigState(Enum):
-    """A GPU rig's lifecycle, forward only."""
-
-    HANDSHAKE = "handshake"  # until subscribed (answered) and authorized
-    ACTIVE = "active"  # mining, or waiting for a usable pool
-    LEAVING = "leaving"  # sent client.reconnect: it comes back as a new session
-    CLOSED = "closed"
-
-
-_NEXT = {
-    EthRigState.HANDSHAKE: {EthRigState.ACTIVE, EthRigState.LEAVING, EthRigState.CLOSED},
-    EthRigState.ACTIVE: {EthRigState.LEAVING, EthRigState.CLOSED},
-    EthRigState.LEAVING: {EthRigState.CLOSED},
-    EthRigState.CLOSED: set(),
-}
 
 
 class EthRigSink(Protocol):
@@ -73,8 +52,6 @@ class EthRigSink(Protocol):
 class EthRigSession(RigBase):
     """The state of one GPU rig connection (see the module docstring)."""
 
-    NEXT_STATES = _NEXT
-    CLOSED_STATE = EthRigState.CLOSED
 
     __slots__ = ("rig_id", "peer", "send", "close", "policy", "framer", "state", "subscribe_held",
                  "user_agent", "workers", "extranonce_subscribed", "prefix", "extranonce", "conn",
@@ -89,7 +66,7 @@ class EthRigSession(RigBase):
         self.close = close
         self.policy = policy
         self.framer = LineFramer(policy.max_line)
-        self.state = EthRigState.HANDSHAKE
+        self.state = RigState.HANDSHAKE
         self.subscribe_held: Any = None  # the subscribe id, until a pool gives an extranonce
         self.user_agent = ""
         self.workers: list[str] = []
@@ -113,17 +90,17 @@ class EthRigSession(RigBase):
     @property
     def closed(self) -> bool:
         """True once closed: its data is ignored and it holds nothing."""
-        return self.state is EthRigState.CLOSED
+        return self.state is RigState.CLOSED
 
     @property
     def placeable(self) -> bool:
         """The router may give it a pool: subscribed or waiting for its answer, not leaving."""
-        return self.state in (EthRigState.HANDSHAKE, EthRigState.ACTIVE) and (
+        return self.state in (RigState.HANDSHAKE, RigState.ACTIVE) and (
             self.subscribe_held is not None or self.extranonce is not None)
 
     def _handshake_done(self) -> None:
-        if self.state is EthRigState.HANDSHAKE and self.extranonce is not None and self.workers:
-            self.to(EthRigState.ACTIVE)
+        if self.state is RigState.HANDSHAKE and self.extranonce is not None and self.workers:
+            self.to(RigState.ACTIVE)
 
     # ------------------------------------------------------------------ what the core sends
 
@@ -141,12 +118,12 @@ class EthRigSession(RigBase):
 
     def ask_to_reconnect(self) -> None:
         """For a rig that cannot take a new extranonce: it comes back as a new session."""
-        self.to(EthRigState.LEAVING)
+        self.to(RigState.LEAVING)
         self.send(messages.notification("client.reconnect", []))
 
     def send_job(self, job: EthJob, clean: bool) -> None:
         """The job (and its difficulty first, when it changed), once the rig is mining."""
-        if self.state is not EthRigState.ACTIVE:
+        if self.state is not RigState.ACTIVE:
             return
         if job.difficulty != self.difficulty:
             self.difficulty = job.difficulty

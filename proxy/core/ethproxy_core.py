@@ -13,9 +13,10 @@ from ..stratum import errors, ethproxy, messages
 from ..stratum.errors import StratumError
 from .eth_core import EthCore
 from .eth_jobs import check_work
-from .eth_rig import EthRigSession, EthRigState
+from .eth_rig import EthRigSession
 from .ethproxy_rig import EthProxyRigSession
 from .ethproxy_upstream import EthProxyPoolConnection
+from .rig_base import RigState
 
 
 class EthProxyCore(EthCore):
@@ -39,7 +40,7 @@ class EthProxyCore(EthCore):
     def _submit(self, rig: EthRigSession, msg: messages.Message, now: float) -> None:
         if msg.method != "eth_submitWork":
             raise StratumError(errors.METHOD_NOT_FOUND, "getwork port: use eth_submitWork")
-        if rig.state is not EthRigState.ACTIVE:
+        if rig.state is not RigState.ACTIVE:
             raise StratumError(errors.UNAUTHORIZED, "log in first (eth_submitLogin)")
         work = ethproxy.parse_submit(msg.params)
         job = None

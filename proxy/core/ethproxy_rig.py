@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING
 from ..stratum import errors, ethproxy, ethstratum
 from ..stratum.errors import StratumError
 from ..stratum.messages import Message
-from .eth_rig import EthRigSession, EthRigState
+from .eth_rig import EthRigSession
+from .rig_base import RigState
 from .rig_requests import RigRequest, SubmitRequest, SubscribeRequest
 
 if TYPE_CHECKING:
@@ -36,7 +37,7 @@ class EthProxyRigSession(EthRigSession):
 
     def send_job(self, job: EthJob, clean: bool) -> None:
         """Push the work (its target says the difficulty): the same bytes for every rig."""
-        if self.state is EthRigState.ACTIVE:
+        if self.state is RigState.ACTIVE:
             self.last_job = job
             self.send(job.push_line())
 

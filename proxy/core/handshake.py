@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..stratum import errors
 from ..stratum.errors import StratumError
-from .rig import RigState
+from .rig_base import RigState
 from .rig_requests import AuthorizeRequest, ConfigureRequest, SubscribeRequest
 
 if TYPE_CHECKING:

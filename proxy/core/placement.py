@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .rig import RECENT_CONNS, RigState
+from .rig_base import RECENT_CONNS, RigState
 
 if TYPE_CHECKING:
     from .pool import PoolState

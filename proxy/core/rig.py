@@ -15,7 +15,6 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from collections.abc import Callable
-from enum import Enum
 from typing import TYPE_CHECKING, Any
 
 from .. import __version__
@@ -23,7 +22,7 @@ from ..stratum import errors, messages
 from ..stratum.errors import StratumError
 from ..stratum.framing import LineFramer
 from ..stratum.messages import Message
-from .rig_base import RATE_BURST, RigBase
+from .rig_base import RATE_BURST, RigBase, RigState
 from .rig_requests import ConfigureRequest, RigRequest, SubmitRequest, SubscribeRequest
 from .stats import RateMeter
 from .vardiff import RigDifficulty
@@ -34,27 +33,6 @@ if TYPE_CHECKING:
     from .upstream import PoolConnection
 
 log = logging.getLogger("proxy.core")
-
-RECENT_CONNS = 3  # connections a rig may still submit old jobs to after it moved
-
-
-class RigState(Enum):
-    """A rig's lifecycle, forward only and only through ``RigSession.to``; each comment says
-    when a rig is in that state."""
-
-    HANDSHAKE = "handshake"  # until both subscribed (answered) and authorized
-    ACTIVE = "active"  # mining, or waiting on keepalive work for a pool to come back
-    LEAVING = "leaving"  # sent client.reconnect: waiting for it to come back fresh
-    CLOSED = "closed"
-
-
-_NEXT_STATES = {
-    RigState.HANDSHAKE: {RigState.ACTIVE, RigState.LEAVING, RigState.CLOSED},
-    RigState.ACTIVE: {RigState.LEAVING, RigState.CLOSED},
-    RigState.LEAVING: {RigState.CLOSED},
-    RigState.CLOSED: set(),
-}
-
 
 class RigPolicy:
     """The settings every session applies alone (one object shared by all sessions)."""
@@ -70,8 +48,6 @@ class RigPolicy:
 class RigSession(RigBase):
     """The state of one rig connection (see the module docstring)."""
 
-    NEXT_STATES = _NEXT_STATES
-    CLOSED_STATE = RigState.CLOSED
 
     __slots__ = (
         "rig_id", "peer", "address", "send", "close", "policy", "framer", "state", "subscribed",

@@ -18,6 +18,26 @@ RATE_BURST = 4.0  # seconds' worth of requests a rig may send at once
 RATE_LIMIT_CLOSE_AFTER = 1000  # requests dropped for flooding before the rig is closed
 RATE_LIMITED_ERROR = messages.error_response(None, errors.OTHER, "rate limited: too many requests")
 
+RECENT_CONNS = 3  # connections a rig may still submit old jobs to after it moved
+
+
+class RigState(Enum):
+    """A rig's lifecycle (SV1 and GPU sessions alike), forward only and only through
+    ``RigBase.to``; each comment says when a rig is in that state."""
+
+    HANDSHAKE = "handshake"  # until both subscribed (answered) and authorized
+    ACTIVE = "active"  # mining, or waiting on keepalive work for a pool to come back
+    LEAVING = "leaving"  # sent client.reconnect: waiting for it to come back fresh
+    CLOSED = "closed"
+
+
+NEXT_STATES = {
+    RigState.HANDSHAKE: {RigState.ACTIVE, RigState.LEAVING, RigState.CLOSED},
+    RigState.ACTIVE: {RigState.LEAVING, RigState.CLOSED},
+    RigState.LEAVING: {RigState.CLOSED},
+    RigState.CLOSED: set(),
+}
+
 if TYPE_CHECKING:
     from collections.abc import Callable
 
@@ -26,12 +46,12 @@ if TYPE_CHECKING:
 
 class RigBase:
     """Shared methods; each subclass has the slots they read (``rig_id``, ``state``,
-    ``workers``, ``pool``, ``conn``, ``recent_conns``, ``policy``, ``send``) and its
-    lifecycle table ``NEXT_STATES``."""
+    ``workers``, ``pool``, ``conn``, ``recent_conns``, ``policy``, ``send``); both walk the
+    one lifecycle ``RigState`` / ``NEXT_STATES``."""
 
     __slots__ = ()
-    NEXT_STATES: ClassVar[dict[Any, set[Any]]] = {}
-    CLOSED_STATE: ClassVar[Any] = None
+    NEXT_STATES: ClassVar[dict[RigState, set[RigState]]] = NEXT_STATES
+    CLOSED_STATE: ClassVar[RigState] = RigState.CLOSED
     rig_id: int
     state: Enum
     workers: list[str]

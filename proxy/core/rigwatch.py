@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from .events import RigsResumed, RigsStalled
 from .handover import retarget
-from .rig import RigState
+from .rig_base import RigState
 
 if TYPE_CHECKING:
     from .coordinator import ProxyCore
