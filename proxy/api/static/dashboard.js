@@ -359,8 +359,13 @@
       S.history = data;
       S.historyError = data.error || "";
       addEvents(data.events);
-      // a fresh proxy has no sample yet: ask again soon rather than in 15 s
-      if (!Array.isArray(data.rows) || !data.rows.length) S.historyAt = Date.now() - HISTORY_MS + 3000;
+      // a fresh proxy has no sample yet, or none of the pool carrying the farm now (a restart on
+      // an old history): ask again soon rather than in 15 s
+      const rows = Array.isArray(data.rows) ? data.rows : [];
+      const active = (S.status && S.status.active_pools) || [];
+      if (!rows.length || (active.length && !rows.some((r) => active.includes(r.pool)))) {
+        S.historyAt = Date.now() - HISTORY_MS + 3000;
+      }
     } catch (err) {
       if (!(err instanceof Unreachable)) { S.history = null; S.historyError = err.message; }
       else S.historyAt = 0;  // try again on the next successful poll
